@@ -1,0 +1,70 @@
+"""Counters for the gateway: plain ints in process, mirrored to Prometheus, and persisted by the store so that
+`edge-gw status` shows them whether or not the daemon runs."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+COUNTERS: dict[str, str] = {
+    "adverts_received": "BLE adverts handed over by the source",
+    "decode_errors": "adverts that failed to decode (DecodeError)",
+    "duplicates": "re-advertised measurements dropped by dedup",
+    "readings_stored": "readings committed to the SQLite buffer",
+    "readings_dropped_cap": "readings dropped because the buffer hit its byte cap",
+    "readings_dropped_age": "readings dropped because they exceeded the buffer's max age",
+    "batches_published": "MQTT batch messages published",
+    "readings_acked": "readings acknowledged by the broker (PUBACK) and deleted from the buffer",
+    "publish_errors": "publish attempts that failed",
+    "uplink_reconnects": "MQTT reconnect attempts",
+    "scanner_restarts": "BLE scanner restarts by the watchdog",
+    "adapter_resets": "BLE adapter resets by the watchdog",
+    "clock_corrections": "readings whose timestamp was corrected after clock sync",
+}
+
+GAUGES: dict[str, str] = {
+    "buffer_rows": "readings waiting in the SQLite buffer",
+    "buffer_bytes": "bytes used by the SQLite buffer file",
+    "oldest_unsent_age_seconds": "age of the oldest unsent reading",
+    "uplink_connected": "1 while connected to the broker",
+    "inflight_messages": "published batches waiting for PUBACK",
+    "clock_synced": "1 once the system clock is synchronised",
+    "tags_seen": "distinct tags seen",
+}
+
+
+class Counters:
+    """Thread-safe named counters. Unknown names raise KeyError, so a typo fails in tests, not silently."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(COUNTERS, 0)
+        self._prom = {n: Counter(f"edge_gw_{n}", h, registry=self.registry) for n, h in COUNTERS.items()}
+        self._gauges = {n: Gauge(f"edge_gw_{n}", h, registry=self.registry) for n, h in GAUGES.items()}
+
+    def inc(self, name: str, n: int = 1) -> None:
+        if n <= 0:
+            return
+        with self._lock:
+            self._values[name] += n
+        self._prom[name].inc(n)
+
+    def set_gauge(self, name: str, value: float) -> None:
+        self._gauges[name].set(value)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+    def restore(self, saved: dict[str, int]) -> None:
+        """Continue from persisted totals (Prometheus counters still start at 0, as Prometheus expects)."""
+        with self._lock:
+            for name, value in saved.items():
+                if name in self._values:
+                    self._values[name] = int(value)
+
+
+def serve(counters: Counters, port: int, addr: str = "127.0.0.1") -> None:
+    start_http_server(port, addr=addr, registry=counters.registry)
