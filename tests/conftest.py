@@ -1,0 +1,48 @@
+"""Shared fixtures: a real Mosquitto and a real influxd per test, on free loopback ports, stopped by PID."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import Influxd, Mosquitto  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[type[Mosquitto]]:
+    """For tests that need auth/TLS/ACL settings: call `mosquitto_factory(workdir, extra=[...], anonymous=False).start()`."""
+    started: list[Mosquitto] = []
+
+    class Tracked(Mosquitto):
+        def start(self) -> Mosquitto:
+            started.append(self)
+            return super().start()
+
+    yield Tracked
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def influxd(tmp_path: Path) -> Iterator[Influxd]:
+    db = Influxd(tmp_path / "influxd").start()
+    try:
+        yield db
+    finally:
+        db.stop()

@@ -1,0 +1,205 @@
+"""Real Mosquitto and influxd processes for tests: free loopback ports, temporary directories, stopped by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"port {port} not ready after {timeout}s: {log.read_text(errors='replace')[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+@dataclass
+class Mosquitto:
+    """A private Mosquitto 2.x broker. `extra` lines are appended to its config (auth, TLS listeners, ACLs)."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    extra: list[str] = field(default_factory=list)
+    anonymous: bool = True
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    def config_text(self) -> str:
+        lines = [
+            "per_listener_settings false",
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            # The settings docs/mosquitto.md asks for: queue everything for offline persistent sessions,
+            # and save the queue often so a broker crash loses little.
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            "max_inflight_messages 0",
+            "autosave_interval 1",
+            "max_packet_size 1048576",
+            f"log_dest file {self.log}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        if os.geteuid() == 0:
+            lines.insert(0, "user root")
+        return "\n".join([*lines, *self.extra]) + "\n"
+
+    def start(self) -> Mosquitto:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(self.config_text())
+        out = open(self.workdir / "mosquitto.stdout", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        _wait_tcp(self.port, self.proc, self.workdir / "mosquitto.stdout")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        _stop(self.proc, sig)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@dataclass
+class Influxd:
+    """A private InfluxDB 1.x (Debian's 1.6.7) with its own config, data dirs and ports; reporting off."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    rpc_port: int = field(default_factory=free_port)
+    auth: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config_text(self) -> str:
+        d = self.workdir
+        return f"""reporting-enabled = false
+bind-address = "127.0.0.1:{self.rpc_port}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  index-version = "inmem"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+  auth-enabled = {"true" if self.auth else "false"}
+  max-body-size = 0
+[continuous_queries]
+  enabled = true
+  log-enabled = true
+  run-interval = "1s"
+"""
+
+    def start(self) -> Influxd:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "influxdb.conf"
+        conf.write_text(self.config_text())
+        log = self.workdir / "influxd.log"
+        out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(["influxd", "-config", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"influxd exited: {log.read_text(errors='replace')[-2000:]}")
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as r:
+                    if r.status == 204:
+                        return self
+            time.sleep(0.05)
+        raise RuntimeError("influxd did not answer /ping")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        _stop(self.proc, sig, timeout=20)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def query(self, q: str, db: str | None = None, *, user: str = "", password: str = "", method: str = "GET") -> dict:
+        """Run an InfluxQL query and return the decoded JSON ({"results": [...]})."""
+        import json
+        import urllib.parse
+
+        params = {"q": q}
+        if db:
+            params["db"] = db
+        if user:
+            params["u"] = user
+            params["p"] = password
+        data = urllib.parse.urlencode(params).encode()
+        if method == "GET":
+            req = urllib.request.Request(f"{self.url}/query?{data.decode()}")
+        else:
+            req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def series_values(result: dict) -> list[list]:
+    """All value rows of all series of the first statement of a query result."""
+    rows: list[list] = []
+    for s in result["results"][0].get("series", []):
+        rows.extend(s["values"])
+    return rows
+
+
+def have(binary: str) -> bool:
+    return shutil.which(binary) is not None
