@@ -1,0 +1,37 @@
+"""The values that flow between the cloud-ingest parts: parsers produce them, the sink writes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FieldValue = float | int | bool | str
+
+
+@dataclass(slots=True)
+class Point:
+    """One InfluxDB point. `time_ns` is the gateway's receive time, never the receiver's clock."""
+
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+    time_ns: int
+
+
+@dataclass(slots=True, frozen=True)
+class GatewayStatus:
+    gateway: str
+    state: str  # "online" / "offline"
+    time_ns: int
+
+
+@dataclass(slots=True)
+class Parsed:
+    """What one MQTT message became: points to write, and/or a gateway state change."""
+
+    points: list[Point]
+    status: GatewayStatus | None = None
+    gateway: str | None = None
+
+
+class InvalidMessage(ValueError):
+    """A message that cannot be parsed or validated; the one-line reason goes to the dead-letter record."""
