@@ -1,0 +1,223 @@
+# Store-and-forward ring buffer in flash: a file of fixed 64-byte slots on LittleFS.
+#
+# Slot (big-endian):  0 u32 seq | 4 u8 flags | 5 i8 rssi | 6 mac[6] | 12 i64 time_ns |
+#                     20 raw[40] (0xFF padded) | 60 u32 crc32 of bytes 0..59
+# Record `seq` lives in slot seq % slots, so the slot index and the CRC together say whether a
+# slot holds that record.  Nothing committed is ever rewritten: a write only touches slots of new
+# records (or, when full, of the oldest records, which are being dropped anyway), so a reset in
+# the middle of a write can only lose records of that write.  At boot the newest valid seq gives
+# the head, whatever the file system did with the torn write.
+#
+# Records are collected in a RAM page and written one page at a time (flash wear), or on
+# flush().  Only written ("committed") records are handed to the uplink.  The ack position, the
+# batch sequence number and the drop counter live in a second small file with two CRC'd copies
+# written alternately, so a torn write there leaves the previous copy.
+import struct
+from binascii import crc32
+
+from micropython import const
+
+SLOT = const(64)
+_RAW = const(40)
+_HEAD = ">IBb6sq"  # seq, flags, rssi, mac, time_ns: 20 bytes
+_META = ">IIIII"  # generation, tail, batch_seq, dropped, crc: 20 bytes
+_META_SIZE = const(20)
+_SYNCED = const(1)
+_NO_RSSI = const(-128)
+_PAD = b"\xff" * _RAW
+
+
+class Record:
+    __slots__ = ("seq", "mac", "time_ns", "synced", "rssi", "raw")
+
+    def __init__(self, seq, mac, time_ns, synced, rssi, raw):
+        self.seq = seq
+        self.mac = mac  # 6 bytes
+        self.time_ns = time_ns
+        self.synced = synced
+        self.rssi = rssi  # dBm or None
+        self.raw = raw  # manufacturer data after 0x0499, format byte first
+
+    def __repr__(self):
+        return "Record(%d)" % self.seq
+
+
+def _pack(buf, off, seq, mac, time_ns, synced, rssi, raw):
+    struct.pack_into(_HEAD, buf, off, seq, _SYNCED if synced else 0, _NO_RSSI if rssi is None else rssi, mac, time_ns)
+    n = len(raw)
+    buf[off + 20 : off + 20 + n] = raw
+    buf[off + 20 + n : off + 60] = _PAD[: _RAW - n]
+    struct.pack_into(">I", buf, off + 60, crc32(memoryview(buf)[off : off + 60]))
+
+
+def _unpack(buf, off, want_seq):
+    # The record in buf[off:off+64] if it is record `want_seq` and intact, else None.
+    mv = memoryview(buf)
+    if struct.unpack_from(">I", buf, off + 60)[0] != crc32(mv[off : off + 60]):
+        return None
+    seq, flags, rssi, mac, time_ns = struct.unpack_from(_HEAD, buf, off)
+    if want_seq is not None and seq != want_seq:
+        return None
+    raw = bytes(mv[off + 20 : off + 60])
+    n = _raw_len(raw[0])
+    return Record(seq, mac, time_ns, bool(flags & _SYNCED), None if rssi == _NO_RSSI else rssi, raw[:n])
+
+
+def _raw_len(fmt):
+    # The payload length follows from the format byte (ruuvi.LENGTHS); kept local so the ring
+    # does not import the decoder.
+    return {3: 14, 5: 24, 0xC5: 18, 6: 20, 0xE1: 40, 8: 24}.get(fmt, _RAW)
+
+
+def _exists(path, opener):
+    try:
+        opener(path, "rb").close()
+        return True
+    except OSError:
+        return False
+
+
+class Ring:
+    def __init__(self, path, capacity_bytes, page_bytes=1024, opener=open):
+        if capacity_bytes < 2 * page_bytes or page_bytes % SLOT:
+            raise ValueError("ring: capacity must be >= 2 pages and a page a multiple of 64 bytes")
+        self.path = path
+        self.meta_path = path + ".meta"
+        self.slots = capacity_bytes // SLOT
+        self.page_slots = page_bytes // SLOT
+        self._open = opener
+        self._page = bytearray(page_bytes)
+        self._pending = 0  # records in the RAM page
+        self.head = 0  # next seq to commit
+        self.tail = 0  # oldest unacked seq
+        self.batch_seq = 0
+        self.dropped = 0
+        self.lost = 0  # slots that failed their CRC when read (torn or worn flash)
+        self._lost_mark = 0
+        self.peek_end = 0  # seq after the last slot peek() looked at
+        self._gen = 0
+        if not _exists(path, opener):
+            opener(path, "wb").close()
+        self._load()
+
+    # ---- boot -------------------------------------------------------------------------------
+    def _load(self):
+        best = -1
+        chunk = bytearray(self.page_slots * SLOT)
+        with self._open(self.path, "rb") as f:
+            base = 0
+            while base < self.slots:
+                n = f.readinto(chunk)
+                if not n:
+                    break
+                for i in range(n // SLOT):
+                    rec = _unpack(chunk, i * SLOT, None)
+                    if rec is not None and rec.seq % self.slots == base + i and rec.seq > best:
+                        best = rec.seq
+                base += n // SLOT
+        self.head = best + 1
+        gen, tail, batch_seq, dropped = self._read_meta()
+        self._gen = gen
+        self.batch_seq = batch_seq
+        self.dropped = dropped
+        # Clamp: records older than one lap were overwritten (dropped while we were down).
+        oldest = max(0, self.head - self.slots)
+        if tail < oldest:
+            self.dropped += oldest - tail
+            tail = oldest
+        self.tail = min(tail, self.head)
+
+    def _read_meta(self):
+        best = (0, 0, 0, 0)
+        try:
+            with self._open(self.meta_path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return best
+        for off in (0, _META_SIZE):
+            if len(data) < off + _META_SIZE:
+                continue
+            gen, tail, batch_seq, dropped, crc = struct.unpack_from(_META, data, off)
+            if crc == crc32(memoryview(data)[off : off + 16]) and gen >= best[0]:
+                best = (gen, tail, batch_seq, dropped)
+        return best
+
+    def _write_meta(self):
+        self._gen += 1
+        buf = bytearray(_META_SIZE)
+        struct.pack_into(_META, buf, 0, self._gen, self.tail, self.batch_seq, self.dropped, 0)
+        struct.pack_into(">I", buf, 16, crc32(memoryview(buf)[:16]))
+        mode = "r+b" if _exists(self.meta_path, self._open) else "wb"
+        with self._open(self.meta_path, mode) as f:
+            f.seek((self._gen & 1) * _META_SIZE)
+            f.write(buf)
+
+    # ---- writing ------------------------------------------------------------------------------
+    def append(self, mac, time_ns, synced, rssi, raw):
+        # Queue one record in the RAM page; a full page is written at once.
+        seq = self.head + self._pending
+        _pack(self._page, self._pending * SLOT, seq, mac, time_ns, synced, rssi, raw)
+        self._pending += 1
+        if self._pending == self.page_slots:
+            self.flush()
+        return seq
+
+    def flush(self):
+        # Commit the RAM page: after this returns the records survive a reset.
+        n = self._pending
+        if not n:
+            return 0
+        first = self.head % self.slots
+        with self._open(self.path, "r+b") as f:
+            # A page that crosses the end of the file is written in two parts.
+            part = min(n, self.slots - first)
+            f.seek(first * SLOT)
+            f.write(memoryview(self._page)[: part * SLOT])
+            if part < n:
+                f.seek(0)
+                f.write(memoryview(self._page)[part * SLOT : n * SLOT])
+        self._pending = 0
+        self.head += n
+        over = self.head - self.tail - self.slots
+        if over > 0:  # drop oldest
+            self.tail += over
+            self.dropped += over
+        return n
+
+    # ---- reading --------------------------------------------------------------------------------
+    def committed(self):
+        return self.head - self.tail
+
+    def depth(self):
+        return self.head - self.tail + self._pending
+
+    def peek(self, limit):
+        # Up to `limit` committed records from the oldest unacked one, in order.  Slots that fail
+        # their check are skipped and counted in `lost`.
+        out = []
+        seq = self.tail
+        end = min(self.head, self.tail + limit)
+        buf = bytearray(SLOT)
+        with self._open(self.path, "rb") as f:
+            while seq < end:
+                f.seek((seq % self.slots) * SLOT)
+                if f.readinto(buf) == SLOT:
+                    rec = _unpack(buf, 0, seq)
+                    if rec is not None:
+                        out.append(rec)
+                        seq += 1
+                        continue
+                if seq >= self._lost_mark:
+                    self.lost += 1
+                    self._lost_mark = seq + 1
+                seq += 1
+        self.peek_end = seq
+        return out
+
+    def ack(self, last_seq, next_batch_seq=None):
+        # The broker acked everything up to last_seq: forget it, persist the position.
+        if last_seq + 1 > self.tail:
+            self.tail = min(last_seq + 1, self.head)
+        if next_batch_seq is not None:
+            self.batch_seq = next_batch_seq
+        self._write_meta()
