@@ -1,0 +1,190 @@
+"""edge-gw's configuration: one TOML file (see edge-gw.example.toml), `EDGE_GW_<SECTION>_<KEY>` variables, then flags."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file
+
+GATEWAY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+ENV_PREFIX = "EDGE_GW"
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class GatewaySection:
+    id: str = ""
+    db: str = "edge-gw.db"
+
+    def __post_init__(self) -> None:
+        _check(self.id == "" or (GATEWAY_ID.fullmatch(self.id) is not None and self.id != "dlq"),
+               f"gateway.id: {self.id!r} must be 1-64 characters of A-Z a-z 0-9 . _ - (and not 'dlq')")
+
+
+@dataclass
+class SourceSection:
+    kind: str = "bleak"
+    adapter: str = ""
+    passive: bool = True
+    watchdog: Duration = Duration(60.0)
+    tags: int = 10
+    rate: float = 20.0
+    count: int = 0
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("bleak", "simulate") or self.kind.startswith("replay:"),
+               f"source.kind: expected bleak, simulate or replay:FILE, got {self.kind!r}")
+        _check(self.tags >= 1, f"source.tags: must be at least 1, got {self.tags}")
+        _check(self.rate > 0, f"source.rate: must be positive, got {self.rate}")
+        _check(self.count >= 0, f"source.count: must be 0 (endless) or more, got {self.count}")
+        _check(self.watchdog >= 1, f"source.watchdog: must be at least 1 s, got {self.watchdog}")
+
+
+@dataclass
+class DecodeSection:
+    derived: bool = False
+
+
+@dataclass
+class DedupSection:
+    window: Duration = Duration(60.0)
+    max_entries: int = 100_000
+
+    def __post_init__(self) -> None:
+        _check(self.max_entries >= 1, f"dedup.max_entries: must be at least 1, got {self.max_entries}")
+
+
+@dataclass
+class StoreSection:
+    max_bytes: Size = Size(512 * 2**20)
+    max_age: Duration = Duration(30 * 86400.0)
+    policy: str = "drop-oldest"
+    commit_rows: int = 500
+    commit_interval: Duration = Duration(0.1)
+
+    def __post_init__(self) -> None:
+        _check(self.policy in ("drop-oldest", "drop-newest"),
+               f"store.policy: expected drop-oldest or drop-newest, got {self.policy!r}")
+        _check(self.max_bytes >= 1 << 20, f"store.max_bytes: must be at least 1MiB, got {int(self.max_bytes)}")
+        _check(1 <= self.commit_rows <= 100_000, f"store.commit_rows: must be 1..100000, got {self.commit_rows}")
+        _check(0 < self.commit_interval <= 10, f"store.commit_interval: must be in (0, 10] s, got {self.commit_interval}")
+
+
+@dataclass
+class MqttSection:
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    client_id: str = ""
+    keepalive: int = 30
+    topic_prefix: str = "edge-gw"
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        _check(parts.scheme in ("mqtt", "mqtts") and bool(parts.hostname),
+               f"mqtt.url: expected mqtt://[user[:pass]@]host[:port] or mqtts://..., got {redact_url(self.url)!r}")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ConfigError(f"mqtt.url: bad port in {redact_url(self.url)!r}") from None
+        _check(5 <= self.keepalive <= 3600, f"mqtt.keepalive: must be 5..3600 s, got {self.keepalive}")
+        _check(re.fullmatch(r"[A-Za-z0-9._/-]+", self.topic_prefix) is not None and not self.topic_prefix.startswith("ruuvi"),
+               f"mqtt.topic_prefix: {self.topic_prefix!r} must be a plain topic path that does not start with 'ruuvi'")
+        for key in ("ca_file", "cert_file", "key_file", "password_file"):
+            path = getattr(self, key)
+            _check(not path or Path(path).is_file(), f"mqtt.{key}: {path} does not exist")
+        _check(bool(self.cert_file) == bool(self.key_file), "mqtt.cert_file and mqtt.key_file go together")
+
+
+@dataclass
+class UplinkSection:
+    batch_max_readings: int = 500
+    inflight: int = 16
+    backfill_rate: float = 20_000.0
+    backoff_min: Duration = Duration(0.5)
+    backoff_max: Duration = Duration(60.0)
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.batch_max_readings <= 5000, f"uplink.batch_max_readings: must be 1..5000, got {self.batch_max_readings}")
+        _check(1 <= self.inflight <= 1000, f"uplink.inflight: must be 1..1000, got {self.inflight}")
+        _check(self.backfill_rate > 0, f"uplink.backfill_rate: must be positive, got {self.backfill_rate}")
+        _check(0 < self.backoff_min <= self.backoff_max,
+               f"uplink.backoff_min ({self.backoff_min}) must be positive and <= uplink.backoff_max ({self.backoff_max})")
+
+
+@dataclass
+class ClockSection:
+    assume_synced: bool = False
+
+
+@dataclass
+class MetricsSection:
+    port: int = 0
+    addr: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, f"metrics.port: must be 0 (off) or a TCP port, got {self.port}")
+
+
+@dataclass
+class LogSection:
+    level: str = "info"
+
+    def __post_init__(self) -> None:
+        _check(self.level.lower() in ("debug", "info", "warning", "error"),
+               f"log.level: expected debug, info, warning or error, got {self.level!r}")
+
+
+@dataclass
+class Config:
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    source: SourceSection = field(default_factory=SourceSection)
+    decode: DecodeSection = field(default_factory=DecodeSection)
+    dedup: DedupSection = field(default_factory=DedupSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    uplink: UplinkSection = field(default_factory=UplinkSection)
+    clock: ClockSection = field(default_factory=ClockSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    log: LogSection = field(default_factory=LogSection)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def load_config(path: Path | None, overrides: dict[str, object] | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    """Load and validate; raise ConfigError naming the bad key. Needs a gateway id for a daemon (checked by the caller)."""
+    cfg = load(Config, path, env_prefix=ENV_PREFIX, environ=environ, overrides=overrides)
+    if path is not None:
+        with open(path, "rb") as f:
+            mqtt = tomllib.load(f).get("mqtt", {})
+        if mqtt.get("password") or urlsplit(str(mqtt.get("url", ""))).password:
+            check_private("mqtt.password", path)
+    return cfg
+
+
+def mqtt_password(cfg: Config) -> str:
+    """The password from, in order: mqtt.password_file, mqtt.password, the URL."""
+    if cfg.mqtt.password_file:
+        return read_secret_file("mqtt.password_file", cfg.mqtt.password_file)
+    return cfg.mqtt.password or (urlsplit(cfg.mqtt.url).password or "")

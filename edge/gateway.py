@@ -1,0 +1,225 @@
+"""The gateway daemon: source -> decode -> dedup -> SQLite buffer, with the uplink draining the buffer to MQTT.
+
+The advert path runs on one asyncio loop and does no I/O of its own: the StoreWriter commits in batches, and the
+uplink runs in its own thread with its own SQLite connection. Counters on the hot path are plain ints, pushed to the
+shared Counters (and so to Prometheus and the store) by the housekeeping loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge import ruuvi
+from edge.clock import Clock
+from edge.config import Config, mqtt_password
+from edge.dedup import Dedup
+from edge.metrics import Counters
+from edge.model import Advert, Reading
+from edge.sources import Source, SourceOptions, open_source
+from edge.store import Store, StoreLimits, StoreWriter
+from edge.uplink import MqttSettings, Uplink, UplinkSettings
+
+log = logging.getLogger("edge.gateway")
+
+HOUSEKEEPING_S = 0.5
+
+
+@dataclass
+class RunResult:
+    adverts: int
+    committed: int
+    drained: bool | None
+
+
+def mqtt_settings(cfg: Config) -> MqttSettings:
+    return MqttSettings.from_url(
+        cfg.mqtt.url,
+        username=cfg.mqtt.username or None,
+        password=mqtt_password(cfg) or None,
+        ca_file=cfg.mqtt.ca_file or None,
+        cert_file=cfg.mqtt.cert_file or None,
+        key_file=cfg.mqtt.key_file or None,
+        client_id=cfg.mqtt.client_id or None,
+        keepalive=cfg.mqtt.keepalive,
+        topic_prefix=cfg.mqtt.topic_prefix,
+    )
+
+
+def uplink_settings(cfg: Config) -> UplinkSettings:
+    return UplinkSettings(
+        batch_max_readings=cfg.uplink.batch_max_readings,
+        inflight=cfg.uplink.inflight,
+        backfill_rate=cfg.uplink.backfill_rate,
+        backoff_min_s=float(cfg.uplink.backoff_min),
+        backoff_max_s=float(cfg.uplink.backoff_max),
+    )
+
+
+def store_limits(cfg: Config) -> StoreLimits:
+    return StoreLimits(max_bytes=int(cfg.store.max_bytes), max_age_s=float(cfg.store.max_age), policy=cfg.store.policy)
+
+
+def source_options(cfg: Config) -> SourceOptions:
+    return SourceOptions(
+        adapter=cfg.source.adapter or None,
+        passive=cfg.source.passive,
+        watchdog_s=float(cfg.source.watchdog),
+        tags=cfg.source.tags,
+        rate=cfg.source.rate,
+        count=cfg.source.count or None,
+        seed=cfg.source.seed,
+    )
+
+
+class Pipeline:
+    """The pure part of the advert path: decode, dedup, build the Reading. Counts what it drops."""
+
+    def __init__(self, clock: Clock, dedup: Dedup, put: Callable[[Reading], None], *, derived: bool = False) -> None:
+        self.clock = clock
+        self.dedup = dedup
+        self.put = put
+        self.derived = derived
+        self.synced = clock.synced()
+        self.adverts = 0
+        self.decode_errors = 0
+        self.duplicates = 0
+        self.last_error = ""
+
+    def __call__(self, adv: Advert) -> None:
+        self.adverts += 1
+        try:
+            fields = ruuvi.decode(adv.payload)
+        except ruuvi.DecodeError as e:
+            self.decode_errors += 1
+            self.last_error = f"{adv.mac}: {e}"
+            return
+        mono = self.clock.mono_ns()
+        if self.dedup.is_duplicate(adv.mac, fields.get("measurement_sequence_number"), adv.payload, mono):
+            self.duplicates += 1
+            return
+        if self.derived:
+            fields.update(ruuvi.derived(fields))
+        self.put(Reading(adv.mac, self.clock.wall_ns(), mono, self.synced, adv.rssi, fields["data_format"],
+                         adv.payload, fields))
+
+
+class Gateway:
+    def __init__(self, cfg: Config, clock: Clock, counters: Counters, *, source: Source | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.counters = counters
+        self.db = Path(cfg.gateway.db)
+        self.store = Store(self.db, limits=store_limits(cfg), clock=clock)
+        counters.restore(self.store.load_counters())
+        self.writer = StoreWriter(self.store, counters, max_rows=cfg.store.commit_rows,
+                                  max_delay_s=float(cfg.store.commit_interval))
+        self.pipeline = Pipeline(clock, Dedup(float(cfg.dedup.window), cfg.dedup.max_entries), self.writer.put,
+                                 derived=cfg.decode.derived)
+        self.source = source if source is not None else open_source(cfg.source.kind, source_options(cfg), counters)
+        self.uplink: Uplink | None = None
+        self._pushed = {"adverts_received": 0, "decode_errors": 0, "duplicates": 0}
+        self._started_ns = clock.wall_ns()
+        self._last_error_logged = ""
+
+    def _push_counters(self) -> None:
+        p = self.pipeline
+        for name, value in (("adverts_received", p.adverts), ("decode_errors", p.decode_errors),
+                            ("duplicates", p.duplicates)):
+            self.counters.inc(name, value - self._pushed[name])
+            self._pushed[name] = value
+        if p.last_error and p.last_error != self._last_error_logged:
+            log.warning("bad advert: %s (decode_errors=%d)", p.last_error, p.decode_errors)
+            self._last_error_logged = p.last_error
+
+    def _save_state(self, running: bool) -> None:
+        self._push_counters()
+        self.pipeline.synced = self.clock.synced()
+        self.store.save_counters(self.counters.snapshot())
+        self.store.save_status("gateway", {
+            "id": self.cfg.gateway.id,
+            "pid": os.getpid(),
+            "running": running,
+            "started_ns": self._started_ns,
+            "heartbeat_ns": self.clock.wall_ns(),
+            "clock_synced": self.pipeline.synced,
+            "source": self.cfg.source.kind,
+            "scanner": self.source.state(),
+        })
+        stats = self.store.stats()
+        self.counters.set_gauge("buffer_rows", stats.rows)
+        self.counters.set_gauge("buffer_bytes", stats.bytes)
+        self.counters.set_gauge("clock_synced", 1 if self.pipeline.synced else 0)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            self._save_state(running=True)
+
+    async def run(self, *, drain_timeout: float | None = None) -> RunResult:
+        """Run until the source is exhausted (`count`) or the task is cancelled (SIGINT/SIGTERM).
+
+        With `drain_timeout`, wait after the source ends until the uplink has forwarded the whole buffer."""
+        self.uplink = Uplink(self.db, self.cfg.gateway.id, mqtt_settings(self.cfg), uplink_settings(self.cfg),
+                             self.counters, self.clock)
+        self.uplink.start()
+        writer_task = asyncio.create_task(self.writer.run(), name="store-writer")
+        house_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        drained: bool | None = None
+        try:
+            await self.source.run(self.pipeline)
+            self.writer.flush()
+            self._save_state(running=True)
+            log.info("source finished after %d adverts; %d readings committed",
+                     self.pipeline.adverts, self.writer.committed)
+            if drain_timeout is not None:
+                uplink = self.uplink
+                drained = await asyncio.to_thread(uplink.wait_drained, drain_timeout)
+        finally:
+            house_task.cancel()
+            writer_task.cancel()
+            await asyncio.gather(house_task, writer_task, return_exceptions=True)
+            self.writer.flush()
+            self.uplink.stop()
+            self._save_state(running=False)
+            self.store.close()
+        return RunResult(self.pipeline.adverts, self.writer.committed, drained)
+
+
+def run_forever(gateway: Gateway, *, drain_timeout: float | None = None) -> RunResult:
+    """Run the gateway on a fresh event loop; SIGINT and SIGTERM stop it cleanly (buffer flushed, `offline` sent)."""
+
+    async def main() -> RunResult:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await gateway.run(drain_timeout=drain_timeout)
+        except asyncio.CancelledError:
+            return RunResult(gateway.pipeline.adverts, gateway.writer.committed, None)
+
+    return asyncio.run(main())
+
+
+def daemon_pid(report: dict[str, Any]) -> int | None:
+    """The pid of a running daemon on this buffer, from its status heartbeat, or None."""
+    gw = report.get("gateway") or {}
+    pid = gw.get("pid")
+    if not gw.get("running") or not isinstance(pid, int):
+        return None
+    if time.time_ns() - int(gw.get("heartbeat_ns", 0)) > 10 * 10**9:
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    return pid
