@@ -16,15 +16,14 @@ from typing import Any
 from edge.ruuvi.errors import check_length
 
 LENGTH = 24
-_LAYOUT = struct.Struct(">xhHHhhhHBH")
+_LAYOUT = struct.Struct(">xhHHhhhHBH6s")
 _NO_MAC = b"\xff" * 6
 
 
 def decode(payload: bytes) -> dict[str, Any]:
     if len(payload) != LENGTH:
         check_length(payload, "5", LENGTH)
-    t, h, p, ax, ay, az, power, movement, seq = _LAYOUT.unpack_from(payload)
-    mac = payload[18:24]
+    t, h, p, ax, ay, az, power, movement, seq, mac = _LAYOUT.unpack_from(payload)
     volts = power >> 5
     tx = power & 0x1F
     return {
