@@ -222,7 +222,7 @@ def scan(config: Path | None, source: str | None, adapter: str | None, record: P
 
     try:
         n = do_scan(cfg.source.kind, source_options(cfg), Counters(), record=record, duration=duration,
-                    out=lambda line: click.echo(line))
+                    out=click.echo)
     except SourceError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{n} adverts", err=True)
