@@ -9,7 +9,7 @@ import random
 import struct
 from typing import Any
 
-from conftest import ROOT, MicroPython
+from mpy_harness import ROOT, MicroPython
 
 VECTORS = ROOT / "tests" / "vectors" / "ruuvi.json"
 

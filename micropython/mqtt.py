@@ -1,0 +1,200 @@
+# A minimal MQTT 3.1.1 client for publishing: CONNECT (username/password, last will, keepalive),
+# PUBLISH QoS 0/1 with PUBACK matching, PINGREQ, DISCONNECT.  No subscriptions: a gateway only
+# publishes, so the only packets it reads are CONNACK, PUBACK and PINGRESP.
+#
+# Plain Python that runs on MicroPython and on CPython (tests drive it against a real Mosquitto).
+# Blocking, with a socket timeout, like umqtt.simple; every socket error becomes MQTTError.
+import struct
+
+try:
+    import socket
+except ImportError:  # pragma: no cover - the WebAssembly port has no socket; tests supply a fake
+    import usocket as socket  # type: ignore[no-redef]
+
+_CONNECT = 0x10
+_CONNACK = 0x20
+_PUBLISH = 0x30
+_PUBACK = 0x40
+_PINGREQ = 0xC0
+_PINGRESP = 0xD0
+_DISCONNECT = 0xE0
+
+CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+
+class MQTTError(Exception):
+    pass
+
+
+def _str(s):
+    b = s.encode() if isinstance(s, str) else bytes(s)
+    return struct.pack(">H", len(b)) + b
+
+
+def _remaining_length(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return out
+
+
+def connect_packet(client_id, keepalive, user=None, password=None, will=None, clean_session=True):
+    # will: (topic, message, qos, retain) or None
+    flags = 0x02 if clean_session else 0
+    payload = _str(client_id)
+    if will is not None:
+        topic, msg, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _str(topic) + _str(msg)
+    if user is not None:
+        flags |= 0x80
+        payload += _str(user)
+        if password is not None:
+            flags |= 0x40
+            payload += _str(password)
+    body = _str("MQTT") + bytes((4, flags)) + struct.pack(">H", keepalive) + payload
+    return bytes((_CONNECT,)) + _remaining_length(len(body)) + body
+
+
+def publish_header(topic, msg_len, qos, retain, pid):
+    # Fixed header, topic and packet id; the payload follows as its own write, so a large batch
+    # is never copied into a second buffer.
+    t = _str(topic)
+    var = t + (struct.pack(">H", pid) if qos else b"")
+    first = _PUBLISH | (qos << 1) | (1 if retain else 0)
+    return bytes((first,)) + _remaining_length(len(var) + msg_len) + var
+
+
+class MQTTClient:
+    def __init__(self, client_id, server, port=1883, user=None, password=None, keepalive=60, ssl=None, timeout=10):
+        # ssl: None, or an SSLContext-like object with wrap_socket(sock, server_hostname=...)
+        self.client_id = client_id
+        self.server = server
+        self.port = port
+        self.user = user
+        self.password = password
+        self.keepalive = keepalive
+        self.ssl = ssl
+        self.timeout = timeout
+        self.will = None
+        self.sock = None
+        self._pid = 0
+        self._stream = False  # MicroPython SSL sockets only have read/write
+
+    def set_last_will(self, topic, msg, retain=False, qos=0):
+        self.will = (topic, msg, qos, retain)
+
+    # ---- socket edge: foreign errors become MQTTError here ----------------------------------
+    def _send(self, data):
+        try:
+            if self._stream:
+                self.sock.write(data)
+            else:
+                self.sock.sendall(data)
+        except OSError as e:
+            raise MQTTError("send failed: %r" % (e,))
+
+    def _recv(self, n):
+        buf = b""
+        try:
+            while len(buf) < n:
+                chunk = self.sock.read(n - len(buf)) if self._stream else self.sock.recv(n - len(buf))
+                if not chunk:
+                    raise MQTTError("connection closed by broker")
+                buf += chunk
+        except OSError as e:
+            raise MQTTError("receive failed: %r" % (e,))
+        return buf
+
+    def _read_packet(self):
+        # (type byte, body) of the next packet from the broker
+        first = self._recv(1)[0]
+        n = 0
+        shift = 0
+        while True:
+            b = self._recv(1)[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise MQTTError("bad remaining length")
+        return first, self._recv(n) if n else b""
+
+    # ---- protocol -------------------------------------------------------------------------------
+    def connect(self, clean_session=True):
+        self.close()
+        try:
+            addr = socket.getaddrinfo(self.server, self.port)[0][-1]
+            sock = socket.socket()
+            sock.settimeout(self.timeout)
+            sock.connect(addr)
+            if self.ssl is not None:
+                sock = self.ssl.wrap_socket(sock, server_hostname=self.server)
+        except OSError as e:
+            raise MQTTError("cannot connect to %s:%d: %r" % (self.server, self.port, e))
+        self.sock = sock
+        self._stream = not hasattr(sock, "sendall") or not hasattr(sock, "recv")
+        self._send(connect_packet(self.client_id, self.keepalive, self.user, self.password, self.will, clean_session))
+        first, body = self._read_packet()
+        if first != _CONNACK or len(body) != 2:
+            self.close()
+            raise MQTTError("expected CONNACK, got 0x%02x" % first)
+        if body[1]:
+            self.close()
+            raise MQTTError("connection refused: %s" % CONNACK_REASONS.get(body[1], "code %d" % body[1]))
+        return bool(body[0] & 1)
+
+    def _next_pid(self):
+        self._pid = self._pid % 0xFFFF + 1
+        return self._pid
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        # QoS 1 returns only after the matching PUBACK (so the caller may then drop the data);
+        # a stale PUBACK for an earlier packet id is skipped.  Returns the packet id (0 for QoS 0).
+        if self.sock is None:
+            raise MQTTError("not connected")
+        pid = self._next_pid() if qos else 0
+        self._send(publish_header(topic, len(msg), qos, retain, pid))
+        self._send(msg)
+        if qos:
+            self._wait(_PUBACK, pid)
+        return pid
+
+    def ping(self):
+        self._send(bytes((_PINGREQ, 0)))
+        self._wait(_PINGRESP, None)
+
+    def _wait(self, kind, pid):
+        while True:
+            first, body = self._read_packet()
+            if first & 0xF0 == kind:
+                if pid is None or (len(body) >= 2 and struct.unpack_from(">H", body)[0] == pid):
+                    return
+            elif first & 0xF0 not in (_PUBACK, _PINGRESP):
+                raise MQTTError("unexpected packet 0x%02x" % first)
+
+    def disconnect(self):
+        if self.sock is not None:
+            try:
+                self._send(bytes((_DISCONNECT, 0)))
+            except MQTTError:
+                pass
+        self.close()
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None

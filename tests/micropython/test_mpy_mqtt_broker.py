@@ -1,0 +1,127 @@
+"""micropython/mqtt.py is plain Python: run it on CPython against a real Mosquitto on loopback to prove
+its CONNECT (credentials, will, keepalive), QoS 1 PUBLISH/PUBACK and PINGREQ bytes are right."""
+
+from __future__ import annotations
+
+import importlib.util
+import queue
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import paho.mqtt.client as paho
+import pytest
+from mpy_harness import BOARD
+from servers import Mosquitto
+
+
+def load_board_mqtt() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("board_mqtt", BOARD / "mqtt.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mqtt = load_board_mqtt()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    workdir = tmp_path / "mosquitto"
+    workdir.mkdir()
+    passwd = workdir / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "esp32-1", "s3cret"], check=True)
+    passwd.chmod(0o600)
+    b = Mosquitto(workdir, anonymous=False, extra=[f"password_file {passwd}"]).start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+class Subscriber:
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"sub-{time.monotonic_ns()}")
+        self.client.username_pw_set("esp32-1", "s3cret")
+        subscribed = queue.Queue[int]()
+        self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        self.client.on_subscribe = lambda *_a: subscribed.put(1)
+        self.client.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        subscribed.get(timeout=5)
+
+    def get(self) -> paho.MQTTMessage:
+        return self.messages.get(timeout=5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_qos1_publish_with_credentials_reaches_a_subscriber(broker: Mosquitto) -> None:
+    sub = Subscriber(broker.port, "edge-gw/#")
+    try:
+        c = mqtt.MQTTClient("esp32-1", "127.0.0.1", broker.port, user="esp32-1", password="s3cret", keepalive=30)
+        assert c.connect() is False
+        big = bytes(range(256)) * 80  # 20 KiB: a two-byte remaining length
+        pids = [
+            c.publish("edge-gw/esp32-1/batch", b'{"v":1}', qos=1),
+            c.publish("edge-gw/esp32-1/batch", big, qos=1),
+            c.publish("edge-gw/esp32-1/batch", bytearray(b"qos0"), qos=0),
+        ]
+        assert pids == [1, 2, 0]  # QoS 1 returned only after the PUBACK with that id
+        c.ping()
+        c.disconnect()
+        got = [sub.get() for _ in range(3)]
+        assert [m.payload for m in got] == [b'{"v":1}', big, b"qos0"]
+        assert [m.qos for m in got] == [1, 1, 0]
+        assert {m.topic for m in got} == {"edge-gw/esp32-1/batch"}
+    finally:
+        sub.close()
+
+
+def test_wrong_password_is_refused(broker: Mosquitto) -> None:
+    c = mqtt.MQTTClient("esp32-1", "127.0.0.1", broker.port, user="esp32-1", password="wrong")
+    with pytest.raises(mqtt.MQTTError, match="connection refused: not authorised"):
+        c.connect()
+    assert c.sock is None
+
+
+def test_last_will_is_published_retained_when_the_connection_drops(broker: Mosquitto) -> None:
+    offline = b'{"v":1,"gateway":"esp32-1","state":"offline"}'
+    online = b'{"v":1,"gateway":"esp32-1","state":"online"}'
+    c = mqtt.MQTTClient("esp32-1", "127.0.0.1", broker.port, user="esp32-1", password="s3cret", keepalive=5)
+    c.set_last_will("edge-gw/esp32-1/status", offline, retain=True, qos=1)
+    c.connect()
+    c.publish("edge-gw/esp32-1/status", online, retain=True, qos=1)
+    sub = Subscriber(broker.port, "edge-gw/esp32-1/status")
+    try:
+        first = sub.get()
+        assert (first.payload, first.retain) == (online, True)
+        c.close()  # no DISCONNECT: the broker must send the will
+        will = sub.get()
+        assert (will.payload, will.qos) == (offline, 1)
+    finally:
+        sub.close()
+    late = Subscriber(broker.port, "edge-gw/esp32-1/status")
+    try:
+        kept = late.get()
+        assert (kept.payload, kept.retain) == (offline, True)
+    finally:
+        late.close()
+
+
+def test_broker_gone_becomes_mqtt_error(broker: Mosquitto) -> None:
+    c = mqtt.MQTTClient("esp32-1", "127.0.0.1", broker.port, user="esp32-1", password="s3cret", timeout=2)
+    c.connect()
+    broker.stop()
+    with pytest.raises(mqtt.MQTTError):
+        for _ in range(3):  # the first write may still land in the kernel buffer
+            c.publish("edge-gw/esp32-1/batch", b"x", qos=1)
+    with pytest.raises(mqtt.MQTTError, match="cannot connect"):
+        c.connect()
