@@ -1,0 +1,95 @@
+"""Gateway pipeline benchmark: simulated adverts -> decode/dedup -> SQLite -> Mosquitto QoS1, as one `edge-gw run` process.
+
+Prints:
+- sustained readings/s (and adverts/s) from the first advert to the last PUBACK, counted by a subscriber;
+- peak RSS of the gateway process with 1000 simulated tags.
+
+Run: python bench/bench_pipeline.py [--adverts 1000000] [--tags 1000]
+Not a test: figures vary ±50 % on this shared VM (see shared notes); the README records one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from servers import Mosquitto  # noqa: E402
+
+
+class Counter:
+    def __init__(self, port: int, prefix: str = "edge-gw") -> None:
+        self.readings = 0
+        self.keys: set[tuple[str, int]] = set()
+        self.first = 0.0
+        self.last = 0.0
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-counter")
+        self.client.on_message = self.on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(f"{prefix}/+/batch", qos=1)
+        self.client.loop_start()
+
+    def on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        batch = json.loads(msg.payload)
+        now = time.monotonic()
+        with self.lock:
+            if not self.first:
+                self.first = now
+            self.last = now
+            for r in batch["readings"]:
+                self.keys.add((r["mac"], r["time_ns"]))
+            self.readings += len(batch["readings"])
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--adverts", type=int, default=1_000_000)
+    ap.add_argument("--tags", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=1_000_000.0, help="simulator pacing; high = as fast as possible")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp) / "mosq").start()
+        counter = Counter(broker.port)
+        time.sleep(0.3)
+        db = Path(tmp) / "edge.db"
+        cmd = [sys.executable, "-m", "edge.cli", "run", "--gateway-id", "bench", "--mqtt", broker.url, "--db", str(db),
+               "--source", "simulate", "--tags", str(args.tags), "--rate", str(args.rate), "--count", str(args.adverts),
+               "--assume-synced", "--drain", "600", "--log-level", "warning"]
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wall = time.monotonic() - t0
+        time.sleep(0.5)
+        counter.stop()
+        broker.stop()
+        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:])
+            raise SystemExit(f"edge-gw run exited {proc.returncode}")
+        summary = proc.stderr.strip().splitlines()[-1]
+        unique = len(counter.keys)
+        print(f"gateway: {summary}")
+        print(f"adverts generated          {args.adverts:>12,}")
+        print(f"readings received (unique) {unique:>12,}  (all deliveries {counter.readings:,})")
+        print(f"wall time (process)        {wall:>12.2f} s")
+        print(f"sustained adverts/s        {args.adverts / wall:>12,.0f}")
+        print(f"sustained readings/s       {unique / wall:>12,.0f}   target >= 50,000")
+        print(f"gateway peak RSS           {rss_mb:>12.1f} MB  ({args.tags} tags; target <= 60 MB)")
+
+
+if __name__ == "__main__":
+    main()
