@@ -1,0 +1,92 @@
+"""Property tests: decode() and payload_from_hex() return a value or raise DecodeError, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_ruuvi_vectors import KEYS_BY_FORMAT, OK, check_shape
+
+from edge.ruuvi import DecodeError, decode, payload_from_hex
+from edge.ruuvi.hexinput import PAYLOAD_LENGTHS
+
+FAST = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+VALID = [bytes.fromhex(v["hex"]) for v in OK]
+
+
+def decode_or_error(payload: bytes) -> dict[str, Any] | None:
+    try:
+        fields = decode(payload)
+    except DecodeError as exc:
+        assert str(exc)
+        return None
+    check_shape(fields)
+    return fields
+
+
+@FAST
+@given(st.binary(max_size=64))
+def test_random_bytes(payload: bytes) -> None:
+    fields = decode_or_error(payload)
+    if fields is not None:
+        assert len(payload) == PAYLOAD_LENGTHS[payload[0]]
+
+
+@FAST
+@given(st.sampled_from(sorted(PAYLOAD_LENGTHS)), st.data())
+def test_random_body_of_the_right_length_always_decodes(fmt: int, data: st.DataObject) -> None:
+    body = data.draw(st.binary(min_size=PAYLOAD_LENGTHS[fmt] - 1, max_size=PAYLOAD_LENGTHS[fmt] - 1))
+    fields = decode(bytes([fmt]) + body)
+    check_shape(fields)
+    assert list(fields) == KEYS_BY_FORMAT[fmt]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    raw = bytearray(draw(st.sampled_from(VALID)))
+    for _ in range(draw(st.integers(0, 4))):
+        action = draw(st.sampled_from(["flip", "set", "cut", "add", "sentinel"]))
+        if action == "cut" and raw:
+            del raw[draw(st.integers(0, len(raw) - 1)) :]
+        elif action == "add":
+            raw += draw(st.binary(min_size=1, max_size=4))
+        elif raw:
+            i = draw(st.integers(0, len(raw) - 1))
+            if action == "flip":
+                raw[i] ^= 1 << draw(st.integers(0, 7))
+            elif action == "set":
+                raw[i] = draw(st.integers(0, 255))
+            else:
+                raw[i : i + 2] = b"\xff\xff" if draw(st.booleans()) else b"\x80\x00"
+    return bytes(raw)
+
+
+@FAST
+@given(mutated())
+def test_mutated_valid_payloads(payload: bytes) -> None:
+    decode_or_error(payload)
+
+
+@FAST
+@given(st.text(max_size=120))
+def test_payload_from_hex_with_random_text(text: str) -> None:
+    try:
+        payload = payload_from_hex(text)
+    except DecodeError:
+        return
+    assert isinstance(payload, bytes)
+    decode_or_error(payload)
+
+
+@FAST
+@given(st.binary(max_size=80), st.sampled_from(["", " ", "\n", "\t "]), st.booleans())
+def test_payload_from_hex_with_random_hex(raw: bytes, pad: str, upper: bool) -> None:
+    text = raw.hex().upper() if upper else raw.hex()
+    try:
+        payload = payload_from_hex(pad + text + pad)
+    except DecodeError:
+        return
+    # Whatever reading applied, the payload is a slice of the input.
+    assert payload in raw
+    decode_or_error(payload)
