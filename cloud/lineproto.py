@@ -4,16 +4,18 @@ Escaping (checked against the real influxd 1.6.7 in tests/cloud/test_lineproto_i
 - measurement: `,` and space get a backslash;
 - tag keys, tag values and field keys: `,`, `=` and space get a backslash;
 - string field values: `"` and `\\` get a backslash, inside double quotes;
-- a newline or carriage return cannot be carried by 1.x line protocol outside a string field (the server splits lines
-  first), so it becomes the two characters `\\n` / `\\r`, as Telegraf does. InfluxDB stores them as typed, so a gateway
-  id "a<LF>b" reads back as `a\\nb`;
-- InfluxDB 1.x does not unescape `\\\\`, and rejects a name ending in a backslash: trailing backslashes are dropped
-  (Telegraf does the same), and a backslash right before an escaped character is sent as `\\\\`, so that the line
-  still parses (the stored value then holds two backslashes there: the one lossy corner, never hit by real ids).
+- a newline or carriage return cannot be carried by 1.x line protocol outside a string field (the server
+  splits lines first), so it becomes the two characters `\\n` / `\\r`, as Telegraf does. InfluxDB stores
+  them as typed, so a gateway id "a<LF>b" reads back as `a\\nb`;
+- InfluxDB 1.x does not unescape `\\\\`, and rejects a name ending in a backslash: trailing backslashes
+  are dropped (Telegraf does the same), and a backslash right before an escaped character is sent as
+  `\\\\`, so that the line still parses (the stored value then holds two backslashes there: the one
+  lossy corner, never hit by real ids).
 - a tag whose value is empty after that is left out (InfluxDB refuses empty tag values).
 
-Tags are written sorted by key (what InfluxDB prefers); field order is kept. Floats use `repr()`, the shortest text
-that reads back as the same double; ints get the `i` suffix; bools are `true`/`false`. Timestamps are ns.
+Tags are written sorted by key (what InfluxDB prefers); field order is kept. Floats use `repr()`, the
+shortest text that reads back as the same double; ints get the `i` suffix; bools are `true`/`false`.
+Timestamps are ns.
 The encoded series key (measurement + tags) is cached, since a few thousand tags send all the points.
 """
 
@@ -112,7 +114,7 @@ class Encoder:
             raise EncodeError("point has no fields")
         keys = self._field_keys
         parts = []
-        # The common cases inline (this loop is the encoder's hot path); anything unusual goes to field_text().
+        # Common cases inline (this loop is the hot path); anything unusual goes to field_text().
         for k, v in p.fields.items():
             t = type(v)
             ek = keys.get(k)
@@ -120,14 +122,14 @@ class Encoder:
                 parts.append(self.field_text(k, v))
             elif t is int:
                 parts.append(f"{ek}={v}i")
-            elif t is float and v - v == 0.0:  # False for nan and inf
+            elif t is float and v - v == 0.0:  # type: ignore[operator]  # False for nan and inf
                 parts.append(f"{ek}={v!r}")
             else:
                 parts.append(self.field_text(k, v))
         return f"{self.series_key(p.measurement, p.tags)} {','.join(parts)} {p.time_ns}"
 
     def encode(self, points: Sequence[Point]) -> bytes:
-        """All points as newline-terminated lines. Raises EncodeError on the first point that can't be encoded."""
+        """All points as newline-terminated lines; EncodeError on the first point that can't be encoded."""
         if not points:
             return b""
         return ("\n".join([self.line(p) for p in points]) + "\n").encode()

@@ -1,0 +1,95 @@
+"""Input formats: pure parsers from (topic, payload) to points, and the Router that picks one by topic pattern.
+
+Every parser has the signature `parse(topic, payload, *, measurement="ruuvi", received_ns=None) -> Parsed` and
+raises InvalidMessage (a one-line reason for the dead-letter record) for anything it can't parse or validate.
+The Router adds the checks that are the same for all formats: payload size, and timestamps absurdly far in the
+past or future (configurable). Which format a topic uses is configurable with MQTT topic filters (`+`, `#`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cloud.formats import edge, flat, ruuvi_gateway
+from cloud.model import InvalidMessage, Parsed
+
+Parser = Callable[..., Parsed]
+
+PARSERS: dict[str, Parser] = {
+    "edge": edge.parse,
+    "ruuvi_gateway": ruuvi_gateway.parse,
+    "flat": flat.parse,
+}
+
+_NS = 1_000_000_000
+
+
+@dataclass(slots=True, frozen=True)
+class FormatsConfig:
+    """Topic filters per format (first match wins, in the order edge, ruuvi_gateway, flat) and validation bounds."""
+
+    measurement: str = "ruuvi"
+    edge: tuple[str, ...] = ("edge-gw/+/batch", "edge-gw/+/status")
+    ruuvi_gateway: tuple[str, ...] = ("ruuvi/+/+",)
+    flat: tuple[str, ...] = ("sensors/+",)
+    max_payload_bytes: int = 1024 * 1024
+    # A store-and-forward gateway can hold weeks of readings; anything older than this is a broken clock.
+    max_age_s: float = 366 * 86400.0
+    max_ahead_s: float = 300.0
+
+    def filters(self) -> list[tuple[str, str]]:
+        """(topic filter, format name) pairs: what the receiver subscribes to, and how route() chooses."""
+        return [(f, name) for name in PARSERS for f in getattr(self, name)]
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching (`+` one level, `#` the rest, `$`-topics never match a leading wildcard)."""
+    f_levels = topic_filter.split("/")
+    t_levels = topic.split("/")
+    if topic.startswith("$") and f_levels[0] in ("+", "#"):
+        return False
+    for i, f in enumerate(f_levels):
+        if f == "#":
+            return True
+        if i >= len(t_levels):
+            return False
+        if f not in ("+", t_levels[i]):
+            return False
+    return len(f_levels) == len(t_levels)
+
+
+class Router:
+    def __init__(self, config: FormatsConfig | None = None, *, clock: Callable[[], int] = time.time_ns) -> None:
+        self.config = config or FormatsConfig()
+        self._filters = self.config.filters()
+        self._clock = clock
+
+    def format_of(self, topic: str) -> str | None:
+        for f, name in self._filters:
+            if topic_matches(f, topic):
+                return name
+        return None
+
+    def route(self, topic: str, payload: bytes, received_ns: int | None = None) -> Parsed:
+        """Parse one MQTT message. `received_ns` (default: now) is the time used for messages that carry none."""
+        cfg = self.config
+        if len(payload) > cfg.max_payload_bytes:
+            raise InvalidMessage(f"payload of {len(payload)} bytes exceeds {cfg.max_payload_bytes}")
+        name = self.format_of(topic)
+        if name is None:
+            raise InvalidMessage(f"no input format configured for topic {topic!r}")
+        now = self._clock() if received_ns is None else received_ns
+        parsed = PARSERS[name](topic, payload, measurement=cfg.measurement, received_ns=now)
+        oldest = now - int(cfg.max_age_s * _NS)
+        newest = now + int(cfg.max_ahead_s * _NS)
+        for p in parsed.points:
+            if not oldest <= p.time_ns <= newest:
+                raise InvalidMessage(
+                    f"timestamp {p.time_ns} is outside [now - {cfg.max_age_s:g} s, now + {cfg.max_ahead_s:g} s]"
+                )
+        return parsed
+
+
+__all__ = ["PARSERS", "FormatsConfig", "InvalidMessage", "Parsed", "Router", "topic_matches"]

@@ -1,0 +1,104 @@
+"""Helpers the parsers share: JSON loading, the fixed InfluxDB field types, MAC and time checks."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import orjson
+
+from cloud.model import FieldValue, InvalidMessage
+
+# docs/wire-format.md, "InfluxDB types": one fixed type per field, whatever JSON number form arrived.
+FLOAT_FIELDS = frozenset(
+    {
+        "temperature", "humidity", "pressure", "pm1_0", "pm2_5", "pm4_0", "pm10_0", "luminosity",
+        "sound_instant_dba", "sound_average_dba", "sound_peak_spl_db",
+        "dew_point", "absolute_humidity", "equilibrium_vapor_pressure", "air_density", "acceleration_total",
+    }
+)  # fmt: skip
+INT_FIELDS = frozenset(
+    {
+        "acceleration_x", "acceleration_y", "acceleration_z", "battery_voltage", "tx_power", "movement_counter",
+        "measurement_sequence_number", "co2", "voc_index", "nox_index", "rssi",
+    }
+)  # fmt: skip
+BOOL_FIELDS = frozenset({"calibration_in_progress", "button_pressed", "rtc_running_on_boot", "encrypted"})
+
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+_MAC_BARE = re.compile(r"^[0-9A-Fa-f]{12}$")
+
+
+def load_object(payload: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        raise InvalidMessage(f"malformed JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise InvalidMessage(f"JSON payload is a {type(obj).__name__}, not an object")
+    return obj
+
+
+def typed_field(name: str, value: Any) -> FieldValue | None:
+    """The value with the field's fixed InfluxDB type; None for JSON null and for keys we don't know."""
+    if value is None:
+        return None
+    if name in FLOAT_FIELDS:
+        if type(value) not in (int, float):
+            raise InvalidMessage(f"field {name!r} must be a number, got {type(value).__name__}")
+        f = float(value)
+        if not math.isfinite(f):
+            raise InvalidMessage(f"field {name!r} is not finite")
+        return f
+    if name in INT_FIELDS:
+        if type(value) is float and value.is_integer():
+            return int(value)
+        if type(value) is not int:
+            raise InvalidMessage(f"field {name!r} must be an integer, got {value!r}"[:200])
+        return value
+    if name in BOOL_FIELDS:
+        if type(value) is not bool:
+            raise InvalidMessage(f"field {name!r} must be a boolean, got {type(value).__name__}")
+        return value
+    return None
+
+
+def typed_fields(raw: dict[str, Any]) -> dict[str, FieldValue]:
+    out: dict[str, FieldValue] = {}
+    for k, v in raw.items():
+        tv = typed_field(k, v)
+        if tv is not None:
+            out[k] = tv
+    return out
+
+
+def normalize_mac(text: str, what: str) -> str:
+    """`aa:bb:cc:dd:ee:ff` from any case, with or without colons; InvalidMessage otherwise."""
+    if _MAC.match(text):
+        return text.lower()
+    if _MAC_BARE.match(text):
+        t = text.lower()
+        return ":".join(t[i : i + 2] for i in range(0, 12, 2))
+    raise InvalidMessage(f"{what} {text[:40]!r} is not a MAC address")
+
+
+def gateway_name(text: str) -> str:
+    """Gateway ids that are MACs are lower-cased (like tag MACs); anything else is kept as it is."""
+    if _MAC.match(text) or _MAC_BARE.match(text):
+        return normalize_mac(text, "gateway")
+    return text
+
+
+def require_int(obj: dict[str, Any], key: str, where: str = "") -> int:
+    v = obj.get(key)
+    if type(v) is not int:
+        raise InvalidMessage(f"{where}{key!r} must be an integer, got {type(v).__name__}")
+    return v
+
+
+def require_str(obj: dict[str, Any], key: str, where: str = "") -> str:
+    v = obj.get(key)
+    if not isinstance(v, str):
+        raise InvalidMessage(f"{where}{key!r} must be a string, got {type(v).__name__}")
+    return v

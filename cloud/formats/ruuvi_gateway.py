@@ -1,0 +1,158 @@
+"""Ruuvi Gateway's MQTT format: `ruuvi/<GW_MAC>/<TAG_MAC>` (one advert per message) and `ruuvi/<GW_MAC>/gw_status`.
+
+Spec: docs.ruuvi.com "MQTT: Time-stamped data from Bluetooth-sensors" / "... without timestamps", and the shapes the
+gateway firmware's own tests (ruuvi.gateway_esp32, test_mqtt_json.cpp) pin down:
+`{"gw_mac","rssi","aoa":[],"gwts","ts","data","coords"}`; `cnt` replaces `gwts`/`ts` when the gateway has no clock;
+`ts`/`gwts` are ints in current firmware and digit strings in the docs and older firmware. With
+`mqtt_data_format = ruuvi_raw_and_decoded` decoded keys follow `data`; with `ruuvi_decoded` there is no `data`.
+
+Choices:
+- `data` wins when present: it is decoded with edge.ruuvi, the same decoders the edge gateways use, so a tag heard by a
+  Ruuvi Gateway and by an edge gateway produces identical fields. The gateway's own decoded keys are used only when
+  there is no `data` (`ruuvi_decoded` mode), mapped to our names and units (g -> mG, V -> mV).
+- time: `ts` (when the gateway heard the advert), else `gwts` (when it relayed it). With `cnt` there is no clock at
+  all; the receive time at cloud-ingest (`received_ns`) is used: Ruuvi Gateway publishes live with QoS 0, so it is
+  within network latency of the truth, and it is the only time there is.
+- the tag MAC comes from the topic's last level (the firmware puts it there; `data` alone doesn't carry it for DF3);
+  the gateway tag is `gw_mac` (lower-cased, like tag MACs); for gw_status it is the topic level before `gw_status`.
+- a relayed advert without Ruuvi manufacturer data (scan filter off) is not an error: it yields no points.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from cloud.formats._common import (
+    gateway_name,
+    load_object,
+    normalize_mac,
+    require_str,
+    typed_field,
+    typed_fields,
+)
+from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point
+from edge.ruuvi import DecodeError, decode, payload_from_hex
+from edge.ruuvi.hexinput import ad_structures
+
+STATUS_LEVEL = "gw_status"
+_STATES = ("online", "offline")
+_NS = 1_000_000_000
+
+# The gateway's decoded keys (ruuvi_decoded mode) -> (our field name, factor to our unit).
+_DECODED_KEYS: dict[str, tuple[str, float]] = {
+    "temperature": ("temperature", 1),
+    "humidity": ("humidity", 1),
+    "pressure": ("pressure", 1),
+    "accelX": ("acceleration_x", 1000),
+    "accelY": ("acceleration_y", 1000),
+    "accelZ": ("acceleration_z", 1000),
+    "movementCounter": ("movement_counter", 1),
+    "voltage": ("battery_voltage", 1000),
+    "txPower": ("tx_power", 1),
+    "measurementSequenceNumber": ("measurement_sequence_number", 1),
+    "PM1.0": ("pm1_0", 1),
+    "PM2.5": ("pm2_5", 1),
+    "PM4.0": ("pm4_0", 1),
+    "PM10.0": ("pm10_0", 1),
+    "CO2": ("co2", 1),
+    "VOC": ("voc_index", 1),
+    "NOx": ("nox_index", 1),
+    "luminosity": ("luminosity", 1),
+    "sound_inst_dba": ("sound_instant_dba", 1),
+    "sound_avg_dba": ("sound_average_dba", 1),
+    "sound_peak_spl_db": ("sound_peak_spl_db", 1),
+    "flag_calibration_in_progress": ("calibration_in_progress", 1),
+    "flag_button_pressed": ("button_pressed", 1),
+    "flag_rtc_running_on_boot": ("rtc_running_on_boot", 1),
+}
+
+
+def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
+    levels = topic.split("/")
+    if len(levels) < 2 or not levels[-1]:
+        raise InvalidMessage(f"Ruuvi Gateway topic {topic!r} has no tag MAC level")
+    now = time.time_ns() if received_ns is None else received_ns
+    obj = load_object(payload)
+    if levels[-1] == STATUS_LEVEL:
+        gateway = gateway_name(levels[-2])
+        state = obj.get("state")
+        if state not in _STATES:
+            raise InvalidMessage(f"gw_status state {state!r} is not online/offline")
+        return Parsed(points=[], status=GatewayStatus(gateway, str(state), now), gateway=gateway)
+
+    mac = normalize_mac(levels[-1], "tag MAC in the topic")
+    gateway = gateway_name(require_str(obj, "gw_mac"))
+    time_ns = _time_ns(obj, now)
+    data = obj.get("data")
+    if data is not None:
+        if not isinstance(data, str):
+            raise InvalidMessage(f"'data' must be a hex string, got {type(data).__name__}")
+        decoded = _decode(data)
+        if decoded is None:
+            return Parsed(points=[], gateway=gateway)
+    else:
+        decoded = _from_gateway_decoded(obj)
+    data_format = decoded.get("data_format")
+    if type(data_format) is not int:
+        raise InvalidMessage(f"data format {data_format!r} is not an integer")
+    fields = typed_fields(decoded)
+    rssi = typed_field("rssi", obj.get("rssi"))
+    if rssi is not None:
+        fields["rssi"] = rssi
+    if not fields:
+        return Parsed(points=[], gateway=gateway)
+    tags = {"mac": mac, "gateway": gateway, "data_format": str(data_format)}
+    return Parsed(points=[Point(measurement, tags, fields, time_ns)], gateway=gateway)
+
+
+def _time_ns(obj: dict[str, Any], received_ns: int) -> int:
+    for key in ("ts", "gwts"):
+        v = obj.get(key)
+        if v is None:
+            continue
+        if type(v) is str and v.isascii() and v.isdigit():
+            return int(v) * _NS
+        if type(v) is int and v >= 0:
+            return v * _NS
+        raise InvalidMessage(f"{key!r} must be Unix seconds (int or digit string), got {v!r}"[:200])
+    if "cnt" in obj:
+        return received_ns
+    raise InvalidMessage("no timestamp: none of 'ts', 'gwts', 'cnt'")
+
+
+def _decode(data: str) -> dict[str, Any] | None:
+    """Decoded fields of the advert hex; None when it is a well-formed advert from something that isn't a Ruuvi."""
+    try:
+        return decode(payload_from_hex(data))
+    except DecodeError as e:
+        try:
+            structures = ad_structures(bytes.fromhex(data))
+        except ValueError:
+            structures = None
+        if structures is not None and not any(t == 0xFF and d[:2] == b"\x99\x04" for t, d in structures):
+            return None
+        raise InvalidMessage(f"undecodable 'data': {e}") from None
+
+
+def _from_gateway_decoded(obj: dict[str, Any]) -> dict[str, Any]:
+    if "dataFormat" not in obj:
+        raise InvalidMessage("neither 'data' nor decoded values ('dataFormat')")
+    fmt = obj["dataFormat"]
+    if isinstance(fmt, str):  # the firmware prints C5/E1 formats as hex strings in some versions
+        try:
+            fmt = int(fmt, 16)
+        except ValueError:
+            raise InvalidMessage(f"dataFormat {fmt!r} is not a data format") from None
+    out: dict[str, Any] = {"data_format": fmt}
+    for key, (name, factor) in _DECODED_KEYS.items():
+        v = obj.get(key)
+        if v is None:
+            continue
+        if factor != 1:
+            if type(v) not in (int, float) or not math.isfinite(v):
+                raise InvalidMessage(f"{key!r} must be a number, got {v!r}"[:200])
+            v = round(v * factor)
+        out[name] = v
+    return out
