@@ -1,0 +1,371 @@
+"""The SQLite store-and-forward buffer.
+
+Durability: the file runs in WAL mode with `synchronous=NORMAL`. A transaction is durable against a crash of the
+process (kill -9, an exception, OOM) as soon as COMMIT returns, because the commit is in the -wal file, which the OS
+holds. Against a power cut, WAL+NORMAL never corrupts the database and never loses a transaction that the last
+checkpoint or an fsync of the -wal covered; the transactions committed since the last fsync of the -wal (at most
+the last few hundred ms of commits, those not yet checkpointed) can be lost on a power cut, because NORMAL does not
+fsync on every commit. `synchronous=FULL` would close that window at the cost of one fsync per commit, which on a
+Pi's SD card (several ms each) caps the commit rate; with 100 ms batches the window NORMAL leaves is the batch
+interval times a few. The readings lost that way were also never acknowledged to anyone (the broker only ever sees
+readings that were committed and then fetched), so no reading is both sent and forgotten.
+
+Time: readings taken before the clock synchronised (a Pi has no RTC) go to the `held` table. Once `clock.synced()`
+is true, those of the current boot get `time_ns = mono_ns + (wall - mono offset now)` and move to `readings` with
+`clock_synced = true` (counted in `clock_corrections`). Those of an earlier boot cannot be corrected (its monotonic
+clock is gone): they move to `readings` as they are, with `clock_synced = false`, at the same moment. Either way a
+moved reading gets a new id, larger than any id the uplink has seen, so id cursors never miss it.
+
+Bounds: after each batch the pages in use are compared with `max_bytes` (two O(1) pragmas, no COUNT). At the cap,
+`drop-oldest` deletes from the head of the queue down to 98 % of the cap; `drop-newest` refuses the incoming batch
+while the cap is reached. Readings older than `max_age_s` are deleted from the head of the queue (checked at most
+once a second): a reading with an old time that entered the queue late (moved after clock sync) is dropped when it
+reaches the head. Freed pages go back to the file system with `incremental_vacuum` once they add up to 1/64 of the
+cap (at least 1 MiB), so the file shrinks after a backlog drains instead of keeping its high-water size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from edge.clock import Clock, SystemClock
+from edge.model import Reading
+from edge.store import schema
+from edge.store.model import BufferStats, StoredReading, StoreError, StoreLimits
+from edge.store.report import build_report
+from edge.store.tags import TAG_COLUMNS, TagState, new_tag
+
+_LOW_WATER = 0.98
+_AGE_CHECK_NS = 1_000_000_000
+_ACK_CHUNK = 500  # ids per DELETE ... IN (...) statement, under SQLite's 999 bound parameters of old builds
+
+_INSERT_READY = f"INSERT INTO readings ({schema.READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+_INSERT_HELD = f"INSERT INTO held ({schema.READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+_UPSERT_TAG = (
+    f"INSERT OR REPLACE INTO tags ({', '.join(TAG_COLUMNS)}) VALUES ({', '.join('?' * len(TAG_COLUMNS))})"
+)
+_ADD_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
+)
+
+
+class Store:
+    """One connection to the buffer; use one instance per thread (the lock only guards against overlap).
+
+    Args:
+        path: the database file; created with its schema unless `readonly`.
+        limits: byte and age bounds and the policy at the cap.
+        clock: the clock used for ages, boot id and time correction.
+        readonly: open without writing anything (for `edge-gw status`); only the read methods work.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, limits: StoreLimits | None = None,
+                 clock: Clock | None = None, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.limits = limits if limits is not None else StoreLimits()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.readonly = readonly
+        if readonly and not self.path.exists():
+            msg = f"no buffer database at {self.path}"
+            raise StoreError(msg)
+        try:
+            self._conn = schema.connect(self.path, readonly=readonly)
+            self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        except sqlite3.Error as e:
+            msg = f"cannot open buffer {self.path}: {e}"
+            raise StoreError(msg) from e
+        self._lock = threading.RLock()
+        self._boot: int | None = None
+        self._tags: dict[str, TagState] | None = None
+        self._next_age_check = 0
+        self._vacuum_pages = max(1 << 20, self.limits.max_bytes // 64) // self._page_size
+        # Counts of what the store did on its own, handed to the writer's Counters by take_counts().
+        self._counts = {"readings_dropped_cap": 0, "readings_dropped_age": 0, "clock_corrections": 0}
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as e:
+                msg = f"buffer {self.path}: {e}"
+                raise StoreError(msg) from e
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: the write lock is taken up front, so a busy file waits (busy_timeout)
+        instead of failing half-way on a lock upgrade."""
+        with self._read() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _bump(self, conn: sqlite3.Connection, name: str, n: int) -> None:
+        if n > 0:
+            conn.execute(_ADD_COUNTER, (name, n))
+            self._counts[name] += n
+
+    def _boot_row(self, conn: sqlite3.Connection) -> int:
+        if self._boot is None:
+            boot_id = self.clock.boot_id()
+            conn.execute("INSERT OR IGNORE INTO boots (boot_id, first_seen_ns) VALUES (?, ?)",
+                         (boot_id, self.clock.wall_ns()))
+            self._boot = int(conn.execute("SELECT id FROM boots WHERE boot_id = ?", (boot_id,)).fetchone()[0])
+        return self._boot
+
+    def _used_pages(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return pages - free, free
+
+    # -- the queue ------------------------------------------------------------------------------------------------
+
+    def add(self, readings: Sequence[Reading]) -> int:
+        """Store readings in one transaction; they are committed once this returns.
+
+        Returns how many were stored (fewer than given only when `drop-newest` refuses them at the cap)."""
+        if not readings:
+            return 0
+        dumps = orjson.dumps
+        with self._write() as conn:
+            boot = self._boot_row(conn)
+            if self.limits.policy == "drop-newest":
+                used, _ = self._used_pages(conn)
+                if used * self._page_size >= self.limits.max_bytes:
+                    self._bump(conn, "readings_dropped_cap", len(readings))
+                    return 0
+            ready: list[tuple[Any, ...]] = []
+            held: list[tuple[Any, ...]] = []
+            for r in readings:
+                row = (r.mac, r.time_ns, r.mono_ns, boot, r.clock_synced, r.rssi, r.data_format, r.raw,
+                       dumps(r.fields).decode())
+                (ready if r.clock_synced else held).append(row)
+            if ready:
+                conn.executemany(_INSERT_READY, ready)
+            if held:
+                conn.executemany(_INSERT_HELD, held)
+            conn.execute("UPDATE queue SET ready_rows = ready_rows + ?, held_rows = held_rows + ? WHERE id = 1",
+                         (len(ready), len(held)))
+            self._update_tags(conn, readings, ready, held)
+            self._release_held(conn)
+            self._enforce(conn)
+        return len(readings)
+
+    def _update_tags(self, conn: sqlite3.Connection, readings: Sequence[Reading], ready: list[tuple[Any, ...]],
+                     held: list[tuple[Any, ...]]) -> None:
+        tags = self._tags
+        if tags is None:
+            cur = conn.execute(f"SELECT {', '.join(TAG_COLUMNS)} FROM tags")
+            tags = self._tags = {row[0]: TagState(*row) for row in cur}
+        dirty: dict[str, TagState] = {}
+        ready_i = held_i = 0
+        for r in readings:
+            # The JSON was already made for the row; take it back rather than encode twice.
+            if r.clock_synced:
+                fields_json = ready[ready_i][8]
+                ready_i += 1
+            else:
+                fields_json = held[held_i][8]
+                held_i += 1
+            tag = tags.get(r.mac)
+            if tag is None:
+                tag = tags[r.mac] = new_tag(r.mac, r.time_ns, r.rssi, r.data_format, r.fields, fields_json)
+            else:
+                tag.observe(r.time_ns, r.rssi, r.data_format, r.fields, fields_json)
+            dirty[r.mac] = tag
+        conn.executemany(_UPSERT_TAG, [t.row() for t in dirty.values()])
+
+    def _release_held(self, conn: sqlite3.Connection) -> None:
+        held_rows = int(conn.execute("SELECT held_rows FROM queue WHERE id = 1").fetchone()[0])
+        if held_rows == 0 or not self.clock.synced():
+            return
+        boot = self._boot_row(conn)
+        offset = self.clock.wall_ns() - self.clock.mono_ns()
+        corrected = int(conn.execute("SELECT count(*) FROM held WHERE boot = ?", (boot,)).fetchone()[0])
+        conn.execute(
+            f"INSERT INTO readings ({schema.READING_COLUMNS}) "
+            "SELECT mac, CASE WHEN boot = ?1 THEN mono_ns + ?2 ELSE time_ns END, mono_ns, boot, boot = ?1, "
+            "rssi, data_format, raw, fields_json FROM held ORDER BY rowid_",
+            (boot, offset),
+        )
+        conn.execute("DELETE FROM held")
+        conn.execute("UPDATE queue SET ready_rows = ready_rows + held_rows, held_rows = 0 WHERE id = 1")
+        self._bump(conn, "clock_corrections", corrected)
+
+    def _enforce(self, conn: sqlite3.Connection) -> None:
+        now = self.clock.mono_ns()
+        if now >= self._next_age_check:
+            self._next_age_check = now + _AGE_CHECK_NS
+            self._drop_old(conn)
+        used, free = self._used_pages(conn)
+        limit_pages = self.limits.max_bytes // self._page_size
+        if used > limit_pages and self.limits.policy == "drop-oldest":
+            self._drop_oldest(conn, used, int(limit_pages * _LOW_WATER))
+            used, free = self._used_pages(conn)
+        if free > self._vacuum_pages:
+            conn.execute("PRAGMA incremental_vacuum")
+
+    def _drop_old(self, conn: sqlite3.Connection) -> None:
+        max_age_ns = int(self.limits.max_age_s * 1e9)
+        dropped = 0
+        if self.clock.synced():
+            cutoff = self.clock.wall_ns() - max_age_ns
+            head = conn.execute("SELECT id, time_ns FROM readings ORDER BY id LIMIT 1").fetchone()
+            if head is not None and head[1] < cutoff:
+                young = conn.execute("SELECT id FROM readings WHERE time_ns >= ? ORDER BY id LIMIT 1",
+                                     (cutoff,)).fetchone()
+                if young is None:
+                    dropped += conn.execute("DELETE FROM readings").rowcount
+                else:
+                    dropped += conn.execute("DELETE FROM readings WHERE id < ?", (young[0],)).rowcount
+                conn.execute("UPDATE queue SET ready_rows = ready_rows - ? WHERE id = 1", (dropped,))
+        # Held readings of this boot age by the monotonic clock, which is right even before sync.
+        mono_cutoff = self.clock.mono_ns() - max_age_ns
+        n = conn.execute("DELETE FROM held WHERE boot = ? AND mono_ns < ?",
+                         (self._boot_row(conn), mono_cutoff)).rowcount
+        if n:
+            conn.execute("UPDATE queue SET held_rows = held_rows - ? WHERE id = 1", (n,))
+        self._bump(conn, "readings_dropped_age", dropped + n)
+
+    def _drop_oldest(self, conn: sqlite3.Connection, used: int, target: int) -> None:
+        # Estimate the rows to drop from the average row size, then re-measure: a few rounds at most.
+        for _ in range(8):
+            if used <= target:
+                return
+            ready, held = conn.execute("SELECT ready_rows, held_rows FROM queue WHERE id = 1").fetchone()
+            if ready + held == 0:
+                return
+            n = max(1, (used - target) * (ready + held) // used + 1)
+            gone = conn.execute("DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
+                                (n,)).rowcount
+            gone_held = 0
+            if gone < n:
+                gone_held = conn.execute(
+                    "DELETE FROM held WHERE rowid_ IN (SELECT rowid_ FROM held ORDER BY rowid_ LIMIT ?)",
+                    (n - gone,)).rowcount
+            conn.execute("UPDATE queue SET ready_rows = ready_rows - ?, held_rows = held_rows - ? WHERE id = 1",
+                         (gone, gone_held))
+            self._bump(conn, "readings_dropped_cap", gone + gone_held)
+            used, _ = self._used_pages(conn)
+
+    def enforce_limits(self) -> None:
+        """Apply the age and byte bounds now (add() does this after every batch)."""
+        with self._write() as conn:
+            self._next_age_check = 0
+            self._release_held(conn)
+            self._enforce(conn)
+
+    def take_counts(self) -> dict[str, int]:
+        """What the store counted since the last call (drops, clock corrections), for the in-process Counters.
+        The same increments are already persisted in the `counters` table."""
+        with self._lock:
+            counts = dict(self._counts)
+            for name in self._counts:
+                self._counts[name] = 0
+        return counts
+
+    def fetch(self, after_id: int = 0, before_id: int | None = None, limit: int = 500) -> list[StoredReading]:
+        """Readings ready to send with after_id < id < before_id, ascending by id."""
+        upper = before_id if before_id is not None else 1 << 62
+        with self._read() as conn:
+            cur = conn.execute(
+                "SELECT id, mac, time_ns, clock_synced, rssi, data_format, raw, fields_json FROM readings "
+                "WHERE id > ? AND id < ? ORDER BY id LIMIT ?", (after_id, upper, limit))
+            return [StoredReading(i, m, t, s == 1, rs, df, raw, fj) for i, m, t, s, rs, df, raw, fj in cur]
+
+    def ack(self, ids: Sequence[int]) -> int:
+        """Delete acknowledged readings; returns how many were still there."""
+        if not ids:
+            return 0
+        deleted = 0
+        with self._write() as conn:
+            for start in range(0, len(ids), _ACK_CHUNK):
+                chunk = ids[start:start + _ACK_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                deleted += conn.execute(f"DELETE FROM readings WHERE id IN ({marks})", chunk).rowcount
+            conn.execute("UPDATE queue SET ready_rows = ready_rows - ? WHERE id = 1", (deleted,))
+            _, free = self._used_pages(conn)
+            if free > self._vacuum_pages:
+                conn.execute("PRAGMA incremental_vacuum")
+        return deleted
+
+    def max_id(self) -> int:
+        """The largest id ever given to a reading (ids are never reused), 0 for a new buffer."""
+        with self._read() as conn:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        return int(row[0]) if row else 0
+
+    def stats(self) -> BufferStats:
+        with self._read() as conn:
+            conn.execute("BEGIN")
+            try:
+                ready, held = conn.execute("SELECT ready_rows, held_rows FROM queue WHERE id = 1").fetchone()
+                used, _ = self._used_pages(conn)
+                head = conn.execute("SELECT time_ns FROM readings ORDER BY id LIMIT 1").fetchone()
+            finally:
+                conn.execute("COMMIT")
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                size += os.stat(f"{self.path}{suffix}").st_size
+        return BufferStats(int(ready), int(held), size, used * self._page_size, None if head is None else int(head[0]))
+
+    # -- status and counters --------------------------------------------------------------------------------------
+
+    def save_status(self, section: str, data: dict[str, Any]) -> None:
+        blob = orjson.dumps(data, default=str).decode()
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO status (section, json, updated_ns) VALUES (?, ?, ?)",
+                         (section, blob, self.clock.wall_ns()))
+
+    def load_status(self) -> dict[str, dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT section, json FROM status ORDER BY section").fetchall()
+        return {section: orjson.loads(blob) for section, blob in rows}
+
+    def save_counters(self, values: dict[str, int]) -> None:
+        """Persist counter totals. Totals only grow, so the larger of stored and given wins: a snapshot taken
+        just before the store counted a drop of its own cannot take that drop back."""
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
+                [(name, int(v)) for name, v in values.items()])
+
+    def load_counters(self) -> dict[str, int]:
+        with self._read() as conn:
+            return {name: int(v) for name, v in conn.execute("SELECT name, value FROM counters ORDER BY name")}
+
+    def report(self) -> dict[str, Any]:
+        """Everything `edge-gw status --json` shows, as a JSON-safe dict with a stable shape (see report.py)."""
+        stats = self.stats()
+        with self._read() as conn:
+            conn.execute("BEGIN")
+            try:
+                return build_report(conn, stats, self.limits, self.clock, str(self.path))
+            finally:
+                conn.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Copy the -wal into the database file and truncate it (tests and clean shutdown)."""
+        with self._read() as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._conn.close()
