@@ -59,9 +59,9 @@ def test_values_are_rounded_to_three_decimals() -> None:
         ({"temperature": 20.0, "humidity": 0.0, "pressure": 100000}, ["dew_point", "acceleration_total"]),
     ],
 )  # fmt: skip
-def test_none_when_an_input_is_none_or_missing(fields: dict[str, object], none_keys: object) -> None:
+def test_none_when_an_input_is_none_or_missing(fields: dict[str, object], none_keys: str | list[str]) -> None:
     d = derived(fields)
-    expected_none = set(d) if none_keys == "all" else set(none_keys)  # type: ignore[arg-type]
+    expected_none = set(d) if none_keys == "all" else set(none_keys)
     assert {k for k, v in d.items() if v is None} == expected_none
 
 
