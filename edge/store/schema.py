@@ -39,7 +39,8 @@ def m001_initial(db: Database) -> None:
     db.table("boots").create({"id": int, "boot_id": str, "first_seen_ns": int}, pk="id", not_null=["boot_id"])
     db.table("boots").create_index(["boot_id"], unique=True)
     # Row counts kept in the same transactions as the inserts and deletes, so stats() never counts rows.
-    db.table("queue").create({"id": int, "ready_rows": int, "held_rows": int}, pk="id", not_null=["ready_rows", "held_rows"])
+    db.table("queue").create({"id": int, "ready_rows": int, "held_rows": int}, pk="id",
+                             not_null=["ready_rows", "held_rows"])
     db.table("queue").insert({"id": 1, "ready_rows": 0, "held_rows": 0})
     db.table("counters").create({"name": str, "value": int}, pk="name", not_null=["value"])
     db.table("status").create({"section": str, "json": str, "updated_ns": int}, pk="section", not_null=["json"])

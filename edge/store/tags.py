@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 # The measurement sequence number wraps at these moduli. DF5/C5 count 0..65534 (65535 means "not available"), E1
@@ -87,7 +87,9 @@ class TagState:
         return round(100.0 * self.received / self.expected, 2)
 
     def row(self) -> tuple[Any, ...]:
-        return astuple(self)
+        # Spelled out: dataclasses.astuple deep-copies every field and cost 30 µs per call here.
+        return (self.mac, self.data_format, self.first_seen_ns, self.last_seen_ns, self.rssi, self.battery_voltage,
+                self.fields_json, self.last_seq, self.step_ns, self.received, self.expected)
 
 
 TAG_COLUMNS = tuple(f.name for f in fields(TagState))
