@@ -14,8 +14,7 @@ import math
 import struct
 from typing import Any
 
-from edge.ruuvi import _air
-from edge.ruuvi._mac import mac3
+from edge.ruuvi import _fields as f
 from edge.ruuvi.errors import check_length
 
 LENGTH = 20
@@ -35,18 +34,18 @@ def decode(payload: bytes) -> dict[str, Any]:
     t, h, p, pm25, co2, voc, nox, lux, snd, seq, flags = _LAYOUT.unpack_from(payload)
     return {
         "data_format": 6,
-        "temperature": None if t == -32768 else t / 200,
-        "humidity": None if h == 0xFFFF else h / 400,
-        "pressure": None if p == 0xFFFF else p + 50000,
+        "temperature": f.temperature(t),
+        "humidity": f.humidity(h),
+        "pressure": f.pressure(p),
         "measurement_sequence_number": seq,
-        "mac": mac3(payload[17:20]),
-        "pm2_5": _air.pm(pm25),
+        "mac": f.mac3(payload[17:20]),
+        "pm2_5": f.pm(pm25),
         "co2": None if co2 == 0xFFFF else co2,
-        "voc_index": _air.u9(voc, flags, _air.VOC_LSB),
-        "nox_index": _air.u9(nox, flags, _air.NOX_LSB),
+        "voc_index": f.u9(voc, flags, f.VOC_LSB),
+        "nox_index": f.u9(nox, flags, f.NOX_LSB),
         "luminosity": luminosity(lux),
-        "sound_average_dba": _air.sound(snd, flags, _air.SOUND_AVERAGE_LSB),
-        "calibration_in_progress": bool(flags & _air.CALIBRATION),
-        "button_pressed": bool(flags & _air.BUTTON),
-        "rtc_running_on_boot": bool(flags & _air.RTC_ON_BOOT),
+        "sound_average_dba": f.sound(snd, flags, f.SOUND_AVERAGE_LSB),
+        "calibration_in_progress": bool(flags & f.CALIBRATION),
+        "button_pressed": bool(flags & f.BUTTON),
+        "rtc_running_on_boot": bool(flags & f.RTC_ON_BOOT),
     }

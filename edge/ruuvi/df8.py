@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.ruuvi._mac import mac6
+from edge.ruuvi._fields import mac6
 from edge.ruuvi.errors import check_length
 
 LENGTH = 24

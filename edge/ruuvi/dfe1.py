@@ -12,8 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from edge.ruuvi import _air
-from edge.ruuvi._mac import mac6
+from edge.ruuvi import _fields as f
 from edge.ruuvi.errors import check_length
 
 LENGTH = 40
@@ -29,23 +28,23 @@ def decode(payload: bytes) -> dict[str, Any]:
     seq = (seq_hi << 16) | seq_lo
     return {
         "data_format": 0xE1,
-        "temperature": None if t == -32768 else t / 200,
-        "humidity": None if h == 0xFFFF else h / 400,
-        "pressure": None if p == 0xFFFF else p + 50000,
+        "temperature": f.temperature(t),
+        "humidity": f.humidity(h),
+        "pressure": f.pressure(p),
         "measurement_sequence_number": None if seq == 0xFFFFFF else seq,
-        "mac": mac6(payload[34:40]),
-        "pm1_0": _air.pm(pm1),
-        "pm2_5": _air.pm(pm25),
-        "pm4_0": _air.pm(pm4),
-        "pm10_0": _air.pm(pm10),
+        "mac": f.mac6(payload[34:40]),
+        "pm1_0": f.pm(pm1),
+        "pm2_5": f.pm(pm25),
+        "pm4_0": f.pm(pm4),
+        "pm10_0": f.pm(pm10),
         "co2": None if co2 == 0xFFFF else co2,
-        "voc_index": _air.u9(voc, flags, _air.VOC_LSB),
-        "nox_index": _air.u9(nox, flags, _air.NOX_LSB),
+        "voc_index": f.u9(voc, flags, f.VOC_LSB),
+        "nox_index": f.u9(nox, flags, f.NOX_LSB),
         "luminosity": None if lux == 0xFFFFFF else lux / 100,
-        "sound_instant_dba": _air.sound(s_inst, flags, _air.SOUND_INSTANT_LSB),
-        "sound_average_dba": _air.sound(s_avg, flags, _air.SOUND_AVERAGE_LSB),
-        "sound_peak_spl_db": _air.sound(s_peak, flags, _air.SOUND_PEAK_LSB),
-        "calibration_in_progress": bool(flags & _air.CALIBRATION),
-        "button_pressed": bool(flags & _air.BUTTON),
-        "rtc_running_on_boot": bool(flags & _air.RTC_ON_BOOT),
+        "sound_instant_dba": f.sound(s_inst, flags, f.SOUND_INSTANT_LSB),
+        "sound_average_dba": f.sound(s_avg, flags, f.SOUND_AVERAGE_LSB),
+        "sound_peak_spl_db": f.sound(s_peak, flags, f.SOUND_PEAK_LSB),
+        "calibration_in_progress": bool(flags & f.CALIBRATION),
+        "button_pressed": bool(flags & f.BUTTON),
+        "rtc_running_on_boot": bool(flags & f.RTC_ON_BOOT),
     }

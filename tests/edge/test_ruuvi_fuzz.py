@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -90,3 +91,25 @@ def test_payload_from_hex_with_random_hex(raw: bytes, pad: str, upper: bool) -> 
     # Whatever reading applied, the payload is a slice of the input.
     assert payload in raw
     decode_or_error(payload)
+
+
+@FAST
+@given(
+    st.integers(-32768, 32767),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFF),
+    st.integers(0, 0xFFFF),
+    st.sampled_from([b"\xff" * 6, bytes(6), bytes.fromhex("cbb8334c884f")]),
+)
+def test_df5_and_c5_agree_on_shared_fields(
+    t: int, h: int, p: int, power: int, movement: int, seq: int, mac: bytes
+) -> None:
+    # df5.py inlines the codings that dfc5.py takes from _fields; the two must never drift apart.
+    df5 = struct.pack(">BhHHhhhHBH", 5, t, h, p, 0, 0, 0, power, movement, seq) + mac
+    c5 = struct.pack(">BhHHHBH", 0xC5, t, h, p, power, movement, seq) + mac
+    a, b = decode(df5), decode(c5)
+    assert {k: v for k, v in a.items() if k in b and k != "data_format"} == {
+        k: v for k, v in b.items() if k != "data_format"
+    }
