@@ -198,3 +198,18 @@ class MQTTClient:
             except OSError:
                 pass
             self.sock = None
+
+
+def tls_context(ca_file=None):
+    # An SSLContext for the broker connection; with a CA file the server certificate is verified.
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        if hasattr(ctx, "check_hostname"):  # CPython; MicroPython has no such attribute
+            ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -1,14 +1,15 @@
 // Runs a Python script inside the official MicroPython WebAssembly port (npm
 // @micropython/micropython-webassembly-pyscript), the way pytest needs it:
 //
-//   node harness.mjs [--mount HOSTDIR:GUESTDIR]... [--file HOSTFILE:GUESTFILE]... [--heap BYTES] SCRIPT.py
+//   node harness.mjs [--mount HOSTDIR:GUESTDIR]... [--file HOSTFILE:GUESTFILE]... [--heap BYTES] [--wait] SCRIPT.py
 //
 // Every mounted guest directory is put on sys.path in the order given, so mount the
 // fakes (bluetooth, machine, network, socket) before the board code.  Files are
 // copied into the port's in-memory filesystem; nothing the script writes reaches the host.
-// Output: the script's stdout and stderr.  Exit status: 0 when the script (and every
-// task it started through asyncio.run) finished, 1 on any uncaught Python exception,
-// 2 on a usage error.
+// A script may use top-level await.  Node exits when the script ends, even if gateway tasks
+// still loop forever; with --wait it stays while tasks have timers (board-style code that
+// only calls asyncio.run).  Exit status: 0 on success, 1 on any uncaught Python exception
+// (also inside a task), 2 on a usage error.
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
@@ -22,6 +23,7 @@ const mounts = [];
 const files = [];
 let heapsize = 8 * 1024 * 1024;
 let script = null;
+let wait = false;
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
@@ -32,6 +34,8 @@ for (let i = 0; i < argv.length; i++) {
     (a === "--mount" ? mounts : files).push([spec.slice(0, cut), spec.slice(cut + 1)]);
   } else if (a === "--heap") {
     heapsize = Number(argv[++i]);
+  } else if (a === "--wait") {
+    wait = true;
   } else if (script === null) {
     script = a;
   } else {
@@ -40,11 +44,14 @@ for (let i = 0; i < argv.length; i++) {
 }
 if (script === null) usage("no script given");
 
-// A fixed heap makes gc.mem_free() meaningful and catches a runaway allocation early.
+// The initial heap; this port grows it on demand (split heap), so memory tests measure
+// gc.mem_alloc() deltas rather than gc.mem_free().
 const mp = await loadMicroPython({
   heapsize,
-  stdout: (line) => process.stdout.write(line + "\n"),
-  stderr: (line) => process.stderr.write(line + "\n"),
+  // Unbuffered: chunks go out as they come, so long lines are never split.
+  linebuffer: false,
+  stdout: (data) => process.stdout.write(data),
+  stderr: (data) => process.stderr.write(data),
 });
 
 function mkdirs(path) {
@@ -103,3 +110,4 @@ try {
   process.stderr.write(String(e && e.message ? e.message : e) + "\n");
   process.exitCode = 1;
 }
+if (!wait) process.exit();

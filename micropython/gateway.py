@@ -1,0 +1,231 @@
+# The gateway: BLE adverts -> dedup -> flash ring -> MQTT batches (QoS 1), plus a status line.
+# Hardware objects are passed in (BLE, WLAN, clock, MQTT client factory), so tests run the same
+# code with fakes; boot() wires the real ones.
+import gc
+import time
+
+import asyncio
+import mqtt
+import net
+import wire
+from ring import Ring
+from scanner import Scanner
+
+
+def _log(msg):
+    print("[edge-gw] " + msg)
+
+
+class Gateway:
+    def __init__(self, cfg, ble, wlan, clock, opener=open, client_factory=None):
+        self.cfg = cfg
+        self.clock = clock
+        self.gateway_id = cfg["gateway_id"]
+        self.batch_topic = wire.batch_topic(cfg["topic_prefix"], self.gateway_id)
+        self.status_topic = wire.status_topic(cfg["topic_prefix"], self.gateway_id)
+        buf = cfg["buffer"]
+        self.ring = Ring(buf["path"], buf["bytes"], buf["page_bytes"], opener)
+        self.scanner = Scanner(ble, max_tags=cfg["scan"]["max_tags"])
+        w = cfg["wifi"]
+        self.wifi = net.Wifi(wlan, w["ssid"], w["password"], w["timeout_s"])
+        self.client_factory = client_factory or self._client
+        self.client = None
+        self.backoff = net.Backoff()
+        self.pending = []  # (ticks_ms, mac, rssi, payload) heard before the clock synced
+        self.pending_dropped = 0
+        self.batches = 0
+        self.acked = 0
+        self.publish_errors = 0
+        self.reconnects = 0
+        self.last_ack = None  # ticks_ms of the last PUBACK
+        self.last_error = None
+
+    # ---- readings -------------------------------------------------------------------------------
+    def on_advert(self, mac, rssi, payload):
+        t, ticks = self.clock.stamp()
+        if t is not None:
+            self.ring.append(mac, t, True, rssi, payload)
+            return
+        # Held back in RAM until NTP gives the time; the oldest goes first when full.
+        if len(self.pending) >= self.cfg["ntp"]["pending_max"]:
+            if not self.pending:
+                self.pending_dropped += 1
+                return
+            self.pending.pop(0)
+            self.pending_dropped += 1
+        self.pending.append((ticks, mac, rssi, payload))
+
+    def settle_pending(self):
+        # After the clock synced: give held-back readings their real time and store them.
+        for ticks, mac, rssi, payload in self.pending:
+            self.ring.append(mac, self.clock.corrected(ticks), True, rssi, payload)
+        n = len(self.pending)
+        self.pending = []
+        return n
+
+    def poll_ble(self):
+        return self.scanner.drain(self.on_advert)
+
+    # ---- uplink ---------------------------------------------------------------------------------
+    def _client(self):
+        b = self.cfg["broker"]
+        ctx = mqtt.tls_context(b["ca_file"]) if b["tls"] else None
+        return mqtt.MQTTClient(
+            self.gateway_id, b["host"], b["port"], b["username"], b["password"], b["keepalive_s"], ctx, b["timeout_s"]
+        )
+
+    def connect(self):
+        c = self.client_factory()
+        c.set_last_will(self.status_topic, wire.status(self.gateway_id, False), retain=True, qos=1)
+        self.reconnects += 1
+        c.connect()
+        c.publish(self.status_topic, wire.status(self.gateway_id, True), retain=True, qos=1)
+        self.client = c
+
+    def drop_connection(self):
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def publish_once(self):
+        # Publish one batch of committed records; they leave the ring only after the PUBACK.
+        # Returns the number of readings acked (0 when there was nothing to send).
+        ring = self.ring
+        records = ring.peek(self.cfg["uplink"]["batch_max_readings"])
+        if not records:
+            if ring.peek_end > ring.tail:  # only unreadable slots: skip them
+                ring.ack(ring.peek_end - 1)
+            return 0
+        seq = ring.batch_seq
+        payload = wire.encode_batch(self.gateway_id, seq, records)
+        try:
+            self.client.publish(self.batch_topic, payload, qos=1)
+        except mqtt.MQTTError:
+            self.publish_errors += 1
+            raise
+        ring.ack(ring.peek_end - 1, seq + 1)
+        self.batches += 1
+        self.acked += len(records)
+        self.last_ack = time.ticks_ms()
+        return len(records)
+
+    def disconnect(self):
+        # A clean shutdown: publish "offline" ourselves (a DISCONNECT suppresses the will).
+        if self.client is not None:
+            try:
+                self.client.publish(self.status_topic, wire.status(self.gateway_id, False), retain=True, qos=1)
+            except mqtt.MQTTError:
+                pass
+            self.client.disconnect()
+            self.client = None
+
+    async def uplink_step(self):
+        # One round: Wi-Fi, NTP, MQTT, then publish everything committed.  Raises on failure.
+        if not await self.wifi.ensure(asyncio.sleep_ms):
+            raise OSError("wifi not connected")
+        if not self.clock.synced:
+            try:
+                self.clock.sync(self.cfg["ntp"]["host"])
+            except OSError as e:
+                _log("ntp: %r" % (e,))
+            else:
+                _log("clock synced, %d held-back readings stored" % self.settle_pending())
+        if self.client is None:
+            self.connect()
+        sent = 0
+        while self.ring.committed():
+            sent += self.publish_once()
+            await asyncio.sleep_ms(0)
+        if not sent and self.cfg["broker"]["keepalive_s"]:
+            self.client.ping()
+        return sent
+
+    # ---- status ---------------------------------------------------------------------------------
+    def status_line(self):
+        if self.last_ack is None:
+            ack = "never"
+        else:
+            ack = "%ds ago" % (time.ticks_diff(time.ticks_ms(), self.last_ack) // 1000)
+        r = self.ring
+        s = self.scanner
+        return (
+            "buffer=%d/%d pending=%d dropped=%d lost=%d last_ack=%s acked=%d batches=%d tags=%d adverts=%d "
+            "dup=%d bad=%d heap_free=%d wifi=%s mqtt=%s clock=%s"
+            % (
+                r.depth(),
+                r.slots,
+                len(self.pending),
+                r.dropped + self.pending_dropped,
+                r.lost,
+                ack,
+                self.acked,
+                self.batches,
+                s.tags_seen(),
+                s.adverts,
+                s.duplicates,
+                s.decode_errors,
+                gc.mem_free(),
+                "up" if self.wifi.isconnected() else "down",
+                "up" if self.client is not None else "down",
+                "synced" if self.clock.synced else "unsynced",
+            )
+        )
+
+    # ---- tasks ----------------------------------------------------------------------------------
+    async def _ble_task(self):
+        while True:
+            self.poll_ble()
+            if self.scanner.scan_done:  # the stack ended the scan: start it again
+                self.scanner.start(active=self.cfg["scan"]["active"])
+            await asyncio.sleep_ms(100)
+
+    async def _flush_task(self):
+        while True:
+            await asyncio.sleep(self.cfg["buffer"]["flush_s"])
+            self.ring.flush()
+
+    async def _status_task(self):
+        while True:
+            _log(self.status_line())
+            await asyncio.sleep(self.cfg["status_interval_s"])
+
+    async def _uplink_task(self):
+        while True:
+            try:
+                await self.uplink_step()
+                self.backoff.reset()
+                delay = self.cfg["uplink"]["interval_s"] * 1000
+            except (OSError, mqtt.MQTTError) as e:
+                self.last_error = repr(e)
+                _log("uplink: %r" % (e,))
+                self.drop_connection()
+                delay = self.backoff.next()
+            await asyncio.sleep_ms(delay)
+
+    async def run(self):
+        self.scanner.start(active=self.cfg["scan"]["active"])
+        asyncio.create_task(self._ble_task())
+        asyncio.create_task(self._flush_task())
+        asyncio.create_task(self._status_task())
+        await self._uplink_task()
+
+
+def boot(path="config.json"):
+    # Entry point from main.py.  A bad config.json is reported on the REPL and nothing starts,
+    # so the board stays reachable with mpremote.
+    import bluetooth
+    import network
+    import ntptime
+
+    import config
+    from timebase import Clock
+
+    try:
+        cfg = config.load(path)
+    except config.ConfigError as e:
+        _log(str(e))
+        return None
+    gw = Gateway(cfg, bluetooth.BLE(), network.WLAN(network.STA_IF), Clock(ntptime))
+    _log("gateway %s starting, buffer %d records" % (cfg["gateway_id"], gw.ring.slots))
+    asyncio.run(gw.run())
+    return gw
