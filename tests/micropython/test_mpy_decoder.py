@@ -117,4 +117,3 @@ def test_df6_luminosity_table_is_the_formula() -> None:
     for code in range(255):
         hundredths = int.from_bytes(table[code * 3 : code * 3 + 3], "big")
         assert hundredths / 100 == round(math.exp(code * delta) - 1, 2), code
-

@@ -7,12 +7,12 @@ import json
 import struct
 from typing import Any
 
-from edge.model import Reading
-from edge.ruuvi import decode
-from edge.wire import encode_batch, status_payload
 from mpy_harness import ROOT, MicroPython
 
 from cloud.formats.edge import parse
+from edge.model import Reading
+from edge.ruuvi import decode
+from edge.wire import encode_batch, status_payload
 
 VECTORS = [v["hex"] for v in json.loads((ROOT / "tests" / "vectors" / "ruuvi.json").read_text()) if "expected" in v]
 
@@ -272,10 +272,12 @@ ble = bluetooth.BLE()
 s = scanner.Scanner(ble, queue_len=4, max_tags=2)
 s.start()
 # Ruuvi data as the second of two manufacturer-data structures
-ble.inject(mac(1), -1, b"\x02\x01\x06" + adv_data(b"\x01\x02", company=b"\x59\x00", flags=False) + adv_data(df5(1), flags=False))
+other = adv_data(b"\x01\x02", company=b"\x59\x00", flags=False)
+ble.inject(mac(1), -1, b"\x02\x01\x06" + other + adv_data(df5(1), flags=False))
+got = []
+s.drain(lambda m, r, p: got.append([m.hex(), r, p.hex()]))
 for i in range(6):  # overflows the 4-entry queue: the oldest go
     ble.inject(mac(10 + i), -2, adv_data(df5(i)))
-got = []
 s.drain(lambda m, r, p: got.append([m.hex(), r, p.hex()]))
 ble.inject(mac(20), -3, adv_data(df5(7)))
 ble.inject(mac(20), -3, adv_data(df5(7)))
@@ -287,10 +289,10 @@ dump({"got": got, "tags": s.tags_seen(), "dups": s.duplicates, "adverts": s.adve
 def test_scanner_filters_copies_bounds_and_dedups(mpy: MicroPython) -> None:
     (out,) = mpy.run_json(SCANNER)
     got = out["got"]
-    assert [g[0][-4:] for g in got] == ["000c", "000d", "000e", "000f", "0014"]
+    assert [g[0][-4:] for g in got] == ["0001", "000c", "000d", "000e", "000f", "0014"]
     df5 = bytes.fromhex("0512fc5394c37c0004fffc040cac364200cdcbb8334c884f")
-    assert [g[2] for g in got] == [(df5[:16] + bytes([0, i]) + df5[18:]).hex() for i in (2, 3, 4, 5, 7)]
-    assert [g[1] for g in got] == [-2, -2, -2, -2, -3]
+    assert [g[2] for g in got] == [(df5[:16] + bytes([0, i]) + df5[18:]).hex() for i in (1, 2, 3, 4, 5, 7)]
+    assert [g[1] for g in got] == [-1, -2, -2, -2, -2, -3]
     assert out["dups"] == 1
-    assert out["adverts"] == 6
-    assert out["tags"] == 1  # max_tags=2: the table was cleared once it was full
+    assert out["adverts"] == 7
+    assert out["tags"] == 2  # max_tags=2: the table is cleared whenever a third tag turns up

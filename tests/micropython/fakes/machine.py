@@ -7,7 +7,7 @@ def unique_id():
 
 
 def reset():
-    global resets
+    global resets  # noqa: PLW0603 - module state, as the real module keeps it
     resets += 1
     raise SystemExit("machine.reset()")
 

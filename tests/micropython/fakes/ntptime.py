@@ -6,7 +6,7 @@ calls = 0
 
 
 def settime():
-    global fail, calls
+    global fail, calls  # noqa: PLW0603 - module state, as the real module keeps it
     calls += 1
     if fail > 0:
         fail -= 1
