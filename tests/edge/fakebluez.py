@@ -1,0 +1,278 @@
+"""A fake BlueZ for tests: PyPI `bluezoo` on a private dbus-daemon, so the real bleak code runs against it.
+
+Two halves:
+- run as a script (`python fakebluez.py --scan-interval 0.2`), it serves bluezoo on the bus named by
+  DBUS_SYSTEM_BUS_ADDRESS, with the fixes below applied by patching/subclassing (site-packages stays untouched);
+- imported, `FakeBlueZ` starts dbus-daemon and that script, and drives them from the test's event loop with dbus-fast:
+  one bluezoo adapter per virtual tag (bluezoo uses only the first advertisement of each adapter), each with a
+  registered org.bluez.LEAdvertisement1 carrying ManufacturerData {0x0499: payload}.
+
+bluezoo 1.0.2 fixes (see /work/shared/notes/bleak-fake-bluez.md):
+1. Device1.ManufacturerData is exported as a{qv} (BlueZ's type), not a{sv}; else GetManagedObjects fails.
+2. Only scanner adapters (ids < TAG_ADAPTER_BASE) report the `central` role, so bleak never picks a tag's adapter.
+3. Every scan tick re-reports known devices (an RSSI PropertiesChanged), as real BlueZ does for each advert heard.
+4. The scan interval is a float (0.2 s), not whole seconds.
+And, to match real BlueZ: StartDiscovery on a powered-off adapter fails with org.bluez.Error.NotReady.
+Test control (org.bluezoo.Test1 at /org/bluezoo/test): Stall(id) silently stops an adapter's scanning the way a wedged
+BlueZ does (Discovering stays true, nothing arrives); SetRSSI(address, rssi).
+"""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import ServiceInterface, dbus_property, method
+
+TAG_ADAPTER_BASE = 16
+DEFAULT_RSSI = -60
+SCANNERS = ("00:1A:7D:DA:71:00", "00:1A:7D:DA:71:01")  # hci0, hci1
+
+BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+    <allow send_type="method_call"/>
+  </policy>
+</busconfig>
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Test-process side
+# ---------------------------------------------------------------------------------------------------------------
+class TagAdvertisement(ServiceInterface):  # type: ignore[misc]
+    """One tag's org.bluez.LEAdvertisement1 (no attribute called `name`: dbus-fast would take it as the
+    interface name)."""
+
+    def __init__(self, payload: bytes, company: int = 0x0499) -> None:
+        super().__init__("org.bluez.LEAdvertisement1")
+        self.payload = payload
+        self.company = company
+
+    @method()  # type: ignore[untyped-decorator]
+    def Release(self) -> None:
+        pass
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Type(self) -> DBusStr:
+        return "peripheral"
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Discoverable(self) -> DBusBool:
+        return True
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def ManufacturerData(self) -> Annotated[dict[int, Variant], DBusSignature("a{qv}")]:
+        return {self.company: Variant("ay", self.payload)}
+
+    def set_payload(self, payload: bytes) -> None:
+        self.payload = payload
+        self.emit_properties_changed({"ManufacturerData": {self.company: Variant("ay", payload)}})
+
+
+class FakeBlueZ:
+    """dbus-daemon + bluezoo, started in `tmp`, stopped by PID. Use `address` as DBUS_SYSTEM_BUS_ADDRESS."""
+
+    def __init__(self, tmp: Path, scan_interval: float = 0.2) -> None:
+        self.tmp = tmp
+        self.scan_interval = scan_interval
+        self.address = ""
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.zoo: subprocess.Popen[bytes] | None = None
+        self.bus: Any = None
+        self.tags: dict[int, TagAdvertisement] = {}
+
+    def start(self) -> "FakeBlueZ":
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        conf = self.tmp / "bus.conf"
+        conf.write_text(BUS_CONF.format(socket=self.tmp / "system_bus_socket"))
+        self.daemon = subprocess.Popen(["dbus-daemon", "--config-file", str(conf), "--nofork", "--print-address=1"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert self.daemon.stdout is not None
+        self.address = self.daemon.stdout.readline().decode().strip()
+        assert self.address.startswith("unix:"), f"dbus-daemon did not start: {self.address!r}"
+        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.address}
+        log = (self.tmp / "bluezoo.log").open("wb")
+        self.zoo = subprocess.Popen([sys.executable, __file__, "--scan-interval", str(self.scan_interval)],
+                                    env=env, stdout=subprocess.PIPE, stderr=log)
+        assert self.zoo.stdout is not None
+        line = self.zoo.stdout.readline().decode().strip()
+        if line != "ready":
+            self.stop()
+            raise RuntimeError(f"bluezoo did not start: {line!r}; see {self.tmp / 'bluezoo.log'}")
+        return self
+
+    def stop(self) -> None:
+        for proc in (self.zoo, self.daemon):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.zoo = self.daemon = None
+
+    # -- driving it (call from the test's event loop, with DBUS_SYSTEM_BUS_ADDRESS set) -------------------------
+    async def connect(self) -> None:
+        self.bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()
+
+    async def close(self) -> None:
+        if self.bus is not None:
+            self.bus.disconnect()
+            self.bus = None
+
+    async def _call(self, path: str, interface: str, member: str, signature: str = "", body: Any = None) -> Any:
+        reply = await self.bus.call(Message(destination="org.bluez", path=path, interface=interface, member=member,
+                                            signature=signature, body=body or []))
+        if reply.message_type == MessageType.ERROR:
+            raise RuntimeError(f"{interface}.{member} on {path}: {reply.error_name} {reply.body}")
+        return reply.body
+
+    async def add_tag(self, index: int, mac: str, payload: bytes, rssi: int = DEFAULT_RSSI,
+                      company: int = 0x0499) -> TagAdvertisement:
+        adapter_id = TAG_ADAPTER_BASE + index
+        await self.set_rssi(mac, rssi)
+        (path,) = await self._call("/org/bluezoo", "org.bluezoo.Manager1", "AddAdapter", "ys", [adapter_id, mac])
+        adv = TagAdvertisement(payload, company)
+        adv_path = f"/edgegw/tag{index}"
+        self.bus.export(adv_path, adv)
+        await self._call(path, "org.bluez.LEAdvertisingManager1", "RegisterAdvertisement", "oa{sv}", [adv_path, {}])
+        self.tags[index] = adv
+        return adv
+
+    async def silence_tag(self, index: int) -> None:
+        await self._call(f"/org/bluez/hci{TAG_ADAPTER_BASE + index}", "org.bluez.LEAdvertisingManager1",
+                         "UnregisterAdvertisement", "o", [f"/edgegw/tag{index}"])
+
+    async def set_powered(self, adapter: str, powered: bool) -> None:
+        await self._call(f"/org/bluez/{adapter}", "org.freedesktop.DBus.Properties", "Set", "ssv",
+                         ["org.bluez.Adapter1", "Powered", Variant("b", powered)])
+
+    async def powered(self, adapter: str) -> bool:
+        (value,) = await self._call(f"/org/bluez/{adapter}", "org.freedesktop.DBus.Properties", "Get", "ss",
+                                    ["org.bluez.Adapter1", "Powered"])
+        return bool(value.value)
+
+    async def stall(self, adapter_id: int) -> None:
+        await self._call("/org/bluezoo/test", "org.bluezoo.Test1", "Stall", "y", [adapter_id])
+
+    async def set_rssi(self, mac: str, rssi: int) -> None:
+        await self._call("/org/bluezoo/test", "org.bluezoo.Test1", "SetRSSI", "sn", [mac, rssi])
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bluezoo side (this file run as a script)
+# ---------------------------------------------------------------------------------------------------------------
+def _patch_bluezoo() -> Any:
+    import sdbus
+    from bluezoo import bluezoo as zoo
+    from bluezoo.adapter import Adapter
+    from bluezoo.device import Device
+    from bluezoo.exceptions import DBusBluezNotReadyError
+    from bluezoo.interfaces.Device import DeviceInterface
+    from bluezoo.utils import dbus_method_async_except_logging, dbus_property_async_except_logging
+
+    # Fix 1: the exported type comes from the property objects' signature at export time.
+    for cls in (DeviceInterface, Device):
+        prop = vars(cls).get("ManufacturerData")
+        if prop is not None:
+            prop.property_signature = "a{qv}"
+
+    rssi_by_address: dict[str, int] = {}
+
+    class FixedAdapter(Adapter):  # type: ignore[misc]
+        # Fix 2: only scanner adapters are centrals.
+        @sdbus.dbus_property_async_override()
+        @dbus_property_async_except_logging
+        def Roles(self) -> list[str]:
+            return ["central", "peripheral"] if self.id < TAG_ADAPTER_BASE else ["peripheral"]
+
+        # Real BlueZ refuses discovery on a powered-off adapter.
+        @sdbus.dbus_method_async_override()
+        @dbus_method_async_except_logging
+        async def StartDiscovery(self) -> None:
+            if not self.powered:
+                raise DBusBluezNotReadyError("Resource Not Ready")
+            await super().StartDiscovery()
+
+    zoo.Adapter = FixedAdapter
+
+    def create_discovering_task(self: Any, id: int) -> asyncio.Task[None]:
+        # Fixes 3 and 4: LE only, float interval, and every tick re-reports each advertising tag.
+        async def task() -> None:
+            while True:
+                scanner = self.adapters[id]
+                for adapter in list(self.adapters.values()):
+                    if adapter.id == id or not adapter.powered or not adapter.advertisements:
+                        continue
+                    adv = next(iter(adapter.advertisements.values()))
+                    if not adv.Discoverable.get(False):
+                        continue
+                    device = Device(adapter, is_le=True)
+                    device.manufacturer_data = adv.ManufacturerData.get({})
+                    device.tx_power = adv.TxPower.get()
+                    device.rssi = rssi_by_address.get(adapter.address.upper(), DEFAULT_RSSI)
+                    path = f"{scanner.get_object_path()}/dev_{adapter.address.replace(':', '_')}"
+                    known = scanner.devices.get(path)
+                    await scanner.add_device(device)
+                    if known is not None:
+                        known.rssi = device.rssi
+                        known.properties_changed.emit(("org.bluez.Device1", {"RSSI": ("n", device.rssi)}, []))
+                await asyncio.sleep(self.scan_interval)
+
+        return asyncio.create_task(task())
+
+    zoo.BluezMockService.create_discovering_task = create_discovering_task
+
+    class TestControl(sdbus.DbusInterfaceCommonAsync, interface_name="org.bluezoo.Test1"):  # type: ignore[misc,call-arg]
+        def __init__(self, service: Any) -> None:
+            super().__init__()
+            self.service = service
+
+        @sdbus.dbus_method_async(input_signature="y", flags=sdbus.DbusUnprivilegedFlag)
+        async def Stall(self, id: int) -> None:
+            self.service.adapters[id].discovering_task.cancel()
+
+        @sdbus.dbus_method_async(input_signature="sn", flags=sdbus.DbusUnprivilegedFlag)
+        async def SetRSSI(self, address: str, rssi: int) -> None:
+            rssi_by_address[address.upper()] = rssi
+
+    return zoo, TestControl
+
+
+async def _serve(scan_interval: float) -> None:
+    zoo, control_cls = _patch_bluezoo()
+    await zoo.startup(bus="system", adapters=list(SCANNERS), auto_enable=True, scan_interval=scan_interval)
+    control = control_cls(zoo.startup.service)
+    control.export_to_dbus("/org/bluezoo/test")
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    interval = float(sys.argv[sys.argv.index("--scan-interval") + 1]) if "--scan-interval" in sys.argv else 0.2
+    asyncio.run(_serve(interval))
