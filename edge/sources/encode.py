@@ -49,9 +49,9 @@ def _mac(mac: str | bytes | None, size: int) -> bytes:
     if mac is None:
         return b"\xff" * size
     raw = bytes.fromhex(mac.replace(":", "")) if isinstance(mac, str) else mac
-    if len(raw) != 6:
+    if len(raw) not in (6, size):
         raise ValueError(f"mac must have 6 bytes, got {len(raw)}")
-    return raw[6 - size :]
+    return raw[len(raw) - size :]
 
 
 def _nine_bit(value: float | None, scale: float, offset: float, name: str) -> int:
