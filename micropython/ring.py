@@ -155,6 +155,8 @@ class Ring:
     # ---- writing ------------------------------------------------------------------------------
     def append(self, mac, time_ns, synced, rssi, raw):
         # Queue one record in the RAM page; a full page is written at once.
+        if not 0 < len(raw) <= _RAW or len(mac) != 6:
+            raise ValueError("ring: a record holds a 6-byte MAC and 1-40 payload bytes")
         seq = self.head + self._pending
         _pack(self._page, self._pending * SLOT, seq, mac, time_ns, synced, rssi, raw)
         self._pending += 1
