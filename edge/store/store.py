@@ -93,6 +93,7 @@ class Store:
         self._dirty_tags: dict[str, TagState] = {}
         self._tags_written_ns = -TAG_WRITE_INTERVAL_NS
         self._next_age_check = 0
+        self._vacuum_due = False
         self._vacuum_pages = max(1 << 20, self.limits.max_bytes // 64) // self._page_size
         # Counts of what the store did on its own, handed to the writer's Counters by take_counts().
         self._counts = {"readings_dropped_cap": 0, "readings_dropped_age": 0, "clock_corrections": 0}
@@ -121,6 +122,9 @@ class Store:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if self._vacuum_due:
+                self._vacuum_due = False
+                conn.executescript("PRAGMA incremental_vacuum;")
 
     def _bump(self, conn: sqlite3.Connection, name: str, n: int) -> None:
         if n > 0:
@@ -233,7 +237,13 @@ class Store:
             self._drop_oldest(conn, used, int(limit_pages * _LOW_WATER))
             used, free = self._used_pages(conn)
         if free > self._vacuum_pages:
-            conn.execute("PRAGMA incremental_vacuum")
+            self._vacuum(conn)
+
+    def _vacuum(self, conn: sqlite3.Connection) -> None:
+        # Marked here, run by _write() after COMMIT in a transaction of its own: through execute() the pragma
+        # frees a single page (the sqlite3 module steps it once); only executescript() runs it to the end, and
+        # executescript() would commit the open transaction first.
+        self._vacuum_due = True
 
     def _drop_old(self, conn: sqlite3.Connection) -> None:
         max_age_ns = int(self.limits.max_age_s * 1e9)
@@ -316,7 +326,7 @@ class Store:
             conn.execute("UPDATE queue SET ready_rows = ready_rows - ? WHERE id = 1", (deleted,))
             _, free = self._used_pages(conn)
             if free > self._vacuum_pages:
-                conn.execute("PRAGMA incremental_vacuum")
+                self._vacuum(conn)
         return deleted
 
     def max_id(self) -> int:
