@@ -1,0 +1,81 @@
+"""Groups parsed messages into write batches. Pure: the caller passes the time in.
+
+A batch closes on whichever comes first:
+- `max_points` points (5000 by default);
+- `max_interval_s` since its first message (10 s by default);
+- `max_messages` messages: the MQTT in-flight window. The receiver acknowledges a message only after the batch
+  holding it is written, and the broker sends at most Receive Maximum unacknowledged messages. A batch that waited
+  for 5000 points of one-reading-per-message traffic would wait for messages the broker will never send, so the
+  window closes it too (reason "window").
+
+A message is never split across batches: its acknowledgement covers all of its points. A message with no points (a
+gateway status) still joins the batch, so that its acknowledgement keeps its place in the order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from cloud.model import Point
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Batch(Generic[T]):
+    opened_at: float
+    points: list[Point] = field(default_factory=list)
+    tokens: list[T] = field(default_factory=list)  # one per message: what to acknowledge once it is written
+    reason: str = ""  # why it closed: "size", "window", "time" or "drain"
+    closed_at: float = 0.0
+
+
+class Batcher(Generic[T]):
+    def __init__(self, *, max_points: int = 5000, max_interval_s: float = 10.0, max_messages: int = 1000) -> None:
+        if max_points < 1 or max_messages < 1 or max_interval_s <= 0:
+            raise ValueError("max_points and max_messages must be >= 1 and max_interval_s > 0")
+        self.max_points = max_points
+        self.max_interval_s = max_interval_s
+        self.max_messages = max_messages
+        self._open: Batch[T] | None = None
+
+    @property
+    def open_points(self) -> int:
+        return len(self._open.points) if self._open else 0
+
+    @property
+    def open_messages(self) -> int:
+        return len(self._open.tokens) if self._open else 0
+
+    def add(self, points: Sequence[Point], token: T, now: float) -> Batch[T] | None:
+        """Add one message's points; return the batch this closed, if any."""
+        batch = self._open
+        if batch is None:
+            batch = self._open = Batch(opened_at=now)
+        batch.points.extend(points)
+        batch.tokens.append(token)
+        if len(batch.points) >= self.max_points:
+            return self.close("size", now)
+        if len(batch.tokens) >= self.max_messages:
+            return self.close("window", now)
+        return None
+
+    def deadline(self) -> float | None:
+        """When the open batch must close on time, or None if there is none."""
+        return None if self._open is None else self._open.opened_at + self.max_interval_s
+
+    def due(self, now: float) -> Batch[T] | None:
+        """Close and return the open batch if its time is up."""
+        deadline = self.deadline()
+        if deadline is not None and now >= deadline:
+            return self.close("time", now)
+        return None
+
+    def close(self, reason: str, now: float) -> Batch[T] | None:
+        batch, self._open = self._open, None
+        if batch is not None:
+            batch.reason = reason
+            batch.closed_at = now
+        return batch

@@ -1,0 +1,234 @@
+"""The `cloud-ingest` command: a thin layer over the library. Library errors become one-line click errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cloud import __version__
+from cloud.config import Config, load_config, redact_url
+from edge.settings import ConfigError, as_dict
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+EXIT_NOT_RUNNING = 3
+
+
+def _load(config: Path | None, overrides: dict[str, object]) -> Config:
+    try:
+        return load_config(config, overrides)
+    except ConfigError as e:
+        raise click.ClickException(f"config: {e}") from None
+
+
+def config_option(f: F) -> F:
+    return click.option("--config", "-c", "config", type=click.Path(path_type=Path, dir_okay=False),
+                        envvar="CLOUD_INGEST_CONFIG",
+                        help="TOML config file (default: none; env CLOUD_INGEST_CONFIG).")(f)
+
+
+def set_option(f: F) -> F:
+    return click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+                        help="Override any setting, e.g. --set batch.max_points=1000 (repeatable).")(f)
+
+
+def _overrides(settings: tuple[str, ...], named: dict[str, object]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise click.BadParameter(f"{item!r} is not SECTION.KEY=VALUE", param_hint="--set")
+        out[key.strip()] = value
+    out.update({k: v for k, v in named.items() if v is not None})
+    return out
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gmqtt").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="cloud-ingest")
+def cli() -> None:
+    """cloud-ingest: MQTT -> InfluxDB for edge-gw gateways, Ruuvi Gateways and flat sensor JSON.
+
+    A message is acknowledged to the broker only after the batch holding it is written to the database (or it was
+    dead-lettered), so a crash or a database outage loses nothing: the broker redelivers.
+    """
+
+
+@cli.command()
+@config_option
+@click.option("--mqtt", "mqtt_url", help="Broker URL: mqtt://[user[:pass]@]host[:port] or mqtts://... (mqtt.url).")
+@click.option("--influx", "influx_url",
+              help="Database URL: http://user:pass@host:8086/<db>[?rp=<rp>] for InfluxDB 1.x, or "
+                   "influx2://host:port?org=<org>&bucket=<bucket> for 2.x/3.x (influx.url).")
+@click.option("--client-id", help="Fixed MQTT client id; it keeps the persistent session (mqtt.client_id).")
+@click.option("--shared-group", help="Join a shared subscription group to split the load (mqtt.shared_group).")
+@click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port; 0 = off (metrics.port).")
+@click.option("--status-file", help="Where to keep the status for `cloud-ingest status` (status.file).")
+@click.option("--log-level", help="debug, info, warning or error (log.level).")
+@set_option
+def run(config: Path | None, mqtt_url: str | None, influx_url: str | None, client_id: str | None,
+        shared_group: str | None, metrics_port: int | None, status_file: str | None, log_level: str | None,
+        settings: tuple[str, ...]) -> None:
+    """Receive from the broker and write to the database until SIGTERM/SIGINT (then write what is in memory).
+
+    Exits non-zero if the database refuses the credentials (401/403): nothing more is acknowledged.
+
+    \b
+    Example:
+        cloud-ingest run --mqtt mqtt://127.0.0.1:1883 --influx http://ingest:secret@127.0.0.1:8086/ruuvi
+    """
+    cfg = _load(config, _overrides(settings, {
+        "mqtt.url": mqtt_url, "influx.url": influx_url, "mqtt.client_id": client_id,
+        "mqtt.shared_group": shared_group, "metrics.port": metrics_port, "status.file": status_file,
+        "log.level": log_level,
+    }))
+    _setup_logging(cfg.log.level)
+    from cloud.receiver import ReceiverError
+
+    try:
+        asyncio.run(_run(cfg))
+    except ReceiverError as e:
+        raise click.ClickException(str(e)) from None
+
+
+async def _run(cfg: Config) -> None:
+    from cloud.config import formats_config, influx_url, sink_options
+    from cloud.formats import Router
+    from cloud.metrics import Metrics
+    from cloud.receiver import Receiver
+    from cloud.sink import SinkError, open_sink
+
+    try:
+        sink = open_sink(influx_url(cfg), options=sink_options(cfg))
+    except (SinkError, ConfigError) as e:
+        raise click.ClickException(str(e)) from None
+    rollups = _rollups(cfg, sink)
+    metrics = Metrics()
+    if cfg.metrics.port:
+        port = metrics.serve(cfg.metrics.port, cfg.metrics.addr)
+        logging.getLogger("cloud").info("metrics on http://%s:%d/metrics", cfg.metrics.addr, port)
+    receiver = Receiver(cfg, sink=sink, router=Router(formats_config(cfg)), rollups=rollups, metrics=metrics,
+                        status_file=Path(cfg.status.file) if cfg.status.file else None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger("cloud").info("cloud-ingest %s: broker %s, database %s, client id %s%s", __version__,
+                                    redact_url(cfg.mqtt.url), redact_url(cfg.influx.url), cfg.mqtt.client_id,
+                                    f", shared group {cfg.mqtt.shared_group}" if cfg.mqtt.shared_group else "")
+    try:
+        await receiver.run(stop)
+    finally:
+        metrics.stop()
+
+
+def _rollups(cfg: Config, sink: Any) -> Any:
+    """The late-data rollup hook of the sink side, when the target supports it (InfluxDB 1.x)."""
+    try:
+        from cloud import rollups
+    except ImportError:
+        return None
+    make = getattr(rollups, "for_sink", None)
+    return make(sink, cfg) if make is not None else None
+
+
+@cli.command()
+@config_option
+@click.option("--influx", "influx_url", help="Database URL, as for `run` (influx.url).")
+@set_option
+def setup(config: Path | None, influx_url: str | None, settings: tuple[str, ...]) -> None:
+    """Create the database, retention policies and hourly/daily rollup continuous queries, then verify them.
+
+    Idempotent: run it again after changing retention or rollup settings.
+
+    \b
+    Example:
+        cloud-ingest setup --influx http://admin:secret@127.0.0.1:8086/ruuvi
+    """
+    cfg = _load(config, _overrides(settings, {"influx.url": influx_url}))
+    _setup_logging(cfg.log.level)
+    from cloud import setup as setup_mod
+    from cloud.config import influx_url as make_url
+    from cloud.config import sink_options
+
+    try:
+        report = setup_mod.run_setup(make_url(cfg), options=sink_options(cfg), measurement=cfg.influx.measurement)
+    except Exception as e:  # the setup module's errors are all one-liners for the operator
+        raise click.ClickException(f"setup: {e}") from None
+    if report is not None:
+        click.echo(str(report))
+    click.echo("setup ok", err=True)
+
+
+@cli.command()
+@config_option
+@click.option("--status-file", help="The running receiver's status file (status.file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+def status(config: Path | None, status_file: str | None, as_json: bool) -> None:
+    """Show queue depth, last write, per-gateway last seen and online/offline, and the dead-letter count.
+
+    Reads the file the running receiver rewrites every status.interval; exits 3 if the receiver is not running
+    (no file, or the file is stale).
+    """
+    from cloud import status as st
+
+    cfg = _load(config, {"status.file": status_file})
+    path = Path(cfg.status.file)
+    try:
+        current = st.read(path)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"cannot read {path}: {e}") from None
+    if current is None:
+        click.echo(f"receiver: NOT RUNNING (no status file at {path})")
+        sys.exit(EXIT_NOT_RUNNING)
+    now = time.time_ns()
+    if as_json:
+        click.echo(current.to_json().decode())
+    else:
+        click.echo(st.render(current, interval_s=float(cfg.status.interval),
+                             offline_after_s=float(cfg.status.gateway_offline_after), now_ns=now))
+    if not st.running(current, float(cfg.status.interval), now):
+        sys.exit(EXIT_NOT_RUNNING)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Validate configuration."""
+
+
+@config_group.command("check")
+@config_option
+@set_option
+def config_check(config: Path | None, settings: tuple[str, ...]) -> None:
+    """Validate the config (file, CLOUD_INGEST_* variables, --set) and print the effective settings, secrets hidden.
+
+    Exits 1 with a one-line error naming the bad key.
+    """
+    cfg = _load(config, _overrides(settings, {}))
+    effective = as_dict(cfg)
+    effective["mqtt"]["url"] = redact_url(cfg.mqtt.url)
+    effective["influx"]["url"] = redact_url(cfg.influx.url)
+    effective["mqtt"]["subscriptions"] = [
+        (f"$share/{cfg.mqtt.shared_group}/" if cfg.mqtt.shared_group else "") + t for t in cfg.formats.topics()
+    ]
+    effective["batch"]["effective_max_messages"] = cfg.batch_max_messages()
+    click.echo(json.dumps(effective, indent=2))
+    click.echo("config ok", err=True)
+
+
+def main() -> None:
+    cli(prog_name="cloud-ingest")

@@ -1,0 +1,291 @@
+"""cloud-ingest's configuration: one TOML file (cloud/cloud-ingest.example.toml), `CLOUD_INGEST_<SECTION>_<KEY>`
+variables, then flags. Loaded and checked through edge.settings, so every error names the bad key."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from cloud.formats import FormatsConfig
+from cloud.sink import SinkOptions
+from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file
+
+ENV_PREFIX = "CLOUD_INGEST"
+FORMAT_NAMES = ("edge", "ruuvi_gateway", "flat")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _valid_filter(topic: str) -> bool:
+    if not topic or topic.startswith("$share/"):
+        return False
+    levels = topic.split("/")
+    return all(lv in ("+", "#") or ("+" not in lv and "#" not in lv) for lv in levels) and "#" not in levels[:-1]
+
+
+@dataclass
+class MqttSection:
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    client_id: str = "cloud-ingest-1"
+    shared_group: str = ""
+    qos: int = 1
+    session_expiry: Duration = Duration(7 * 86400.0)  # noqa: RUF009 - an immutable number
+    receive_maximum: int = 2000
+    keepalive: int = 30
+    dlq_topic: str = "edge-gw/dlq"
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        _check(parts.scheme in ("mqtt", "mqtts") and bool(parts.hostname),
+               f"mqtt.url: expected mqtt://[user[:pass]@]host[:port] or mqtts://..., got {redact_url(self.url)!r}")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ConfigError(f"mqtt.url: bad port in {redact_url(self.url)!r}") from None
+        _check(_CLIENT_ID.fullmatch(self.client_id) is not None,
+               f"mqtt.client_id: {self.client_id!r} must be 1-128 characters of A-Z a-z 0-9 . _ - "
+               "(a fixed id is what keeps the persistent session)")
+        _check(self.shared_group == "" or re.fullmatch(r"[^/+#]{1,64}", self.shared_group) is not None,
+               f"mqtt.shared_group: {self.shared_group!r} must not contain / + #")
+        _check(self.qos in (0, 1), f"mqtt.qos: must be 1 (acknowledge after write) or 0, got {self.qos}")
+        _check(60 <= self.session_expiry <= 0xFFFFFFFF,
+               f"mqtt.session_expiry: must be at least 60 s, or the broker forgets the queue while the receiver "
+               f"restarts; got {self.session_expiry}")
+        _check(2 <= self.receive_maximum <= 65535,
+               f"mqtt.receive_maximum: must be 2..65535, got {self.receive_maximum}")
+        _check(5 <= self.keepalive <= 3600, f"mqtt.keepalive: must be 5..3600 s, got {self.keepalive}")
+        _check(_valid_filter(self.dlq_topic) and "+" not in self.dlq_topic and "#" not in self.dlq_topic,
+               f"mqtt.dlq_topic: {self.dlq_topic!r} must be a plain topic name")
+        for key in ("ca_file", "cert_file", "key_file", "password_file"):
+            path = getattr(self, key)
+            _check(not path or Path(path).is_file(), f"mqtt.{key}: {path} does not exist")
+        _check(bool(self.cert_file) == bool(self.key_file), "mqtt.cert_file and mqtt.key_file go together")
+
+
+@dataclass
+class InfluxSection:
+    url: str = "http://127.0.0.1:8086/ruuvi"
+    password_file: str = ""
+    token: str = ""
+    token_file: str = ""
+    org: str = ""
+    bucket: str = ""
+    measurement: str = "ruuvi"
+    timeout: Duration = Duration(10.0)  # noqa: RUF009 - an immutable number
+    backoff_max: Duration = Duration(30.0)  # noqa: RUF009 - an immutable number
+    gzip: bool = True
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        _check(parts.scheme in ("http", "https", "influx2", "influx2s") and bool(parts.hostname),
+               f"influx.url: expected http://[user:pass@]host:port/db[?rp=..] or influx2://host:port?org=..&bucket=.., "
+               f"got {redact_url(self.url)!r}")
+        _check(parts.scheme.startswith("influx2") or len(parts.path.strip("/")) > 0,
+               f"influx.url: {redact_url(self.url)!r} names no database (http://host:8086/<db>)")
+        _check(bool(self.measurement) and "\n" not in self.measurement,
+               f"influx.measurement: must be a non-empty name, got {self.measurement!r}")
+        _check(0 < self.timeout <= 600, f"influx.timeout: must be in (0, 600] s, got {self.timeout}")
+        _check(0.1 <= self.backoff_max <= 3600, f"influx.backoff_max: must be 0.1 s..1 h, got {self.backoff_max}")
+        for key in ("password_file", "token_file"):
+            path = getattr(self, key)
+            _check(not path or Path(path).is_file(), f"influx.{key}: {path} does not exist")
+
+
+@dataclass
+class BatchSection:
+    max_points: int = 5000
+    max_interval: Duration = Duration(10.0)  # noqa: RUF009 - an immutable number
+    max_messages: int = 0
+    queue_batches: int = 4
+    writers: int = 1
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.max_points <= 1_000_000, f"batch.max_points: must be 1..1000000, got {self.max_points}")
+        _check(0.001 <= self.max_interval <= 3600, f"batch.max_interval: must be 1 ms..1 h, got {self.max_interval}")
+        _check(self.max_messages >= 0,
+               f"batch.max_messages: must be 0 (half the window) or more, got {self.max_messages}")
+        _check(1 <= self.queue_batches <= 1000, f"batch.queue_batches: must be 1..1000, got {self.queue_batches}")
+        _check(1 <= self.writers <= 16, f"batch.writers: must be 1..16, got {self.writers}")
+
+
+@dataclass
+class DedupSection:
+    enabled: bool = True
+    window: Duration = Duration(30.0)  # noqa: RUF009 - an immutable number
+    max_entries: int = 500_000
+
+    def __post_init__(self) -> None:
+        _check(self.window > 0, f"dedup.window: must be positive, got {self.window}")
+        _check(self.max_entries >= 1, f"dedup.max_entries: must be at least 1, got {self.max_entries}")
+
+
+@dataclass
+class FormatsSection:
+    edge: list[str] = field(default_factory=lambda: ["edge-gw/+/batch", "edge-gw/+/status"])
+    ruuvi_gateway: list[str] = field(default_factory=lambda: ["ruuvi/+/+"])
+    flat: list[str] = field(default_factory=lambda: ["sensors/+"])
+    max_payload: Size = Size(1 << 20)  # noqa: RUF009 - an immutable number
+    max_age: Duration = Duration(366 * 86400.0)  # noqa: RUF009 - an immutable number
+    max_ahead: Duration = Duration(300.0)  # noqa: RUF009 - an immutable number
+
+    def __post_init__(self) -> None:
+        for name in FORMAT_NAMES:
+            for i, t in enumerate(getattr(self, name)):
+                _check(_valid_filter(t), f"formats.{name}[{i}]: {t!r} is not a valid MQTT topic filter "
+                                         "(write the plain filter; mqtt.shared_group adds $share/<group>/)")
+        _check(any(getattr(self, name) for name in FORMAT_NAMES), "formats: no topic filter configured at all")
+        _check(self.max_payload >= 1024, f"formats.max_payload: must be at least 1KiB, got {int(self.max_payload)}")
+        _check(self.max_age >= 60, f"formats.max_age: must be at least 60 s, got {self.max_age}")
+        _check(self.max_ahead >= 1, f"formats.max_ahead: must be at least 1 s, got {self.max_ahead}")
+
+    def topics(self) -> list[str]:
+        """Every filter once, in order: what the receiver subscribes to."""
+        return list(dict.fromkeys(t for name in FORMAT_NAMES for t in getattr(self, name)))
+
+
+@dataclass
+class DlqSection:
+    max_payload: Size = Size(65536)  # noqa: RUF009 - an immutable number
+
+    def __post_init__(self) -> None:
+        _check(self.max_payload >= 64, f"dlq.max_payload: must be at least 64 bytes, got {int(self.max_payload)}")
+
+
+@dataclass
+class MetricsSection:
+    port: int = 9466
+    addr: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, f"metrics.port: must be 0 (off) or a TCP port, got {self.port}")
+
+
+@dataclass
+class StatusSection:
+    file: str = "/var/lib/cloud-ingest/status.json"
+    interval: Duration = Duration(1.0)  # noqa: RUF009 - an immutable number
+    gateway_offline_after: Duration = Duration(300.0)  # noqa: RUF009 - an immutable number
+
+    def __post_init__(self) -> None:
+        _check(0.05 <= self.interval <= 300, f"status.interval: must be 50 ms..300 s, got {self.interval}")
+        _check(self.gateway_offline_after >= 1,
+               f"status.gateway_offline_after: must be at least 1 s, got {self.gateway_offline_after}")
+
+
+@dataclass
+class LogSection:
+    level: str = "info"
+
+    def __post_init__(self) -> None:
+        _check(self.level.lower() in ("debug", "info", "warning", "error"),
+               f"log.level: expected debug, info, warning or error, got {self.level!r}")
+
+
+@dataclass
+class Config:
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    influx: InfluxSection = field(default_factory=InfluxSection)
+    batch: BatchSection = field(default_factory=BatchSection)
+    dedup: DedupSection = field(default_factory=DedupSection)
+    formats: FormatsSection = field(default_factory=FormatsSection)
+    dlq: DlqSection = field(default_factory=DlqSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    status: StatusSection = field(default_factory=StatusSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    def batch_max_messages(self) -> int:
+        """Messages per batch: half the in-flight window by default, so that one batch fills while another is
+        written. Never more than the window, or a batch would wait for messages the broker won't send."""
+        window = self.mqtt.receive_maximum
+        return min(self.batch.max_messages or max(1, window // 2), window)
+
+
+def load_config(path: Path | None, overrides: dict[str, object] | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    """Load and validate; raise ConfigError naming the bad key."""
+    cfg = load(Config, path, env_prefix=ENV_PREFIX, environ=environ, overrides=overrides)
+    if path is not None:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        for section, key in (("mqtt", "password"), ("influx", "password"), ("influx", "token")):
+            sec = data.get(section, {})
+            if sec.get(key) or urlsplit(str(sec.get("url", ""))).password:
+                check_private(f"{section}.{key}", path)
+    _check_cross(cfg)
+    return cfg
+
+
+def _check_cross(cfg: Config) -> None:
+    if cfg.mqtt.dlq_topic in cfg.formats.topics():
+        raise ConfigError(f"mqtt.dlq_topic: {cfg.mqtt.dlq_topic!r} is also a formats topic; dead letters would loop")
+    status_dir = Path(cfg.status.file).parent
+    if cfg.status.file and not status_dir.is_dir():
+        raise ConfigError(f"status.file: directory {status_dir} does not exist")
+
+
+def mqtt_credentials(cfg: Config) -> tuple[str, str]:
+    """(username, password) from mqtt.password_file, mqtt.password/username, or the URL, in that order."""
+    parts = urlsplit(cfg.mqtt.url)
+    user = cfg.mqtt.username or (parts.username or "")
+    if cfg.mqtt.password_file:
+        return user, read_secret_file("mqtt.password_file", cfg.mqtt.password_file)
+    return user, cfg.mqtt.password or (parts.password or "")
+
+
+def influx_url(cfg: Config) -> str:
+    """influx.url, with the password from influx.password_file put in when that is set."""
+    if not cfg.influx.password_file:
+        return cfg.influx.url
+    parts = urlsplit(cfg.influx.url)
+    if not parts.username:
+        raise ConfigError("influx.password_file: influx.url has no user name (http://user@host:8086/db)")
+    secret = quote(read_secret_file("influx.password_file", cfg.influx.password_file), safe="")
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:{secret}@{host}").geturl()
+
+
+def sink_options(cfg: Config) -> SinkOptions:
+    token = read_secret_file("influx.token_file", cfg.influx.token_file) if cfg.influx.token_file else cfg.influx.token
+    return SinkOptions(
+        timeout_s=float(cfg.influx.timeout),
+        gzip=cfg.influx.gzip,
+        backoff_max_s=float(cfg.influx.backoff_max),
+        token=token or None,
+        org=cfg.influx.org or None,
+        bucket=cfg.influx.bucket or None,
+    )
+
+
+def formats_config(cfg: Config) -> FormatsConfig:
+    f = cfg.formats
+    return FormatsConfig(
+        measurement=cfg.influx.measurement,
+        edge=tuple(f.edge),
+        ruuvi_gateway=tuple(f.ruuvi_gateway),
+        flat=tuple(f.flat),
+        max_payload_bytes=int(f.max_payload),
+        max_age_s=float(f.max_age),
+        max_ahead_s=float(f.max_ahead),
+    )

@@ -1,0 +1,120 @@
+"""The receiver's status file and its rendering for `cloud-ingest status`.
+
+The running receiver rewrites the file every `status.interval` (atomically: a temp file, then rename), so `status`
+works from another shell, another user with read access, or after the receiver died (it then says how stale it is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+VERSION = 1
+
+
+@dataclass
+class GatewayState:
+    last_seen_ns: int = 0
+    state: str = "unknown"  # from the gateway's status message: "online", "offline", or "unknown" before one
+    state_ns: int = 0
+    readings: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class Status:
+    client_id: str = ""
+    pid: int = 0
+    started_ns: int = 0
+    updated_ns: int = 0
+    mqtt_connected: bool = False
+    sink_state: str = "unknown"
+    sink_error: str = ""
+    queue_batches: int = 0
+    queue_points: int = 0
+    inflight_messages: int = 0
+    last_write_ns: int = 0
+    last_batch_points: int = 0
+    received_messages: int = 0
+    received_readings: int = 0
+    written: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    redeliveries: int = 0
+    gateways: dict[str, GatewayState] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"v": VERSION, **asdict(self)}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Status:
+        obj: dict[str, Any] = orjson.loads(data)
+        obj.pop("v", None)
+        gateways = {k: GatewayState(**v) for k, v in obj.pop("gateways", {}).items()}
+        known = {k: v for k, v in obj.items() if k in cls.__dataclass_fields__}
+        return cls(**known, gateways=gateways)
+
+
+def write(path: Path, status: Status) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(status.to_json())
+    os.replace(tmp, path)
+
+
+def read(path: Path) -> Status | None:
+    with contextlib.suppress(FileNotFoundError):
+        return Status.from_json(path.read_bytes())
+    return None
+
+
+def _ago(ns: int, now_ns: int) -> str:
+    if not ns:
+        return "never"
+    s = max(0.0, (now_ns - ns) / 1e9)
+    if s < 120:
+        return f"{s:.1f} s ago"
+    if s < 7200:
+        return f"{s / 60:.1f} min ago"
+    return f"{s / 3600:.1f} h ago"
+
+
+def running(status: Status, interval_s: float, now_ns: int) -> bool:
+    """The receiver counts as running when it updated the file within 3 intervals (and at least 5 s)."""
+    return (now_ns - status.updated_ns) / 1e9 <= max(3 * interval_s, 5.0)
+
+
+def gateway_online(gw: GatewayState, offline_after_s: float, now_ns: int) -> bool:
+    """Online when its last status message said so (or it never sent one) and it was heard recently."""
+    return gw.state != "offline" and (now_ns - gw.last_seen_ns) / 1e9 <= offline_after_s
+
+
+def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns: int | None = None) -> str:
+    now = time.time_ns() if now_ns is None else now_ns
+    up = running(status, interval_s, now)
+    lines = [
+        f"receiver:       {'running' if up else 'NOT RUNNING'} (client id {status.client_id}, pid {status.pid}, "
+        f"status updated {_ago(status.updated_ns, now)})",
+        f"mqtt:           {'connected' if status.mqtt_connected and up else 'disconnected'}",
+        f"database:       {status.sink_state}" + (f" (last error: {status.sink_error})" if status.sink_error else ""),
+        f"queue:          {status.queue_batches} batches, {status.queue_points} points, "
+        f"{status.inflight_messages} messages not acknowledged",
+        f"last write:     {_ago(status.last_write_ns, now)} ({status.last_batch_points} points)",
+        f"received:       {status.received_messages} messages, {status.received_readings} readings",
+        f"written:        {status.written} points",
+        f"dead letters:   {status.dead_letters}",
+        f"duplicates:     {status.duplicates} (cross-gateway), {status.redeliveries} redeliveries",
+        f"gateways:       {len(status.gateways)}",
+    ]
+    width = max((len(g) for g in status.gateways), default=7)
+    for name in sorted(status.gateways):
+        gw = status.gateways[name]
+        state = "online" if gateway_online(gw, offline_after_s, now) else "OFFLINE"
+        lines.append(f"  {name:<{width}}  {state:<7}  last seen {_ago(gw.last_seen_ns, now)}, "
+                     f"{gw.readings} readings, {gw.duplicates} duplicates")
+    return "\n".join(lines)
