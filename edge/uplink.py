@@ -188,6 +188,8 @@ class Uplink:
             st = self.state()
             if st["connected"]:
                 return True
+            if st["state"] == "refused":  # the broker said no; retrying will not change that soon
+                break
             time.sleep(0.02)
         err = self.state()["last_error"]
         if err:
