@@ -19,8 +19,10 @@ moved reading gets a new id, larger than any id the uplink has seen, so id curso
 Bounds: after each batch the pages in use are compared with `max_bytes` (two O(1) pragmas, no COUNT). At the cap,
 `drop-oldest` deletes from the head of the queue down to 98 % of the cap; `drop-newest` refuses the incoming batch
 while the cap is reached. Readings older than `max_age_s` are deleted from the head of the queue (checked at most
-once a second): a reading with an old time that entered the queue late (moved after clock sync) is dropped when it
-reaches the head. Freed pages go back to the file system with `incremental_vacuum` once they add up to 1/64 of the
+once a second; no index on time_ns, which would slow every insert): a reading with an old time that entered the
+queue late (moved after clock sync) is dropped when it reaches the head. Readings released uncorrected from an
+earlier boot have no trustworthy time, so only the byte cap bounds them; held readings of the current boot age by
+the monotonic clock. Freed pages go back to the file system with `incremental_vacuum` once they add up to 1/64 of the
 cap (at least 1 MiB), so the file shrinks after a backlog drains instead of keeping its high-water size.
 """
 
@@ -249,15 +251,15 @@ class Store:
         max_age_ns = int(self.limits.max_age_s * 1e9)
         dropped = 0
         if self.clock.synced():
+            # Readings released uncorrected from an earlier boot carry a time from an unsynced clock; their age
+            # is unknown, so only the byte cap bounds them.
             cutoff = self.clock.wall_ns() - max_age_ns
-            head = conn.execute("SELECT id, time_ns FROM readings ORDER BY id LIMIT 1").fetchone()
-            if head is not None and head[1] < cutoff:
-                young = conn.execute("SELECT id FROM readings WHERE time_ns >= ? ORDER BY id LIMIT 1",
-                                     (cutoff,)).fetchone()
-                if young is None:
-                    dropped += conn.execute("DELETE FROM readings").rowcount
-                else:
-                    dropped += conn.execute("DELETE FROM readings WHERE id < ?", (young[0],)).rowcount
+            head = conn.execute("SELECT time_ns FROM readings WHERE clock_synced = 1 ORDER BY id LIMIT 1").fetchone()
+            if head is not None and head[0] < cutoff:
+                young = conn.execute("SELECT id FROM readings WHERE time_ns >= ? AND clock_synced = 1 "
+                                     "ORDER BY id LIMIT 1", (cutoff,)).fetchone()
+                upper = young[0] if young is not None else 1 << 62
+                dropped = conn.execute("DELETE FROM readings WHERE id < ? AND clock_synced = 1", (upper,)).rowcount
                 conn.execute("UPDATE queue SET ready_rows = ready_rows - ? WHERE id = 1", (dropped,))
         # Held readings of this boot age by the monotonic clock, which is right even before sync.
         mono_cutoff = self.clock.mono_ns() - max_age_ns

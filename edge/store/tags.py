@@ -61,16 +61,22 @@ class TagState:
         if delta == 0:
             return  # the same measurement again (dedup lets one through after its window)
         step = self.step_ns
+        backwards = delta > modulus // 2
         if step and elapsed_ns > 0:
-            turns = round((elapsed_ns / step - delta) / modulus)
+            # The tag's time per step says roughly how many measurements it made since the last one heard.
+            steps = elapsed_ns / step
+            turns = round((steps - delta) / modulus)
             if turns > 0:
                 # Silent for longer than the counter takes to wrap: count the whole turns the time says it made.
                 delta += turns * modulus
-        if delta > modulus // 2 and delta < modulus:
+                backwards = False
+            else:
+                backwards = delta > 2 * steps + LATE_WINDOW
+        if backwards:
             if modulus - delta < LATE_WINDOW:
                 self.received = min(self.received + 1, self.expected)
                 return
-            self.received += 1  # the tag restarted: a new run of sequence numbers, no gap counted
+            self.received += 1  # the tag restarted its counter: a new run of sequence numbers, no gap counted
             self.expected += 1
             self.last_seq = seq
             return
