@@ -165,3 +165,42 @@ def test_report_while_a_writer_has_the_file_open(tmp_path: Path) -> None:
         ro.save_status("x", {})
     ro.close()
     store.close()
+
+
+def test_a_writer_and_an_uplink_connection_work_at_once(tmp_path: Path) -> None:
+    """The gateway's two connections: one thread adds, another fetches and acks, both on real locks."""
+    import threading
+
+    clock = FakeClock()
+    db = tmp_path / "b.db"
+    writer = Store(db, clock=clock)
+    uplink = Store(db, clock=clock)
+    total = 30_000
+    done = threading.Event()
+    acked: list[int] = []
+    errors: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            cursor = 0
+            while not done.is_set() or uplink.fetch(after_id=cursor, limit=1):
+                batch = uplink.fetch(after_id=cursor, limit=500)
+                if batch:
+                    cursor = batch[-1].id
+                    assert uplink.ack([r.id for r in batch]) == len(batch)
+                    acked.extend(r.id for r in batch)
+        except BaseException as e:  # handed to the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    for start in range(0, total, 500):
+        writer.add([reading(n, clock) for n in range(start, start + 500)])
+    done.set()
+    t.join(30)
+    assert errors == []
+    assert acked == list(range(1, total + 1))  # every id once, in order
+    assert writer.stats().rows == 0
+    assert writer.max_id() == total
+    writer.close()
+    uplink.close()
