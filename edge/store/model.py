@@ -24,7 +24,7 @@ class StoreLimits:
 
     max_bytes: int = 512 << 20
     max_age_s: float = 30 * 86400.0
-    policy: Policy = "drop-oldest"
+    policy: str = "drop-oldest"  # one of POLICIES; a plain str so config values pass straight in, checked below
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

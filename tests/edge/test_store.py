@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import orjson
@@ -169,8 +170,6 @@ def test_report_while_a_writer_has_the_file_open(tmp_path: Path) -> None:
 
 def test_a_writer_and_an_uplink_connection_work_at_once(tmp_path: Path) -> None:
     """The gateway's two connections: one thread adds, another fetches and acks, both on real locks."""
-    import threading
-
     clock = FakeClock()
     db = tmp_path / "b.db"
     writer = Store(db, clock=clock)
