@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from cloud import __version__
-from cloud.config import Config, load_config, redact_url
+from cloud.config import Config, check_runtime, load_config, redact_url
 from edge.settings import ConfigError, as_dict
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,6 +96,10 @@ def run(config: Path | None, mqtt_url: str | None, influx_url: str | None, clien
         "mqtt.shared_group": shared_group, "metrics.port": metrics_port, "status.file": status_file,
         "log.level": log_level,
     }))
+    try:
+        check_runtime(cfg)
+    except ConfigError as e:
+        raise click.ClickException(f"config: {e}") from None
     _setup_logging(cfg.log.level)
     from cloud.receiver import ReceiverError
 
@@ -116,7 +120,10 @@ async def _run(cfg: Config) -> None:
         sink = open_sink(influx_url(cfg), options=sink_options(cfg))
     except (SinkError, ConfigError) as e:
         raise click.ClickException(str(e)) from None
-    rollups = _rollups(cfg, sink)
+    try:
+        rollups = _rollups(cfg)
+    except (SinkError, ConfigError) as e:
+        raise click.ClickException(str(e)) from None
     metrics = Metrics()
     if cfg.metrics.port:
         port = metrics.serve(cfg.metrics.port, cfg.metrics.addr)
@@ -134,26 +141,33 @@ async def _run(cfg: Config) -> None:
         await receiver.run(stop)
     finally:
         metrics.stop()
+        if rollups is not None:
+            await rollups.close()
 
 
-def _rollups(cfg: Config, sink: Any) -> Any:
-    """The late-data rollup hook of the sink side, when the target supports it (InfluxDB 1.x)."""
-    try:
-        from cloud import rollups
-    except ImportError:
+def _rollups(cfg: Config) -> Any:
+    """Late-data rollup re-runs, for InfluxDB 1.x targets (2.x tasks cover their own lookback)."""
+    from urllib.parse import urlsplit
+
+    from cloud.config import influx_url, rollup_config, sink_options
+    from cloud.rollups import Rollups
+
+    if not cfg.rollups.enabled or urlsplit(cfg.influx.url).scheme not in ("http", "https"):
         return None
-    make = getattr(rollups, "for_sink", None)
-    return make(sink, cfg) if make is not None else None
+    return Rollups.from_url(influx_url(cfg), rollup_config(cfg), sink_options(cfg))
 
 
 @cli.command()
 @config_option
 @click.option("--influx", "influx_url", help="Database URL, as for `run` (influx.url).")
+@click.option("--backfill", "backfill_hours", type=float,
+              help="Also recompute the rollups of the last N hours from the raw data (InfluxDB 1.x).")
 @set_option
-def setup(config: Path | None, influx_url: str | None, settings: tuple[str, ...]) -> None:
-    """Create the database, retention policies and hourly/daily rollup continuous queries, then verify them.
+def setup(config: Path | None, influx_url: str | None, backfill_hours: float | None, settings: tuple[str, ...]) -> None:
+    """Create the database, retention policies (raw 90 days, rollups forever by default) and the hourly and daily
+    rollup continuous queries (mean, min, max, count per field, last battery), then verify them.
 
-    Idempotent: run it again after changing retention or rollup settings.
+    Idempotent: run it again after changing the [rollups] settings. Prints each statement it ran.
 
     \b
     Example:
@@ -163,15 +177,24 @@ def setup(config: Path | None, influx_url: str | None, settings: tuple[str, ...]
     _setup_logging(cfg.log.level)
     from cloud import setup as setup_mod
     from cloud.config import influx_url as make_url
-    from cloud.config import sink_options
+    from cloud.config import rollup_config, sink_options
+    from cloud.sink import SinkError
 
     try:
-        report = setup_mod.run_setup(make_url(cfg), options=sink_options(cfg), measurement=cfg.influx.measurement)
-    except Exception as e:  # the setup module's errors are all one-liners for the operator
+        url = make_url(cfg)
+        report = setup_mod.setup(url, rollup_config(cfg), sink_options(cfg))
+        for action in report.actions:
+            click.echo(action)
+        if report.ok and backfill_hours:
+            end = time.time_ns()
+            n = setup_mod.backfill_influx1(url, end - int(backfill_hours * 3600e9), end, rollup_config(cfg),
+                                           sink_options(cfg))
+            click.echo(f"backfill: {n} rollup queries run", err=True)
+    except (SinkError, ConfigError) as e:
         raise click.ClickException(f"setup: {e}") from None
-    if report is not None:
-        click.echo(str(report))
-    click.echo("setup ok", err=True)
+    if not report.ok:
+        raise click.ClickException("setup: " + "; ".join(report.problems))
+    click.echo("setup ok" + ("" if report.actions else " (nothing to change)"), err=True)
 
 
 @cli.command()

@@ -10,7 +10,9 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from cloud.formats import FormatsConfig
-from cloud.sink import SinkOptions
+from cloud.rollups import INTERVALS, RollupConfig
+from cloud.setup import duration_ns
+from cloud.sink import SinkError, SinkOptions
 from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file
 
 ENV_PREFIX = "CLOUD_INGEST"
@@ -166,6 +168,32 @@ class FormatsSection:
 
 
 @dataclass
+class RollupsSection:
+    enabled: bool = True
+    raw_rp: str = "raw"
+    raw_duration: str = "90d"
+    rollup_rp: str = "rollups"
+    rollup_duration: str = "INF"
+    intervals: list[str] = field(default_factory=lambda: ["1h", "1d"])
+    battery_field: str = "battery_voltage"
+    cq_resample: str = ""
+    settle: Duration = Duration(10.0)  # noqa: RUF009 - an immutable number
+    late_margin: Duration = Duration(60.0)  # noqa: RUF009 - an immutable number
+
+    def __post_init__(self) -> None:
+        for key in ("raw_duration", "rollup_duration"):
+            try:
+                duration_ns(getattr(self, key))
+            except SinkError as e:
+                raise ConfigError(f"rollups.{key}: {e}") from None
+        for i, iv in enumerate(self.intervals):
+            _check(iv in INTERVALS, f"rollups.intervals[{i}]: {iv!r} is not one of {', '.join(INTERVALS)}")
+        for key in ("raw_rp", "rollup_rp", "battery_field"):
+            _check(bool(getattr(self, key)), f"rollups.{key}: must not be empty")
+        _check(self.raw_rp != self.rollup_rp, "rollups.rollup_rp: must differ from rollups.raw_rp")
+
+
+@dataclass
 class DlqSection:
     max_payload: Size = Size(65536)  # noqa: RUF009 - an immutable number
 
@@ -210,6 +238,7 @@ class Config:
     batch: BatchSection = field(default_factory=BatchSection)
     dedup: DedupSection = field(default_factory=DedupSection)
     formats: FormatsSection = field(default_factory=FormatsSection)
+    rollups: RollupsSection = field(default_factory=RollupsSection)
     dlq: DlqSection = field(default_factory=DlqSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     status: StatusSection = field(default_factory=StatusSection)
@@ -240,6 +269,10 @@ def load_config(path: Path | None, overrides: dict[str, object] | None = None,
 def _check_cross(cfg: Config) -> None:
     if cfg.mqtt.dlq_topic in cfg.formats.topics():
         raise ConfigError(f"mqtt.dlq_topic: {cfg.mqtt.dlq_topic!r} is also a formats topic; dead letters would loop")
+
+
+def check_runtime(cfg: Config) -> None:
+    """What only `run` needs: checked there, so that `config check` works on another machine."""
     status_dir = Path(cfg.status.file).parent
     if cfg.status.file and not status_dir.is_dir():
         raise ConfigError(f"status.file: directory {status_dir} does not exist")
@@ -275,6 +308,22 @@ def sink_options(cfg: Config) -> SinkOptions:
         token=token or None,
         org=cfg.influx.org or None,
         bucket=cfg.influx.bucket or None,
+    )
+
+
+def rollup_config(cfg: Config) -> RollupConfig:
+    r = cfg.rollups
+    return RollupConfig(
+        measurement=cfg.influx.measurement,
+        raw_rp=r.raw_rp,
+        raw_duration=r.raw_duration,
+        rollup_rp=r.rollup_rp,
+        rollup_duration=r.rollup_duration,
+        intervals=tuple(r.intervals),
+        battery_field=r.battery_field,
+        cq_resample=r.cq_resample,
+        settle_s=float(r.settle),
+        late_margin_s=float(r.late_margin),
     )
 
 
