@@ -68,7 +68,10 @@ def build(
             msg = f"cannot run mpy-cross ({shlex.join(cross)}): {e}"
             raise MpyError(msg) from None
         if proc.returncode != 0:
-            msg = f"mpy-cross failed on {src.name}: {(proc.stderr or proc.stdout).strip()}"
+            # One line for the CLI: drop the "Traceback" header, keep the place and the error.
+            text = (proc.stderr or proc.stdout).strip().splitlines()
+            detail = " ".join(line.strip() for line in text if not line.startswith("Traceback"))
+            msg = f"mpy-cross failed on {src.name}: {detail}"
             raise MpyError(msg)
         written.append(target)
     for name in SOURCE_ONLY:
