@@ -96,6 +96,7 @@ class FakeBlueZ:
         self.zoo: subprocess.Popen[bytes] | None = None
         self.bus: Any = None
         self.tags: dict[int, TagAdvertisement] = {}
+        self.tag_macs: dict[int, str] = {}
 
     def start(self) -> "FakeBlueZ":
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -106,16 +107,31 @@ class FakeBlueZ:
         assert self.daemon.stdout is not None
         self.address = self.daemon.stdout.readline().decode().strip()
         assert self.address.startswith("unix:"), f"dbus-daemon did not start: {self.address!r}"
+        self._start_zoo()
+        return self
+
+    def _start_zoo(self) -> None:
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.address}
-        log = (self.tmp / "bluezoo.log").open("wb")
-        self.zoo = subprocess.Popen([sys.executable, __file__, "--scan-interval", str(self.scan_interval)],
-                                    env=env, stdout=subprocess.PIPE, stderr=log)
+        with (self.tmp / "bluezoo.log").open("ab") as log:
+            self.zoo = subprocess.Popen([sys.executable, __file__, "--scan-interval", str(self.scan_interval)],
+                                        env=env, stdout=subprocess.PIPE, stderr=log)
         assert self.zoo.stdout is not None
         line = self.zoo.stdout.readline().decode().strip()
         if line != "ready":
             self.stop()
             raise RuntimeError(f"bluezoo did not start: {line!r}; see {self.tmp / 'bluezoo.log'}")
-        return self
+
+    def kill_bluetoothd(self) -> None:
+        """bluetoothd dies: org.bluez leaves the bus with all its adapters and devices."""
+        assert self.zoo is not None
+        self.zoo.kill()
+        self.zoo.wait(5)
+
+    async def start_bluetoothd(self) -> None:
+        """bluetoothd comes back with fresh state; the tags register their advertisements again."""
+        self._start_zoo()
+        for index, adv in self.tags.items():
+            await self.add_tag(index, self.tag_macs[index], adv.payload, company=adv.company)
 
     def stop(self) -> None:
         for proc in (self.zoo, self.daemon):
@@ -149,11 +165,14 @@ class FakeBlueZ:
         adapter_id = TAG_ADAPTER_BASE + index
         await self.set_rssi(mac, rssi)
         (path,) = await self._call("/org/bluezoo", "org.bluezoo.Manager1", "AddAdapter", "ys", [adapter_id, mac])
-        adv = TagAdvertisement(payload, company)
         adv_path = f"/edgegw/tag{index}"
-        self.bus.export(adv_path, adv)
+        adv = self.tags.get(index)
+        if adv is None:
+            adv = TagAdvertisement(payload, company)
+            self.bus.export(adv_path, adv)
         await self._call(path, "org.bluez.LEAdvertisingManager1", "RegisterAdvertisement", "oa{sv}", [adv_path, {}])
         self.tags[index] = adv
+        self.tag_macs[index] = mac
         return adv
 
     async def silence_tag(self, index: int) -> None:

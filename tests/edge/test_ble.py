@@ -218,3 +218,40 @@ def test_bus_without_bluez_is_unavailable(bluez: FakeBlueZ, monkeypatch: pytest.
     with pytest.raises(SourceUnavailable) as e:
         asyncio.run(source.run(lambda a: None))
     assert "org.bluez" in str(e.value) and str(e.value).endswith("--source simulate to run without Bluetooth")
+
+
+def test_watchdog_recovers_after_bluetoothd_restarts(bluez: FakeBlueZ) -> None:
+    counters = Counters()
+    source = BleakSource(SourceOptions(adapter="hci0", **FAST), counters)  # type: ignore[arg-type]
+    got: list[Advert] = []
+    marks: dict[str, Any] = {}
+
+    async def main() -> None:
+        await bluez.connect()
+        for i, (mac, rssi) in enumerate(TAGS):
+            await bluez.add_tag(i, mac.upper(), payload(mac, 100 + i), rssi=rssi)
+        task = asyncio.create_task(source.run(got.append))
+        try:
+            await until(lambda: len(got) >= 6, 5, "adverts")
+            bluez.kill_bluetoothd()
+            await until(lambda: source.adapter_resets >= 1 and source.phase == "failed", 6, "a failed reset")
+            marks["while_down"] = source.state()
+            await bluez.start_bluetoothd()
+            marks["back_at"] = len(got)
+            await until(lambda: len({a.mac for a in got[marks["back_at"]:]}) == 3, 8, "all tags after the restart")
+            marks["after"] = source.state()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await bluez.close()
+
+    asyncio.run(main())
+    down = marks["while_down"]
+    assert down["state"] == "failed"
+    assert "org.freedesktop.DBus.Error.ServiceUnknown" in down["last_error"]
+    state = marks["after"]
+    assert state["state"] == "receiving"
+    assert source.state()["state"] == "stopped"
+    assert state["scanner_restarts"] >= 1 and state["adapter_resets"] >= 1
+    snap = counters.snapshot()
+    assert (snap["scanner_restarts"], snap["adapter_resets"]) == (state["scanner_restarts"], state["adapter_resets"])
