@@ -233,19 +233,23 @@ class Store:
         if now >= self._next_age_check:
             self._next_age_check = now + _AGE_CHECK_NS
             self._drop_old(conn)
-        used, free = self._used_pages(conn)
+        used, _ = self._used_pages(conn)
         limit_pages = self.limits.max_bytes // self._page_size
         if used > limit_pages and self.limits.policy == "drop-oldest":
             self._drop_oldest(conn, used, int(limit_pages * _LOW_WATER))
-            used, free = self._used_pages(conn)
-        if free > self._vacuum_pages:
-            self._vacuum(conn)
+        self._vacuum_if_worth_it(conn)
 
-    def _vacuum(self, conn: sqlite3.Connection) -> None:
-        # Marked here, run by _write() after COMMIT in a transaction of its own: through execute() the pragma
-        # frees a single page (the sqlite3 module steps it once); only executescript() runs it to the end, and
-        # executescript() would commit the open transaction first.
-        self._vacuum_due = True
+    def _vacuum_if_worth_it(self, conn: sqlite3.Connection) -> None:
+        # Vacuuming moves live pages from the end of the file into the free ones, so it runs only once free pages
+        # are 3/4 of the file (and pass the threshold): a draining backlog then moves at most a third of its pages
+        # in all, instead of every live page once per threshold's worth of acks. Free pages below that are reused
+        # by the next inserts, and the byte cap bounds the high-water mark, so the file never grows without end.
+        used, free = self._used_pages(conn)
+        if free > self._vacuum_pages and free > 3 * used:
+            # Marked here, run by _write() after COMMIT in a transaction of its own: through execute() the
+            # pragma frees a single page (the sqlite3 module steps it once); only executescript() runs it to the
+            # end, and executescript() would commit the open transaction first.
+            self._vacuum_due = True
 
     def _drop_old(self, conn: sqlite3.Connection) -> None:
         max_age_ns = int(self.limits.max_age_s * 1e9)
@@ -326,9 +330,7 @@ class Store:
                 marks = ",".join("?" * len(chunk))
                 deleted += conn.execute(f"DELETE FROM readings WHERE id IN ({marks})", chunk).rowcount
             conn.execute("UPDATE queue SET ready_rows = ready_rows - ? WHERE id = 1", (deleted,))
-            _, free = self._used_pages(conn)
-            if free > self._vacuum_pages:
-                self._vacuum(conn)
+            self._vacuum_if_worth_it(conn)
         return deleted
 
     def max_id(self) -> int:
