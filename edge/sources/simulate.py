@@ -159,3 +159,31 @@ class SimulatedSource:
                 await asyncio.sleep(max(wait, _MIN_SLEEP_S))
             else:
                 await asyncio.sleep(0)
+
+
+def _bench(tags: int = 1000, n: int = 1_000_000) -> None:
+    """`python -m edge.sources.simulate [TAGS] [N]`: the simulator's own cost (emit does nothing) and memory."""
+    import resource
+    import sys
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    fleet = Fleet(tags, seed=1)
+    for _ in range(tags * 3):  # every tag holds a measurement
+        fleet.next()
+    fleet_bytes = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    source = SimulatedSource(SourceOptions(tags=tags, rate=0, count=n, seed=1))
+    start = time.perf_counter()
+    asyncio.run(source.run(lambda advert: None))
+    elapsed = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sys.stdout.write(f"simulate: {tags} tags, {n} adverts in {elapsed:.2f} s = {n / elapsed:,.0f} adverts/s; "
+                     f"fleet state {fleet_bytes / 1024:.0f} KiB; process peak RSS {rss_mb:.1f} MB\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    _bench(*(int(a) for a in sys.argv[1:3]))
