@@ -9,6 +9,7 @@ Shape (keys are stable; a value is null when unknown):
      "uplink": {"state", "last_ack_ns", ... as the uplink saved it} | {},
      "clock": {"synced", "boot_id", "corrections"},
      "gateway": {... the section the gateway saves, with "scanner" inside} | {},
+     "store": {"max_bytes", "max_age_s", "policy"} | {}  (saved by a Store opened with explicit limits),
      "sections": {section: {"updated_ns": int}},
      "tags": [{"mac", "data_format", "first_seen_ns", "last_seen_ns", "last_seen_age_s", "rssi",
                "battery_voltage", "values", "received", "expected", "completeness_pct"}, ...]  # sorted by mac
@@ -45,6 +46,8 @@ def build_report(conn: sqlite3.Connection, stats: BufferStats, limits: StoreLimi
         updated[section] = {"updated_ns": updated_ns}
     stored = dict(conn.execute("SELECT name, value FROM counters").fetchall())
     counters = {name: int(stored.get(name, 0)) for name in COUNTERS}
+    # The limits the daemon runs with (saved by its Store), else those this Store was opened with.
+    saved_limits = sections.get("store", {})
     tags = []
     for row in conn.execute(f"SELECT {', '.join(TAG_COLUMNS)} FROM tags ORDER BY mac"):
         tag = TagState(*row)
@@ -70,9 +73,9 @@ def build_report(conn: sqlite3.Connection, stats: BufferStats, limits: StoreLimi
             "held_rows": stats.held_rows,
             "bytes": stats.bytes,
             "used_bytes": stats.used_bytes,
-            "max_bytes": limits.max_bytes,
-            "max_age_s": limits.max_age_s,
-            "policy": limits.policy,
+            "max_bytes": saved_limits.get("max_bytes", limits.max_bytes),
+            "max_age_s": saved_limits.get("max_age_s", limits.max_age_s),
+            "policy": saved_limits.get("policy", limits.policy),
             "oldest_unsent_ns": stats.oldest_time_ns,
             "oldest_unsent_age_s": _age_s(now, stats.oldest_time_ns),
         },
@@ -82,6 +85,7 @@ def build_report(conn: sqlite3.Connection, stats: BufferStats, limits: StoreLimi
         "uplink": sections.get("uplink", {}),
         "clock": {"synced": clock.synced(), "boot_id": clock.boot_id(), "corrections": counters["clock_corrections"]},
         "gateway": sections.get("gateway", {}),
+        "store": saved_limits,
         "sections": updated,
         "tags": tags,
     }

@@ -45,6 +45,7 @@ from edge.store.model import BufferStats, StoredReading, StoreError, StoreLimits
 from edge.store.report import build_report
 from edge.store.tags import TAG_COLUMNS, TagState, new_tag
 
+LIMITS_SECTION = "store"
 _LOW_WATER = 0.98
 _AGE_CHECK_NS = 1_000_000_000
 # Per-tag rows are written with the batch at most once a second: writing them with every batch cost 2.3 µs per
@@ -99,6 +100,10 @@ class Store:
         self._vacuum_pages = max(1 << 20, self.limits.max_bytes // 64) // self._page_size
         # Counts of what the store did on its own, handed to the writer's Counters by take_counts().
         self._counts = {"readings_dropped_cap": 0, "readings_dropped_age": 0, "clock_corrections": 0}
+        if limits is not None and not readonly:
+            # The daemon's limits, for `edge-gw status`, which opens the file without knowing them.
+            self.save_status(LIMITS_SECTION, {"max_bytes": limits.max_bytes, "max_age_s": limits.max_age_s,
+                                              "policy": limits.policy})
 
     # -- plumbing -------------------------------------------------------------------------------------------------
 

@@ -124,7 +124,7 @@ def test_report_on_a_closed_database(tmp_path: Path) -> None:
     store.close()
 
     clock.advance(10)
-    ro = Store(tmp_path / "b.db", clock=clock, limits=limits, readonly=True)
+    ro = Store(tmp_path / "b.db", clock=clock, readonly=True)  # like `edge-gw status`: limits come from the file
     report = ro.report()
     ro.close()
     assert report["version"] == 1
@@ -140,7 +140,8 @@ def test_report_on_a_closed_database(tmp_path: Path) -> None:
     assert report["duplicates"] == 9
     assert report["uplink"] == {"state": "connected", "last_ack_ns": first + 5}
     assert report["gateway"]["scanner"] == {"state": "scanning"}
-    assert set(report["sections"]) == {"gateway", "uplink"}
+    assert set(report["sections"]) == {"gateway", "store", "uplink"}
+    assert report["store"] == {"max_bytes": 64 << 20, "max_age_s": 3600, "policy": "drop-newest"}
     assert report["clock"] == {"synced": True, "boot_id": "boot-1", "corrections": 0}
     tag1, tag2 = report["tags"]
     assert tag1 == {
