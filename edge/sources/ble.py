@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from typing import Any
 
@@ -32,6 +33,7 @@ _RUUVI_ID_LE = RUUVI_COMPANY_ID.to_bytes(2, "little")
 _NO_RSSI = (-127, 127)  # BlueZ/bleak's "RSSI not available"
 _SUGGEST = "use --source simulate to run without Bluetooth"
 _TOOL_TIMEOUT_S = 10.0
+_DEFAULT_SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
 
 
 def _one_line(e: BaseException) -> str:
@@ -133,7 +135,14 @@ class BleakSource:
                             self.adapter, self.passive_fallback)
                 self.mode = "active"
                 await self._start_scanner()
-        except (OSError, EOFError, BleakError) as e:
+        except OSError as e:
+            address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", _DEFAULT_SYSTEM_BUS)
+            raise SourceUnavailable(f"Bluetooth is not available: cannot reach the D-Bus system bus at {address} "
+                                    f"({e.strerror or _one_line(e)}); {_SUGGEST}") from None
+        except (EOFError, BleakError) as e:
+            if "ServiceUnknown" in str(e):
+                raise SourceUnavailable("Bluetooth is not available: BlueZ (org.bluez) is not running on the D-Bus "
+                                        f"system bus; {_SUGGEST}") from None
             raise SourceUnavailable(f"Bluetooth is not available: {_one_line(e)}; {_SUGGEST}") from None
         except Exception as e:  # dbus-fast raises its own types for a broken bus; all mean the same here
             raise SourceUnavailable(f"Bluetooth is not available ({type(e).__name__}: {_one_line(e)}); "
