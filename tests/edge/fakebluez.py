@@ -19,6 +19,7 @@ BlueZ does (Discovering stays true, nothing arrives); SetRSSI(address, rssi).
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -99,6 +100,8 @@ class FakeBlueZ:
         self.tag_macs: dict[int, str] = {}
 
     def start(self) -> "FakeBlueZ":
+        if shutil.which("dbus-daemon") is None:
+            raise RuntimeError("dbus-daemon not found: install it with `apt-get install dbus`")
         self.tmp.mkdir(parents=True, exist_ok=True)
         conf = self.tmp / "bus.conf"
         conf.write_text(BUS_CONF.format(socket=self.tmp / "system_bus_socket"))
