@@ -144,8 +144,10 @@ class Rollups:
             self._task = asyncio.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self.config.settle_s)
-        await self.flush()
+        # Loops while re-runs fail (database down), so marked intervals are not left waiting for the next write.
+        while any(self._dirty.values()):
+            await asyncio.sleep(self.config.settle_s)
+            await self.flush()
 
     async def flush(self) -> None:
         """Re-run the rollups of every interval marked so far. Failures stay marked for the next flush."""

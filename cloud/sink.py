@@ -39,6 +39,10 @@ class SinkConfigError(SinkError):
     """The --influx URL or the options can't describe a target."""
 
 
+class TransportError(SinkError):
+    """The request did not get an HTTP answer (connection refused/reset, timeout). Writes retry it forever."""
+
+
 @dataclass(slots=True)
 class WriteOutcome:
     written: int
@@ -65,10 +69,6 @@ class Response:
     status: int
     headers: Mapping[str, str]
     text: str
-
-
-class TransportError(Exception):
-    """The request did not get an HTTP answer (connection refused/reset, timeout). Always retried."""
 
 
 Transport = Callable[[bytes], Awaitable[Response]]

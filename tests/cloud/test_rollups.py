@@ -136,3 +136,38 @@ def test_ranges_merge_contiguous_intervals() -> None:
     assert ranges([0, H, 2 * H, 5 * H], H, 48) == [(0, 3 * H), (5 * H, 6 * H)]
     assert ranges([0, H, 2 * H], H, 2) == [(0, 2 * H), (2 * H, 3 * H)]
     assert ranges([], H, 2) == []
+
+
+def test_rerun_failures_stay_marked_until_the_database_is_back(influxd: Influxd) -> None:
+    url = f"{influxd.url}/iot"
+    assert setup(url).ok
+    now = time.time_ns()
+    points = backlog(now, 3)
+
+    async def run() -> None:
+        sink = open_sink(url)
+        assert (await sink.write(points)).written == len(points)
+        await sink.close()
+        rollups = Rollups(Influx1Client(Target.from_url(url), SinkOptions(timeout_s=2)), RollupConfig(settle_s=0.1))
+        await asyncio.to_thread(influxd.stop)
+        await rollups.after_write(points)
+        await asyncio.sleep(0.5)
+        assert rollups.reruns == 0
+        assert rollups.last_error is not None
+        assert any(rollups._dirty.values())
+        await asyncio.to_thread(influxd.start)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if not any(rollups._dirty.values()):
+                break
+        assert rollups.reruns >= 1
+        await rollups.close()
+
+    asyncio.run(run())
+    client = Influx1Client(Target.from_url(url), SinkOptions())
+    first = (now - 3 * H) - (now - 3 * H) % H
+    end = (now + 60 * 10**9) - (now + 60 * 10**9) % H
+    assert rows_by_key(client.query("SELECT * FROM iot.rollups.ruuvi_1h", db="iot")) == recompute(
+        client, "1h", first, end
+    )
+    client.close()
