@@ -12,8 +12,8 @@ from fakebluez import FakeBlueZ
 
 from edge.metrics import Counters
 from edge.model import Advert
-from edge.sources import SourceOptions, SourceUnavailable, open_source
-from edge.sources.ble import BleakSource
+from edge.sources import SourceError, SourceOptions, SourceUnavailable, open_source
+from edge.sources.ble import BleakSource, power_cycle
 from edge.sources.encode import df5
 
 TAGS = [("c1:00:00:00:00:01", -48), ("c1:00:00:00:00:02", -67), ("c1:00:00:00:00:03", -90)]
@@ -255,3 +255,20 @@ def test_watchdog_recovers_after_bluetoothd_restarts(bluez: FakeBlueZ) -> None:
     assert state["scanner_restarts"] >= 1 and state["adapter_resets"] >= 1
     snap = counters.snapshot()
     assert (snap["scanner_restarts"], snap["adapter_resets"]) == (state["scanner_restarts"], state["adapter_resets"])
+
+
+def test_adapter_reset_falls_back_to_btmgmt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No BlueZ on D-Bus: the reset uses `btmgmt --index N power off/on` when it is installed. btmgmt needs a kernel
+    # Bluetooth stack, which this machine lacks, so a stand-in script records the calls.
+    calls = tmp_path / "calls"
+    tool = tmp_path / "bin" / "btmgmt"
+    tool.parent.mkdir()
+    tool.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}:/usr/bin:/bin")
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+    assert asyncio.run(power_cycle("hci1", 0.01)) == "btmgmt"
+    assert calls.read_text().splitlines() == ["--index 1 power off", "--index 1 power on"]
+    tool.write_text("#!/bin/sh\nexit 3\n")
+    with pytest.raises(SourceError, match=r"adapter reset of hci1 failed: D-Bus: .*; btmgmt power off: exit 3"):
+        asyncio.run(power_cycle("hci1", 0.01))
