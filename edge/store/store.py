@@ -1,14 +1,15 @@
 """The SQLite store-and-forward buffer.
 
-Durability: the file runs in WAL mode with `synchronous=NORMAL`. A transaction is durable against a crash of the
-process (kill -9, an exception, OOM) as soon as COMMIT returns, because the commit is in the -wal file, which the OS
-holds. Against a power cut, WAL+NORMAL never corrupts the database and never loses a transaction that the last
-checkpoint or an fsync of the -wal covered; the transactions committed since the last fsync of the -wal (at most
-the last few hundred ms of commits, those not yet checkpointed) can be lost on a power cut, because NORMAL does not
-fsync on every commit. `synchronous=FULL` would close that window at the cost of one fsync per commit, which on a
-Pi's SD card (several ms each) caps the commit rate; with 100 ms batches the window NORMAL leaves is the batch
-interval times a few. The readings lost that way were also never acknowledged to anyone (the broker only ever sees
-readings that were committed and then fetched), so no reading is both sent and forgotten.
+Durability: the file runs in WAL mode with `synchronous=NORMAL`, the trade-off SQLite documents for WAL. A
+transaction survives a crash of the process (kill -9, an exception, OOM) as soon as COMMIT returns: the commit is in
+the -wal file, which the OS holds. A power cut never corrupts the file (every -wal frame is checksummed, and
+recovery stops at the last complete commit), but NORMAL does not fsync at each commit, so the commits made since the
+-wal was last synced can be lost. To bound that window the store runs a passive checkpoint after a write once a
+second (`SYNC_INTERVAL_NS`); a checkpoint syncs the -wal and then the database file. So: a committed reading is safe
+from kill -9 at once, and from a power cut once the next sync has passed (about 1 s later). `synchronous=FULL`
+would close the window at the cost of an fsync per commit, several ms each on a Pi's SD card, which caps the commit
+rate. Readings lost that way were never fetched for sending (the uplink fetches only committed rows), so none is
+both sent and forgotten; they are missing from the buffer as if never received.
 
 Time: readings taken before the clock synchronised (a Pi has no RTC) go to the `held` table. Once `clock.synced()`
 is true, those of the current boot get `time_ns = mono_ns + (wall - mono offset now)` and move to `readings` with
@@ -32,6 +33,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from edge.store.report import build_report
 from edge.store.tags import TAG_COLUMNS, TagState, new_tag
 
 LIMITS_SECTION = "store"
+SYNC_INTERVAL_NS = 1_000_000_000
 _LOW_WATER = 0.98
 _AGE_CHECK_NS = 1_000_000_000
 # Per-tag rows are written with the batch at most once a second: writing them with every batch cost 2.3 µs per
@@ -97,6 +100,7 @@ class Store:
         self._tags_written_ns = -TAG_WRITE_INTERVAL_NS
         self._next_age_check = 0
         self._vacuum_due = False
+        self._next_sync = 0
         self._vacuum_pages = max(1 << 20, self.limits.max_bytes // 64) // self._page_size
         # Counts of what the store did on its own, handed to the writer's Counters by take_counts().
         self._counts = {"readings_dropped_cap": 0, "readings_dropped_age": 0, "clock_corrections": 0}
@@ -129,6 +133,10 @@ class Store:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            now = time.monotonic_ns()
+            if now >= self._next_sync:
+                self._next_sync = now + SYNC_INTERVAL_NS
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             if self._vacuum_due:
                 self._vacuum_due = False
                 conn.executescript("PRAGMA incremental_vacuum;")

@@ -20,8 +20,11 @@ import time
 from pathlib import Path
 
 import orjson
+from test_store import reading
 
+from edge.clock import FakeClock
 from edge.store import Store
+from edge.store.store import SYNC_INTERVAL_NS
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_NS = 1_763_900_000_000_000_000
@@ -170,3 +173,19 @@ def test_power_cut_copies_hold_every_committed_reading(tmp_path: Path) -> None:
 
 if __name__ == "__main__":
     asyncio.run(_write(sys.argv[1], int(sys.argv[2])))
+
+
+def test_a_sync_point_puts_committed_readings_in_the_db_file_itself(tmp_path: Path) -> None:
+    """The worst power cut under synchronous=NORMAL loses the whole unsynced -wal. Once a second the store
+    checkpoints (which fsyncs the -wal, then the db file), so the db file alone holds what was committed before."""
+    clock = FakeClock()
+    db = tmp_path / "b.db"
+    store = Store(db, clock=clock)
+    store.add([reading(n, clock) for n in range(300)])
+    time.sleep(SYNC_INTERVAL_NS / 1e9 + 0.05)
+    store.add([reading(300, clock)])  # the first write after the interval syncs
+    shutil.copyfile(db, tmp_path / "db-only.db")  # no -wal: as if none of it had reached the disk
+    conn = sqlite3.connect(tmp_path / "db-only.db")
+    assert conn.execute("SELECT count(*) FROM readings").fetchone() == (301,)
+    conn.close()
+    store.close()
