@@ -87,9 +87,9 @@ class Backoff:
 class TokenBucket:
     """Readings/s budget for the backfill lane; `burst` tokens at most."""
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, initial: float = 0.0) -> None:
         self.rate, self.burst = rate, burst
-        self.tokens = burst
+        self.tokens = initial
         self._last = time.monotonic()
 
     def available(self) -> float:
@@ -306,9 +306,12 @@ class Uplink:
         live_cursor = boundary
         backfill_cursor = 0
         backfill_done = boundary == 0
-        chunk = max(1, min(s.batch_max_readings, int(s.backfill_rate / 20) if not math.isinf(s.backfill_rate) else
-                           s.batch_max_readings))
-        bucket = TokenBucket(s.backfill_rate, chunk)
+        # Backfill goes in chunks of 1/20 s worth of readings (a full batch at most), so the capped stream is smooth.
+        rate = s.backfill_rate
+        chunk = s.batch_max_readings if math.isinf(rate) else max(1, min(s.batch_max_readings, int(rate / 20)))
+        # Room for a quarter second of readings, so sends that come late (a slow SQLite checkpoint in ack() can take
+        # a few hundred ms) are made up for afterwards and the long-run rate stays at the cap.
+        bucket = TokenBucket(rate, max(2 * chunk, rate / 4), initial=chunk)
         backfill_slots = s.inflight - 1 if s.inflight > 1 else 1
         session.publish(self._status_topic, status_payload(self.gateway_id, "online"), retain=True)
         self._set(state="online", connected=True, last_error=None)
@@ -330,8 +333,7 @@ class Uplink:
                 wait = s.poll_s
                 if not backfill_done and len(inflight) < backfill_slots:
                     if bucket.available() >= chunk:
-                        rows = store.fetch(after_id=backfill_cursor, before_id=boundary + 1,
-                                           limit=int(min(s.batch_max_readings, bucket.available())))
+                        rows = store.fetch(after_id=backfill_cursor, before_id=boundary + 1, limit=chunk)
                         if rows:
                             n = self._send(session, store, rows, inflight, live=False)
                             backfill_cursor = rows[n - 1].id
