@@ -214,6 +214,9 @@ class Scripted(http.server.BaseHTTPRequestHandler):
         self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
         self.seen.append(time.monotonic())
         status, headers = self.script.pop(0) if self.script else (204, {})
+        if status == 0:  # a server that hangs: answer only after the client has timed out
+            time.sleep(1.0)
+            status = 204
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -270,3 +273,17 @@ def test_write_is_cancellable_while_retrying(scripted: http.server.ThreadingHTTP
         await sink.close()
 
     asyncio.run(run())
+
+
+def test_timeout_is_retried(scripted: http.server.ThreadingHTTPServer) -> None:
+    Scripted.script = [(0, {})]
+    port = scripted.server_address[1]
+
+    async def run() -> None:
+        sink = open_sink(f"http://127.0.0.1:{port}/iot", options=SinkOptions(timeout_s=0.3, backoff_initial_s=0.05))
+        out = await sink.write([pt(1)])
+        assert (out.written, out.rejected) == (1, [])
+        await sink.close()
+
+    asyncio.run(run())
+    assert len(Scripted.seen) == 2  # the timed-out attempt, then the retry
