@@ -42,6 +42,10 @@ class Batcher(Generic[T]):
         self._open: Batch[T] | None = None
 
     @property
+    def open_batch(self) -> Batch[T] | None:
+        return self._open
+
+    @property
     def open_points(self) -> int:
         return len(self._open.points) if self._open else 0
 

@@ -11,10 +11,14 @@ How nothing is lost (docs/cloud-ingest.md explains the broker side):
   acknowledged: the broker resends it on the new connection (same packet id, DUP set) and that copy is acknowledged,
   after its own batch, which is written after the first one. Acknowledging the old copy could otherwise hit a packet
   id the broker has since given to a different message.
-- The window: the broker sends at most `receive_maximum` unacknowledged messages, so a batch also closes when that
-  many are outstanding (see batcher.py); otherwise one-reading-per-message traffic would stall at the window.
-- Backpressure: batches wait in a bounded queue; when it is full the receiver stops reading its socket. With QoS 1
-  the window already bounds memory; this also bounds QoS 0 traffic.
+- The window: the broker sends at most `receive_maximum` unacknowledged messages, so a batch also closes when it holds
+  `batch_max_messages()` of them, half the window by default: one batch fills while the one before it is written.
+  Otherwise one-reading-per-message traffic would stall at the window until the timer (see batcher.py).
+- Backpressure: the receiver stops reading its socket while `receive_maximum` messages are unacknowledged, or while
+  `queue_batches` closed batches wait for a writer. The broker's window alone is not enough: Mosquitto 2.0.11 sends
+  past the client's Receive Maximum once PUBACKs start to flow (measured here; eclipse-mosquitto/mosquitto#2301).
+- After a disconnect, messages not yet being written are dropped from memory (the broker resends them), so a
+  flapping connection cannot pile up copies.
 """
 
 from __future__ import annotations
@@ -117,7 +121,6 @@ class Receiver:
         )
         self.dedup = Dedup(window_s=float(cfg.dedup.window), max_entries=cfg.dedup.max_entries) \
             if cfg.dedup.enabled else None
-        self.window = cfg.mqtt.receive_maximum
         self.counts = _Counts()
         self.last_write_ns = 0
         self.last_batch_points = 0
@@ -154,9 +157,35 @@ class Receiver:
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         self._generation += 1
         self._connected = False
-        self._paused = False
+        self._paused = False  # the next connection starts reading
         self.metrics.mqtt_connected.set(0)
-        log.warning("disconnected from the broker")
+        if not self._stopping:
+            log.warning("disconnected from the broker")
+            self._drop_unwritten()
+
+    def _drop_unwritten(self) -> None:
+        """Forget the QoS 1 messages of the lost connection that no writer has started on: the broker resends them.
+        QoS 0 messages (nobody resends those) stay."""
+        batches = [q.batch for q in self._ready]
+        if self.batcher.open_batch is not None:
+            batches.append(self.batcher.open_batch)
+        dropped = 0
+        for b in batches:
+            points: list[Point] = []
+            tokens: list[_Msg] = []
+            i = 0
+            for msg in b.tokens:
+                if msg.future is None:
+                    points.extend(b.points[i:i + msg.n_points])
+                    tokens.append(msg)
+                else:
+                    self._finish(msg, ack=False)
+                    dropped += 1
+                i += msg.n_points
+            b.points[:], b.tokens[:] = points, tokens
+        if dropped:
+            log.info("dropped %d unwritten messages of the lost connection; the broker will resend them", dropped)
+        self._update_gauges()
 
     def _on_subscribe(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
         refused = [q for q in qos if q >= 0x80]
@@ -202,12 +231,11 @@ class Receiver:
         if future is not None:
             self._inflight += 1
         closed = self.batcher.add(parsed.points, msg, time.monotonic())
-        if closed is None and self._inflight >= self.window:
-            closed = self.batcher.close("window", time.monotonic())
         if closed is not None:
             self._enqueue(closed)
         elif self.batcher.open_messages == 1:
             self._wake.set()  # a new batch is open: the writer starts its timer
+        self._update_flow()
         self._update_gauges()
         return msg
 
@@ -246,8 +274,11 @@ class Receiver:
         self._ready.append(_Queued(self._next_seq, batch))
         self._next_seq += 1
         self._wake.set()
-        if len(self._ready) >= self.cfg.batch.queue_batches:
-            self._pause_reading(True)
+        self._update_flow()
+
+    def _update_flow(self) -> None:
+        full = self._inflight >= self.cfg.mqtt.receive_maximum or len(self._ready) >= self.cfg.batch.queue_batches
+        self._pause_reading(full or self._stopping)
 
     def _pause_reading(self, pause: bool) -> None:
         # gmqtt has no flow control of its own; pausing the transport makes the socket (and then the broker) wait.
@@ -266,8 +297,7 @@ class Receiver:
         while True:
             if self._ready:
                 q = self._ready.popleft()
-                if len(self._ready) < self.cfg.batch.queue_batches:
-                    self._pause_reading(False)
+                self._update_flow()
                 return q
             if self._stopping:
                 closed = self.batcher.close("drain", time.monotonic())
@@ -366,6 +396,7 @@ class Receiver:
             self._next_ack += 1
             for msg in q.batch.tokens:
                 self._finish(msg, ack=msg.generation == self._generation)
+        self._update_flow()
 
     def _finish(self, msg: _Msg, *, ack: bool) -> None:
         fut = msg.future
