@@ -176,7 +176,7 @@ static void decode_dfc5(ruuvi_data_t *d, const uint8_t *p)
 /* A 9-bit value: the byte holds bits 8..1, one flags bit holds bit 0. */
 static uint16_t u9(uint8_t high8, uint8_t flags, unsigned lsb_bit)
 {
-    return (uint16_t)(((uint16_t)high8 << 1) | ((flags >> lsb_bit) & 1U));
+    return (uint16_t)(((unsigned)high8 << 1) | (((unsigned)flags >> lsb_bit) & 1U));
 }
 
 static void set_u9(ruuvi_data_t *d, ruuvi_field_t f, uint16_t *dst, uint8_t high8, uint8_t flags, unsigned lsb)

@@ -11,6 +11,7 @@
 #define ACK_DONE (0x0000U)
 #define LEN_ERASED (0xFFFFU)
 #define CHUNK (64U)
+#define SEQ_MAX (0x7FFFFFFFUL)
 
 /* Record header as stored: len u16, ack u16, crc u32 (little-endian). */
 typedef struct {
@@ -197,10 +198,12 @@ static bool read_sector_header(spool_t *s, uint32_t sector, uint32_t *seq)
         return false;
     }
     *seq = get_u32(&h[4]);
-    return true;
+    /* A real spool never opens 2^31 sectors (flash endurance ends long before), so a larger number is not ours
+     * and would break the "newest + 1" arithmetic. */
+    return *seq >= 1U && *seq <= SEQ_MAX;
 }
 
-/* Moves *pos to the next valid record at or after it (filling h and, optionally, buf). */
+/* Moves *pos to the next valid unacknowledged record at or after it (filling h and, optionally, buf). */
 static spool_status_t locate(spool_t *s, spool_pos_t *pos, rec_hdr_t *h, void *buf, size_t cap)
 {
     if (!s->has_head) {
@@ -220,6 +223,12 @@ static spool_status_t locate(spool_t *s, spool_pos_t *pos, rec_hdr_t *h, void *b
             return SPOOL_END;
         }
         k = read_record(s, sector_of(s, pos->seq), pos->off, h, buf, cap);
+        if (k == REC_VALID && h->ack != ACK_LIVE) {
+            /* Acknowledged already. Acks go in order, so this is only met after damage (a flipped bit in an ack
+             * word); skipping it keeps reads, acks and the pending count agreeing with what mount counted. */
+            pos->off += SPOOL_RECORD_HEADER + pad4(h->len);
+            continue;
+        }
         if (k == REC_VALID) {
             return SPOOL_OK;
         }
