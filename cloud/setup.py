@@ -116,6 +116,9 @@ def verify_influx1(client: Influx1Client, cfg: RollupConfig) -> list[str]:
     """What differs from the config (empty when all is as it should be)."""
     db = client.target.db
     problems: list[str] = []
+    if client.target.rp and client.target.rp != cfg.raw_rp:
+        # The CQs and late-data re-runs read the raw RP: points written elsewhere would never be rolled up.
+        problems.append(f"the URL writes to retention policy {client.target.rp!r}, the rollups read {cfg.raw_rp!r}")
     rps = _retention_policies(client, db)
     for name, duration, default in ((cfg.raw_rp, cfg.raw_duration, True), (cfg.rollup_rp, cfg.rollup_duration, False)):
         if name not in rps:

@@ -132,3 +132,9 @@ def test_flux_task_text_for_2x() -> None:
     assert 'to(bucket: "ruuvi_rollups")' in flux
     assert 'r._field == "battery_voltage") |> rollup(fn: last, name: "last")' in flux
     assert '"temperature"' in flux and '"button_pressed"' not in flux
+
+
+def test_setup_refuses_a_url_rp_the_rollups_do_not_read(influxd: Influxd) -> None:
+    report = setup(f"{influxd.url}/iot?rp=other")
+    assert report.problems == ["the URL writes to retention policy 'other', the rollups read 'raw'"]
+    assert setup(f"{influxd.url}/iot?rp=raw").ok
