@@ -104,6 +104,7 @@ class Store:
         self._vacuum_pages = max(1 << 20, self.limits.max_bytes // 64) // self._page_size
         # Counts of what the store did on its own, handed to the writer's Counters by take_counts().
         self._counts = {"readings_dropped_cap": 0, "readings_dropped_age": 0, "clock_corrections": 0}
+        self._txn_counts: dict[str, int] = {}  # counted in the open transaction; kept only if it commits
         if limits is not None and not readonly:
             # The daemon's limits, for `edge-gw status`, which opens the file without knowing them.
             self.save_status(LIMITS_SECTION, {"max_bytes": limits.max_bytes, "max_age_s": limits.max_age_s,
@@ -128,11 +129,18 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
+                # Forget what the rolled-back transaction did, so nothing counts or caches it.
+                self._txn_counts.clear()
+                self._vacuum_due = False
+                self._boot = None
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            for name, n in self._txn_counts.items():
+                self._counts[name] += n
+            self._txn_counts.clear()
             now = time.monotonic_ns()
             if now >= self._next_sync:
                 self._next_sync = now + SYNC_INTERVAL_NS
@@ -144,7 +152,7 @@ class Store:
     def _bump(self, conn: sqlite3.Connection, name: str, n: int) -> None:
         if n > 0:
             conn.execute(_ADD_COUNTER, (name, n))
-            self._counts[name] += n
+            self._txn_counts[name] = self._txn_counts.get(name, 0) + n
 
     def _boot_row(self, conn: sqlite3.Connection) -> int:
         if self._boot is None:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 
 from edge.metrics import Counters
 from edge.model import Reading
+from edge.store.model import StoreError
 from edge.store.store import Store
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 1.0
+MAX_PENDING_BATCHES = 100  # readings kept in memory while commits fail: 50k at 500 rows per batch
 
 
 class StoreWriter:
@@ -44,15 +51,22 @@ class StoreWriter:
         elif n >= self.max_rows and self._full is not None:
             self._full.set()
 
-    def _take(self) -> list[Reading]:
-        batch, self._pending = self._pending, []
+    def _take(self, n: int) -> list[Reading]:
+        batch, self._pending = self._pending[:n], self._pending[n:]
         return batch
+
+    def _requeue(self, batch: list[Reading]) -> None:
+        """Put a batch that failed to commit back in front, bounded: past MAX_PENDING_BATCHES batches in memory
+        the oldest are dropped (and counted), so a dead disk does not also exhaust the memory."""
+        self._pending[:0] = batch
+        excess = len(self._pending) - MAX_PENDING_BATCHES * self.max_rows
+        if excess > 0:
+            del self._pending[:excess]
+            self.counters.inc("readings_dropped_cap", excess)
 
     def _commit(self, batch: list[Reading]) -> int:
         with self._commit_lock:
-            stored = 0
-            for start in range(0, len(batch), self.max_rows):
-                stored += self.store.add(batch[start:start + self.max_rows])
+            stored = self.store.add(batch)
             self.committed += stored
         counters = self.counters
         counters.inc("readings_stored", stored)
@@ -61,28 +75,39 @@ class StoreWriter:
         return stored
 
     def flush(self) -> int:
-        """Commit everything pending now; returns how many readings were stored."""
-        batch = self._take()
-        if not batch:
-            return 0
-        return self._commit(batch)
+        """Commit everything pending now, in max_rows transactions; returns how many readings were stored.
+        Raises StoreError if a transaction fails (what it held stays pending)."""
+        stored = 0
+        while self._pending:
+            batch = self._take(self.max_rows)
+            try:
+                stored += self._commit(batch)
+            except StoreError:
+                self._requeue(batch)
+                raise
+        return stored
 
     async def run(self) -> None:
-        """Commit batches until cancelled; on cancellation, what is pending stays for a final flush()."""
+        """Commit batches until cancelled; on cancellation, what is pending stays for a final flush().
+
+        A failed commit (disk full, I/O error) is logged and retried every RETRY_S with the readings kept."""
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
-        if self._pending:
-            self._wake.set()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
             if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
                 continue
             remaining = self._first_at + self.max_delay_s - time.monotonic()
             if remaining > 0 and len(self._pending) < self.max_rows:
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), remaining)
-            batch = self._take()
-            # The commit runs in a thread: SQLite releases the GIL while it writes, so decoding goes on meanwhile.
-            await asyncio.to_thread(self._commit, batch)
+            batch = self._take(self.max_rows)
+            try:
+                # In a thread: SQLite releases the GIL while it writes, so decoding goes on meanwhile.
+                await asyncio.to_thread(self._commit, batch)
+            except StoreError as e:
+                log.error("store: commit of %d readings failed, retrying in %g s: %s", len(batch), RETRY_S, e)
+                self._requeue(batch)
+                await asyncio.sleep(RETRY_S)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from test_store import reading
 
+import edge.store.writer as writer_module
 from edge.clock import FakeClock
 from edge.metrics import Counters
-from edge.store import Store, StoreLimits, StoreWriter
+from edge.store import Store, StoreError, StoreLimits, StoreWriter
 
 
 class CountingStore(Store):
@@ -138,4 +141,52 @@ def test_cancelled_run_leaves_pending_readings_for_flush(tmp_path: Path) -> None
     assert writer.flush() == 7
     assert writer.committed == 7
     assert store.stats().rows == 7
+    store.close()
+
+
+def test_a_failed_commit_keeps_its_readings_and_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real failure: another connection holds the write lock past the writer's busy timeout."""
+    monkeypatch.setattr(writer_module, "RETRY_S", 0.05)
+    clock = FakeClock()
+    db = tmp_path / "b.db"
+    store = Store(db, clock=clock)
+    store._conn.execute("PRAGMA busy_timeout = 20")
+    counters = Counters()
+    writer = StoreWriter(store, counters, max_delay_s=0.01)
+    blocker = sqlite3.connect(db, isolation_level=None)
+
+    async def main() -> None:
+        task = asyncio.create_task(writer.run())
+        blocker.execute("BEGIN IMMEDIATE")
+        for n in range(5):
+            writer.put(reading(n, clock))
+        await asyncio.sleep(0.3)  # several failed attempts
+        assert writer.committed == 0
+        blocker.execute("COMMIT")
+        await _wait_for(lambda: writer.committed == 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert [r.raw for r in store.fetch()] == [n.to_bytes(8, "big") for n in range(5)]
+    assert counters.snapshot()["readings_stored"] == 5
+    blocker.close()
+    store.close()
+
+
+def test_flush_raises_on_failure_and_keeps_the_readings(tmp_path: Path) -> None:
+    clock = FakeClock()
+    db = tmp_path / "b.db"
+    store = Store(db, clock=clock)
+    store._conn.execute("PRAGMA busy_timeout = 20")
+    writer = StoreWriter(store, Counters())
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    for n in range(3):
+        writer.put(reading(n, clock))
+    with pytest.raises(StoreError, match="locked"):
+        writer.flush()
+    blocker.execute("COMMIT")
+    assert writer.flush() == 3
+    blocker.close()
     store.close()
