@@ -39,6 +39,7 @@ class Gateway:
         self.reconnects = 0
         self.last_ack = None  # ticks_ms of the last PUBACK
         self.last_error = None
+        self._buf = bytearray(640)  # one encoded reading; reused for every reading of every batch
 
     # ---- readings -------------------------------------------------------------------------------
     def on_advert(self, mac, rssi, payload):
@@ -87,27 +88,35 @@ class Gateway:
             self.client.close()
             self.client = None
 
+    def _chunks(self, seq, limit):
+        return wire.batch_chunks(self.gateway_id, seq, self.ring.records(limit), self._buf)
+
     def publish_once(self):
         # Publish one batch of committed records; they leave the ring only after the PUBACK.
-        # Returns the number of readings acked (0 when there was nothing to send).
+        # The batch is streamed from flash twice, once to measure it (MQTT sends the length
+        # first) and once to send it, so its size costs no RAM.  Returns the readings acked.
         ring = self.ring
-        records = ring.peek(self.cfg["uplink"]["batch_max_readings"])
-        if not records:
+        limit = self.cfg["uplink"]["batch_max_readings"]
+        seq = ring.batch_seq
+        length = 0
+        chunks = -2  # header and end
+        for chunk in self._chunks(seq, limit):
+            length += len(chunk)
+            chunks += 1
+        if chunks <= 0:
             if ring.peek_end > ring.tail:  # only unreadable slots: skip them
                 ring.ack(ring.peek_end - 1)
             return 0
-        seq = ring.batch_seq
-        payload = wire.encode_batch(self.gateway_id, seq, records)
         try:
-            self.client.publish(self.batch_topic, payload, qos=1)
+            self.client.publish_chunks(self.batch_topic, length, self._chunks(seq, limit), qos=1)
         except mqtt.MQTTError:
             self.publish_errors += 1
             raise
         ring.ack(ring.peek_end - 1, seq + 1)
         self.batches += 1
-        self.acked += len(records)
+        self.acked += chunks
         self.last_ack = time.ticks_ms()
-        return len(records)
+        return chunks
 
     def disconnect(self):
         # A clean shutdown: publish "offline" ourselves (a DISCONNECT suppresses the will).

@@ -161,11 +161,23 @@ class MQTTClient:
     def publish(self, topic, msg, retain=False, qos=0):
         # QoS 1 returns only after the matching PUBACK (so the caller may then drop the data);
         # a stale PUBACK for an earlier packet id is skipped.  Returns the packet id (0 for QoS 0).
+        return self.publish_chunks(topic, len(msg), (msg,), retain, qos)
+
+    def publish_chunks(self, topic, length, chunks, retain=False, qos=0):
+        # The same, with the payload given as chunks whose lengths add up to `length`: the
+        # gateway streams a batch from flash instead of building it in RAM.
         if self.sock is None:
             raise MQTTError("not connected")
         pid = self._next_pid() if qos else 0
-        self._send(publish_header(topic, len(msg), qos, retain, pid))
-        self._send(msg)
+        self._send(publish_header(topic, length, qos, retain, pid))
+        sent = 0
+        for chunk in chunks:
+            self._send(chunk)
+            sent += len(chunk)
+        if sent != length:
+            # The broker now waits for bytes that never come: this connection is unusable.
+            self.close()
+            raise MQTTError("payload was %d bytes, announced %d" % (sent, length))
         if qos:
             self._wait(_PUBACK, pid)
         return pid

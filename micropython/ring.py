@@ -193,28 +193,28 @@ class Ring:
     def depth(self):
         return self.head - self.tail + self._pending
 
-    def peek(self, limit):
-        # Up to `limit` committed records from the oldest unacked one, in order.  Slots that fail
-        # their check are skipped and counted in `lost`.
-        out = []
+    def records(self, limit):
+        # Generator over up to `limit` committed records from the oldest unacked one, in order,
+        # read one slot at a time (the uplink streams a batch from flash, never holding it all).
+        # Slots that fail their check are skipped and counted in `lost`; when the generator is
+        # done, peek_end is the seq after the last slot it looked at.
         seq = self.tail
         end = min(self.head, self.tail + limit)
         buf = bytearray(SLOT)
         with self._open(self.path, "rb") as f:
             while seq < end:
                 f.seek((seq % self.slots) * SLOT)
-                if f.readinto(buf) == SLOT:
-                    rec = _unpack(buf, 0, seq)
-                    if rec is not None:
-                        out.append(rec)
-                        seq += 1
-                        continue
-                if seq >= self._lost_mark:
+                rec = _unpack(buf, 0, seq) if f.readinto(buf) == SLOT else None
+                if rec is not None:
+                    yield rec
+                elif seq >= self._lost_mark:
                     self.lost += 1
                     self._lost_mark = seq + 1
                 seq += 1
         self.peek_end = seq
-        return out
+
+    def peek(self, limit):
+        return list(self.records(limit))
 
     def ack(self, last_seq, next_batch_seq=None):
         # The broker acked everything up to last_seq: forget it, persist the position.

@@ -43,21 +43,25 @@ def write_reading(out, mac, time_ns, synced, rssi, raw):
     out.extend("}")
 
 
-def encode_batch(gateway_id, seq, records, out=None):
-    # records: objects with mac (6 bytes), time_ns, synced, rssi, raw (ring.Record).  Appends to
-    # `out` (a bytearray, reused between batches to spare the heap) and returns it.
-    if out is None:
-        out = bytearray()
-    out.extend('{"v":1,"gateway":"')
-    out.extend(gateway_id)
-    out.extend('","seq":')
-    out.extend(str(seq))
-    out.extend(',"readings":[')
+def batch_chunks(gateway_id, seq, records, buf):
+    # The batch as a sequence of chunks: the header, one chunk per reading (built in `buf`, a
+    # bytearray reused for every reading, so valid only until the next chunk), and the end.
+    # With a ring.records() generator as `records` a batch of any size needs one reading's memory.
+    yield ('{"v":1,"gateway":"%s","seq":%d,"readings":[' % (gateway_id, seq)).encode()
     first = True
     for r in records:
+        buf[:] = b""  # keeps the capacity: no new allocation once it has grown to one reading
         if not first:
-            out.extend(",")
+            buf.extend(",")
         first = False
-        write_reading(out, r.mac, r.time_ns, r.synced, r.rssi, r.raw)
-    out.extend("]}")
+        write_reading(buf, r.mac, r.time_ns, r.synced, r.rssi, r.raw)
+        yield buf
+    yield b"]}"
+
+
+def encode_batch(gateway_id, seq, records):
+    # The whole batch as one bytearray (tests, small batches); the gateway streams batch_chunks().
+    out = bytearray()
+    for chunk in batch_chunks(gateway_id, seq, records, bytearray()):
+        out.extend(chunk)
     return out

@@ -23,12 +23,17 @@ from testkit import make, adv_data, mac, dump, record_json
 
 hexes = json.load(open("/data/hexes.json"))
 gw, ble = make()
-logged = []
-encode = wire.encode_batch
-def logging_encode(gid, seq, records, out=None):
-    logged.append([seq, [record_json(r) for r in records]])
-    return encode(gid, seq, records, out)
-gateway.wire.encode_batch = logging_encode
+logged = {}
+chunks = wire.batch_chunks
+def logging_chunks(gid, seq, records, buf):
+    # note the records of each batch as they stream past (the gateway streams every batch twice)
+    seen = logged[seq] = []
+    def tap():
+        for r in records:
+            seen.append(record_json(r))
+            yield r
+    yield from chunks(gid, seq, tap(), buf)
+gateway.wire.batch_chunks = logging_chunks
 
 # Round 1, before NTP: every tag twice (the second is a duplicate), plus noise.
 t0 = time.time_ns()
@@ -61,7 +66,8 @@ while gw.ring.committed():
     await gw.uplink_step()
 
 s = gw.scanner
-dump({"t0": t0, "t1": t1, "logged": logged, "adverts": s.adverts, "dups": s.duplicates, "bad": s.decode_errors,
+dump({"t0": t0, "t1": t1, "logged": [[k, logged[k]] for k in sorted(logged)],
+      "adverts": s.adverts, "dups": s.duplicates, "bad": s.decode_errors,
       "tags": s.tags_seen(), "acked": gw.acked, "batches": gw.batches, "depth": gw.ring.depth(),
       "corrections": gw.clock.corrections, "status": gw.status_line(),
       "published": [[t, hexlify(p).decode(), q, r] for t, p, q, r in socket.BROKER.published],

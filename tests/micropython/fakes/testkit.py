@@ -64,3 +64,13 @@ def dump(obj):
 
 def record_json(r):
     return [hexlify(r.mac).decode(), r.time_ns, r.synced, r.rssi, hexlify(r.raw).decode()]
+
+
+async def collect():
+    # This port only collects when control is back in JavaScript (no C stack to scan), so
+    # request a collection and yield to the event loop once.
+    import asyncio
+    import gc
+
+    gc.collect()
+    await asyncio.sleep_ms(1)
