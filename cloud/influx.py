@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 import urllib3
 
-from cloud.model import Point
 from cloud.sink import (
     BatchWriter,
     Response,
@@ -27,7 +26,7 @@ from cloud.sink import (
     SinkError,
     SinkOptions,
     TransportError,
-    WriteOutcome,
+    WriterSink,
 )
 
 
@@ -117,7 +116,7 @@ class Influx1Client:
         self._pool.clear()
 
 
-class Influx1Sink:
+class Influx1Sink(WriterSink):
     """The Sink for InfluxDB 1.x (and anything that speaks its /write, e.g. VictoriaMetrics)."""
 
     def __init__(self, url: str, options: SinkOptions) -> None:
@@ -126,21 +125,6 @@ class Influx1Sink:
 
     async def _send(self, lines: list[str]) -> Response:
         return await asyncio.to_thread(self.client.write_lines, lines)
-
-    @property
-    def state(self) -> str:
-        return self._writer.state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._writer.last_error
-
-    @property
-    def last_write_ns(self) -> int | None:
-        return self._writer.last_write_ns
-
-    async def write(self, points: Sequence[Point]) -> WriteOutcome:
-        return await self._writer.write(points)
 
     async def close(self) -> None:
         self._writer.state = "closed"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +19,7 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from cloud.model import Point
-from cloud.sink import BatchWriter, Response, SinkConfigError, SinkOptions, TransportError, WriteOutcome
+from cloud.sink import BatchWriter, Response, SinkConfigError, SinkOptions, TransportError, WriterSink
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,7 +44,7 @@ class Target2:
         return cls(f"{scheme}://{u.hostname}{port}", org, bucket, options.token or "")
 
 
-class Influx2Sink:
+class Influx2Sink(WriterSink):
     def __init__(self, url: str, options: SinkOptions) -> None:
         self.target = Target2.from_url(url, options)
         self.client = InfluxDBClient(
@@ -76,21 +74,6 @@ class Influx2Sink:
 
     async def _send(self, lines: list[str]) -> Response:
         return await asyncio.to_thread(self._write_blocking, lines)
-
-    @property
-    def state(self) -> str:
-        return self._writer.state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._writer.last_error
-
-    @property
-    def last_write_ns(self) -> int | None:
-        return self._writer.last_write_ns
-
-    async def write(self, points: Sequence[Point]) -> WriteOutcome:
-        return await self._writer.write(points)
 
     async def close(self) -> None:
         self._writer.state = "closed"

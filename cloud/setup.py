@@ -158,8 +158,6 @@ def backfill_influx1(
 
 # ---- InfluxDB 2.x (not verifiable here) -------------------------------------------------------------------------
 
-_EVERY = {"1h": "1h", "1d": "1d"}
-
 
 def flux_task(cfg: RollupConfig, bucket: str, rollup_bucket: str, interval: str, lookback: str) -> str:
     """The body of a 2.x downsampling task (influxdb-client adds the `option task` line).
@@ -175,7 +173,7 @@ def flux_task(cfg: RollupConfig, bucket: str, rollup_bucket: str, interval: str,
         f'data = from(bucket: "{bucket}") |> range(start: -{lookback})',
         f'  |> filter(fn: (r) => r._measurement == "{m}" and contains(value: r._field, set: fields))',
         "rollup = (tables=<-, fn, name) => tables",
-        f"  |> aggregateWindow(every: {_EVERY[interval]}, fn: fn, createEmpty: false)",
+        f"  |> aggregateWindow(every: {interval}, fn: fn, createEmpty: false)",
         f'  |> map(fn: (r) => ({{r with _measurement: "{out}", _field: name + "_" + r._field}}))',
         f'  |> to(bucket: "{rollup_bucket}")',
         'data |> rollup(fn: mean, name: "mean")',
@@ -220,7 +218,7 @@ def setup_influx2(
                 continue
             for x in existing:
                 tasks.delete_task(x.id)
-            tasks.create_task_every(name, flux, _EVERY[iv], t.org)
+            tasks.create_task_every(name, flux, iv, t.org)
             report.actions.append(f"create task {name}")
     except Exception as e:  # influxdb-client raises ApiException, urllib3 errors, ...: report, don't crash setup
         report.problems.append(f"{type(e).__name__}: {e}")

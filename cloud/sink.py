@@ -180,6 +180,27 @@ class BatchWriter:
         return random.uniform(ceiling / 2, ceiling)
 
 
+class WriterSink:
+    """What the 1.x and 2.x sinks share: the Sink protocol on top of a BatchWriter (set as `_writer`)."""
+
+    _writer: BatchWriter
+
+    @property
+    def state(self) -> str:
+        return self._writer.state
+
+    @property
+    def last_error(self) -> str | None:
+        return self._writer.last_error
+
+    @property
+    def last_write_ns(self) -> int | None:
+        return self._writer.last_write_ns
+
+    async def write(self, points: Sequence[Point]) -> WriteOutcome:
+        return await self._writer.write(points)
+
+
 def open_sink(url: str, *, options: SinkOptions | None = None) -> Sink:
     """`http(s)://[user:pass@]host:port/<db>[?rp=<rp>]` for InfluxDB 1.x,
     `influx2://host:port?org=<org>&bucket=<bucket>` (or `influx2s://` for https) for 2.x/3.x."""
