@@ -13,6 +13,7 @@ from __future__ import annotations
 import select
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -175,8 +176,9 @@ class Session:
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._disconnected = str(reason)  # paho says "Unspecified error" for a dropped socket; poll() says better
 
-    def open(self) -> None:
-        """Connect and wait for a successful CONNACK, or raise UplinkError / ConnectionRefused."""
+    def open(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Connect and wait for a successful CONNACK, or raise UplinkError / ConnectionRefused (also when
+        `cancelled()` turns true while waiting)."""
         s = self.settings
         try:
             self._client.connect(s.host, s.port, keepalive=s.keepalive)
@@ -197,6 +199,10 @@ class Session:
                 self.lost = self.lost or self._disconnected or paho.error_string(rc)
                 self.close(graceful=False)
                 msg = f"connection to {s.describe()} closed before CONNACK: {self.lost or paho.error_string(rc)}"
+                raise UplinkError(msg)
+            if cancelled():
+                self.close(graceful=False)
+                msg = f"connecting to {s.describe()} cancelled"
                 raise UplinkError(msg)
             if time.monotonic() > deadline:
                 self.close(graceful=False)

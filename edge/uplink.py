@@ -237,7 +237,7 @@ class Uplink:
                     self._set(reconnects=self.state()["reconnects"] + 1)
                 first = False
                 self._set(state="connecting")
-                self._write_status(store, force=True)
+                self._write_status(store)
                 session = self._connect()
                 backoff.reset()
                 self._serve(session, store)
@@ -257,21 +257,30 @@ class Uplink:
             self.counters.set_gauge("inflight_messages", 0)
             if self._stop.is_set():
                 break
-            if store is not None:
-                self._write_status(store, force=True)
             delay = backoff.next_delay()
             log.info("uplink: reconnecting in %.1f s", delay)
-            self._stop.wait(delay)
+            self._backoff_wait(delay, store)
         self._set(state="stopped", connected=False, inflight=0, inflight_readings=0)
         if store is not None:
             self._seq_reserved = self._seq  # a clean stop leaves no gap in the seqs
             self._write_status(store, force=True)
             store.close()
 
+    def _backoff_wait(self, delay: float, store: Store | None) -> None:
+        # Wake up for stop() at once, and keep the status current (throttled) while waiting.
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            if store is not None:
+                self._write_status(store)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, self.settings.status_interval_s))
+
     def _connect(self) -> Session:
         will = (self._status_topic, status_payload(self.gateway_id, "offline"))
         session = Session(self.mqtt, self._client_id, will, max_inflight=self.settings.inflight + 2)
-        session.open()
+        session.open(cancelled=self._stop.is_set)
         log.info("uplink: connected to %s as %s", self.mqtt.describe(), self._client_id)
         self.counters.set_gauge("uplink_connected", 1)
         return session
@@ -361,8 +370,11 @@ class Uplink:
             if lost:
                 log.warning("uplink: %d batches (%d readings) unacknowledged; they will be sent again",
                             len(inflight), lost)
-            session.close(graceful=False)
             raise
+        finally:
+            # After an error (ours or the store's), drop the socket without DISCONNECT: the broker then publishes
+            # the `offline` will. After _close() this is a no-op.
+            session.close(graceful=False)
 
     def _send(self, session: Session, store: Store, rows: Sequence[StoredReading], inflight: dict[int, _Batch],
               *, live: bool) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -252,3 +253,33 @@ def test_mqtt_settings_from_url() -> None:
 def test_bad_gateway_id_is_refused_up_front(tmp_path: Path) -> None:
     with pytest.raises(UplinkError, match="gateway id"):
         Uplink(tmp_path / "b.db", "dlq", MqttSettings(), FAST, Counters())
+
+
+def test_status_writes_are_throttled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[tuple[float, dict[str, object]]] = []
+
+    class CountingStore(Store):
+        def save_status(self, section: str, data: dict[str, object]) -> None:
+            writes.append((time.monotonic(), data))
+            super().save_status(section, data)
+
+    monkeypatch.setattr(Uplink, "_open_store", lambda self: CountingStore(self.db_path, clock=self.clock))
+    settings = UplinkSettings(backoff_min_s=0.02, backoff_max_s=0.05, status_interval_s=0.5)
+    with running_uplink(tmp_path / "buf.db", f"mqtt://127.0.0.1:{free_port()}", settings=settings) as up:
+        time.sleep(2.0)
+        assert up.state()["reconnects"] >= 20  # many attempts ...
+    times = [t for t, _ in writes[:-1]]  # (the last one is the final write at stop)
+    assert len(times) <= 5  # ... but at most one status write per 0.5 s
+    assert all(b - a >= 0.45 for a, b in itertools.pairwise(times))
+    final = writes[-1][1]
+    assert final["state"] == "stopped"
+    assert final["broker"].startswith("127.0.0.1:")  # type: ignore[union-attr]
+    assert "cannot connect" in str(final["last_error"])
+
+
+def test_state_while_online(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    with running_uplink(tmp_path / "buf.db", mosquitto.url) as up:
+        assert up.wait_connected(5)
+        st = up.state()
+    assert (st["state"], st["connected"], st["broker"], st["inflight"], st["last_error"]) == (
+        "online", True, f"127.0.0.1:{mosquitto.port}", 0, None)
