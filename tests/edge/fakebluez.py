@@ -89,9 +89,10 @@ class TagAdvertisement(ServiceInterface):  # type: ignore[misc]
 class FakeBlueZ:
     """dbus-daemon + bluezoo, started in `tmp`, stopped by PID. Use `address` as DBUS_SYSTEM_BUS_ADDRESS."""
 
-    def __init__(self, tmp: Path, scan_interval: float = 0.2) -> None:
+    def __init__(self, tmp: Path, scan_interval: float = 0.2, passive: bool = False) -> None:
         self.tmp = tmp
         self.scan_interval = scan_interval
+        self.passive = passive
         self.address = ""
         self.daemon: subprocess.Popen[bytes] | None = None
         self.zoo: subprocess.Popen[bytes] | None = None
@@ -116,8 +117,9 @@ class FakeBlueZ:
     def _start_zoo(self) -> None:
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.address}
         with (self.tmp / "bluezoo.log").open("ab") as log:
-            self.zoo = subprocess.Popen([sys.executable, __file__, "--scan-interval", str(self.scan_interval)],
-                                        env=env, stdout=subprocess.PIPE, stderr=log)
+            args = [sys.executable, __file__, "--scan-interval", str(self.scan_interval)]
+            self.zoo = subprocess.Popen(args + ["--passive"] * self.passive, env=env, stdout=subprocess.PIPE,
+                                        stderr=log)
         assert self.zoo.stdout is not None
         line = self.zoo.stdout.readline().decode().strip()
         if line != "ready":
@@ -191,6 +193,12 @@ class FakeBlueZ:
                                     ["org.bluez.Adapter1", "Powered"])
         return bool(value.value)
 
+    async def devices(self, adapter: str) -> set[str]:
+        """Addresses of the devices BlueZ lists under `adapter` (what a scan on it has discovered)."""
+        (objects,) = await self._call("/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+        prefix = f"/org/bluez/{adapter}/dev_"
+        return {p[len(prefix):].replace("_", ":") for p in objects if p.startswith(prefix)}
+
     async def stall(self, adapter_id: int) -> None:
         await self._call("/org/bluezoo/test", "org.bluezoo.Test1", "Stall", "y", [adapter_id])
 
@@ -209,7 +217,19 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # bluezoo side (this file run as a script)
 # ---------------------------------------------------------------------------------------------------------------
-def _patch_bluezoo() -> Any:
+def _matches(patterns: list[Any], manufacturer_data: dict[int, Any]) -> bool:
+    """BlueZ or_patterns on AD type 0xFF: the AD data is the company id (little endian) plus the payload."""
+    for start, ad_type, content in patterns:
+        if ad_type != 0xFF:
+            continue
+        for company, value in manufacturer_data.items():
+            data = company.to_bytes(2, "little") + bytes(value[1] if isinstance(value, tuple) else value)
+            if data[start:start + len(content)] == bytes(content):
+                return True
+    return False
+
+
+def _patch_bluezoo(passive: bool) -> Any:
     import sdbus
     from bluezoo import bluezoo as zoo
     from bluezoo.adapter import Adapter
@@ -241,18 +261,72 @@ def _patch_bluezoo() -> Any:
                 raise DBusBluezNotReadyError("Resource Not Ready")
             await super().StartDiscovery()
 
-    zoo.Adapter = FixedAdapter
+    class MonitorProxy(sdbus.DbusInterfaceCommonAsync,  # type: ignore[misc,call-arg]
+                       interface_name="org.bluez.AdvertisementMonitor1"):
+        @sdbus.dbus_property_async("a(yyay)")
+        def Patterns(self) -> list[tuple[int, int, bytes]]:
+            raise NotImplementedError
+
+    class MonitorManager(sdbus.DbusInterfaceCommonAsync,  # type: ignore[misc,call-arg]
+                         interface_name="org.bluez.AdvertisementMonitorManager1"):
+        """Passive scanning: like BlueZ (>= 5.56, --experimental), report only devices matching a monitor's
+        or_patterns. The patterns are read back from the client's org.bluez.AdvertisementMonitor1 object."""
+
+        monitors: dict[tuple[str, str], Any]
+
+        @sdbus.dbus_method_async(input_signature="o", flags=sdbus.DbusUnprivilegedFlag)
+        async def RegisterMonitor(self, application: str) -> None:
+            sender = sdbus.get_current_message().sender
+            self.monitors[sender, application] = None  # read on the next tick: the client exports it after this
+            if self.discovering_task.done():  # type: ignore[attr-defined]
+                self.discovering_task = self.mock.create_discovering_task(self.id)  # type: ignore[attr-defined]
+
+        @sdbus.dbus_method_async(input_signature="o", flags=sdbus.DbusUnprivilegedFlag)
+        async def UnregisterMonitor(self, application: str) -> None:
+            sender = sdbus.get_current_message().sender
+            self.monitors.pop((sender, application), None)
+            if not self.monitors:
+                self.discovering_task.cancel()  # type: ignore[attr-defined]
+
+        @sdbus.dbus_property_async("as")
+        def SupportedMonitorTypes(self) -> list[str]:
+            return ["or_patterns"]
+
+    class PassiveAdapter(FixedAdapter, MonitorManager):  # type: ignore[misc]
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.monitors = {}
+
+    zoo.Adapter = PassiveAdapter if passive else FixedAdapter
+
+    async def monitor_patterns(scanner: Any) -> list[Any] | None:
+        """None when the scanner has no monitors (active scan); else the union of their patterns."""
+        monitors = getattr(scanner, "monitors", None)
+        if not monitors:
+            return None
+        patterns: list[Any] = []
+        for (sender, path), known in list(monitors.items()):
+            if known is None:
+                try:
+                    monitors[sender, path] = await MonitorProxy.new_proxy(sender, path).Patterns.get_async()
+                except Exception:  # not exported yet
+                    continue
+            patterns.extend(monitors[sender, path])
+        return patterns
 
     def create_discovering_task(self: Any, id: int) -> asyncio.Task[None]:
         # Fixes 3 and 4: LE only, float interval, and every tick re-reports each advertising tag.
         async def task() -> None:
             while True:
                 scanner = self.adapters[id]
+                patterns = await monitor_patterns(scanner)
                 for adapter in list(self.adapters.values()):
                     if adapter.id == id or not adapter.powered or not adapter.advertisements:
                         continue
                     adv = next(iter(adapter.advertisements.values()))
                     if not adv.Discoverable.get(False):
+                        continue
+                    if patterns is not None and not _matches(patterns, adv.ManufacturerData.get({})):
                         continue
                     device = Device(adapter, is_le=True)
                     device.manufacturer_data = adv.ManufacturerData.get({})
@@ -286,8 +360,8 @@ def _patch_bluezoo() -> Any:
     return zoo, TestControl
 
 
-async def _serve(scan_interval: float) -> None:
-    zoo, control_cls = _patch_bluezoo()
+async def _serve(scan_interval: float, passive: bool) -> None:
+    zoo, control_cls = _patch_bluezoo(passive)
     await zoo.startup(bus="system", adapters=list(SCANNERS), auto_enable=True, scan_interval=scan_interval)
     control = control_cls(zoo.startup.service)
     control.export_to_dbus("/org/bluezoo/test")
@@ -297,4 +371,4 @@ async def _serve(scan_interval: float) -> None:
 
 if __name__ == "__main__":
     interval = float(sys.argv[sys.argv.index("--scan-interval") + 1]) if "--scan-interval" in sys.argv else 0.2
-    asyncio.run(_serve(interval))
+    asyncio.run(_serve(interval, "--passive" in sys.argv))

@@ -34,6 +34,17 @@ def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBlueZ
         fake.stop()
 
 
+@pytest.fixture
+def passive_bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBlueZ]:
+    """A fake BlueZ that supports passive scanning (org.bluez.AdvertisementMonitorManager1 with or_patterns)."""
+    fake = FakeBlueZ(tmp_path / "bluez", passive=True).start()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", fake.address)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
 async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -72,9 +83,10 @@ def test_adverts_arrive_with_payload_mac_rssi_and_only_ruuvi(bluez: FakeBlueZ, c
         await bluez.add_tag(5, "AA:BB:CC:00:00:05", b"\x4c\x00\x02\x15", company=0x004C)  # an iBeacon
         await until(lambda: {a.mac for a in got} == {m for m, _ in TAGS}, 5, "all three tags")
         bluez.tags[0].set_payload(payload(TAGS[0][0], 101))
-        await until(lambda: got[-1].payload == payload(TAGS[0][0], 101) or any(
-            a.payload == payload(TAGS[0][0], 101) for a in got), 3, "the updated payload")
+        await until(lambda: any(a.payload == payload(TAGS[0][0], 101) for a in got), 3, "the updated payload")
+        discovered.update(await bluez.devices(source.state()["adapter"]))
 
+    discovered: set[str] = set()
     with caplog.at_level(logging.WARNING, logger="edge.sources.ble"):
         source, got = scenario(bluez, SourceOptions(**FAST), body)
     seen = {(a.mac, a.payload, a.rssi) for a in got}
@@ -82,6 +94,7 @@ def test_adverts_arrive_with_payload_mac_rssi_and_only_ruuvi(bluez: FakeBlueZ, c
     assert expected <= seen
     assert (TAGS[0][0], payload(TAGS[0][0], 101), -48) in seen
     assert seen - expected == {(TAGS[0][0], payload(TAGS[0][0], 101), -48)}  # nothing else, no iBeacon
+    assert "AA:BB:CC:00:00:05" in discovered  # the active scan did see the iBeacon; the source dropped it
     # bluezoo has no AdvertisementMonitor1: the passive request falls back to active, with one log line.
     state = source.state()
     assert state["scanning_mode"] == "active"
@@ -91,6 +104,26 @@ def test_adverts_arrive_with_payload_mac_rssi_and_only_ruuvi(bluez: FakeBlueZ, c
     assert state["adapter"] in ("hci0", "hci1")  # bleak's pick among the powered centrals
     assert state["adverts"] == len(got)
     assert (state["scanner_restarts"], state["adapter_resets"]) == (0, 0)
+
+
+def test_passive_scan_where_bluez_supports_it(passive_bluez: FakeBlueZ, caplog: Any) -> None:
+    async def body(source: BleakSource, got: list[Advert]) -> None:
+        await passive_bluez.add_tag(5, "AA:BB:CC:00:00:05", b"\x4c\x00\x02\x15", company=0x004C)
+        await until(lambda: {a.mac for a in got} == {m for m, _ in TAGS}, 5, "all three tags")
+        await asyncio.sleep(0.5)
+        discovered["hci0"] = await passive_bluez.devices("hci0")
+
+    discovered: dict[str, set[str]] = {}
+    with caplog.at_level(logging.WARNING, logger="edge.sources.ble"):
+        source, got = scenario(passive_bluez, SourceOptions(adapter="hci0", **FAST), body)  # type: ignore[arg-type]
+    state = source.state()
+    assert (state["scanning_mode"], state["passive_fallback"]) == ("passive", None)
+    assert caplog.records == []
+    # The fake reports only devices matching the monitor's or_pattern (AD type 0xFF starting 99 04): the iBeacon
+    # was never even discovered, which checks the pattern the source registers.
+    assert discovered["hci0"] == {m.upper() for m, _ in TAGS}
+    assert {(a.mac, a.payload, a.rssi) for a in got} == {
+        (mac, payload(mac, 100 + i), rssi) for i, (mac, rssi) in enumerate(TAGS)}
 
 
 def test_chosen_adapter_and_active_mode(bluez: FakeBlueZ) -> None:
