@@ -13,6 +13,9 @@ bluezoo 1.0.2 fixes (see /work/shared/notes/bleak-fake-bluez.md):
 3. Every scan tick re-reports known devices (an RSSI PropertiesChanged), as real BlueZ does for each advert heard.
 4. The scan interval is a float (0.2 s), not whole seconds.
 And, to match real BlueZ: StartDiscovery on a powered-off adapter fails with org.bluez.Error.NotReady.
+bluezoo has no passive scanning; with `passive=True` the adapters also offer org.bluez.AdvertisementMonitorManager1:
+RegisterMonitor reads the client's or_patterns back and reports only devices whose manufacturer data matches.
+Without it, bleak's passive request fails as on BlueZ < 5.56 (or without --experimental).
 Test control (org.bluezoo.Test1 at /org/bluezoo/test): Stall(id) silently stops an adapter's scanning the way a wedged
 BlueZ does (Discovering stays true, nothing arrives); SetRSSI(address, rssi).
 """
