@@ -218,9 +218,10 @@ class Store:
                 held_i += 1
             tag = tags.get(r.mac)
             if tag is None:
-                tag = tags[r.mac] = new_tag(r.mac, r.time_ns, r.rssi, r.data_format, r.fields, fields_json)
+                tag = tags[r.mac] = new_tag(r.mac, r.time_ns, r.mono_ns, r.rssi, r.data_format, r.fields,
+                                              fields_json)
             else:
-                tag.observe(r.time_ns, r.rssi, r.data_format, r.fields, fields_json)
+                tag.observe(r.time_ns, r.mono_ns, r.rssi, r.data_format, r.fields, fields_json)
             dirty[r.mac] = tag
         now = self.clock.mono_ns()
         if now - self._tags_written_ns >= TAG_WRITE_INTERVAL_NS:

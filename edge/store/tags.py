@@ -29,17 +29,21 @@ class TagState:
     step_ns: float | None = None  # smoothed ns per sequence step
     received: int = 0  # distinct measurements heard
     expected: int = 0  # measurements the tag made over the same span, from the sequence numbers
+    # Monotonic time of the last reading, in memory only: the wall clock can step (at NTP sync) and the monotonic
+    # clock restarts with each boot, so after a restart the first reading has no trustworthy elapsed time.
+    last_mono_ns: int | None = None
 
-    def observe(self, time_ns: int, rssi: int | None, data_format: int, values: dict[str, Any],
+    def observe(self, time_ns: int, mono_ns: int, rssi: int | None, data_format: int, values: dict[str, Any],
                 fields_json: str) -> None:
-        elapsed = time_ns - self.last_seen_ns
-        if time_ns >= self.last_seen_ns:
-            self.last_seen_ns = time_ns
-            self.rssi = rssi
-            self.fields_json = fields_json
-            battery = values.get("battery_voltage")
-            if battery is not None:
-                self.battery_voltage = battery
+        # Readings arrive in receive order, so the latest one is the tag's current state whatever its time_ns.
+        elapsed = -1 if self.last_mono_ns is None else mono_ns - self.last_mono_ns
+        self.last_mono_ns = mono_ns
+        self.last_seen_ns = time_ns
+        self.rssi = rssi
+        self.fields_json = fields_json
+        battery = values.get("battery_voltage")
+        if battery is not None:
+            self.battery_voltage = battery
         if data_format != self.data_format:
             # A tag switching formats (a firmware update) restarts its sequence accounting.
             self.data_format = data_format
@@ -98,11 +102,11 @@ class TagState:
                 self.fields_json, self.last_seq, self.step_ns, self.received, self.expected)
 
 
-TAG_COLUMNS = tuple(f.name for f in fields(TagState))
+TAG_COLUMNS = tuple(f.name for f in fields(TagState) if f.name != "last_mono_ns")
 
 
-def new_tag(mac: str, time_ns: int, rssi: int | None, data_format: int, values: dict[str, Any],
+def new_tag(mac: str, time_ns: int, mono_ns: int, rssi: int | None, data_format: int, values: dict[str, Any],
             fields_json: str) -> TagState:
     tag = TagState(mac, data_format, time_ns, time_ns, rssi, values.get("battery_voltage"), fields_json)
-    tag.observe(time_ns, rssi, data_format, values, fields_json)
+    tag.observe(time_ns, mono_ns, rssi, data_format, values, fields_json)
     return tag

@@ -21,9 +21,9 @@ def feed(seqs: list[int | None], data_format: int, *, start_ns: int = 0, step_ns
         t = times[i] if times is not None else start_ns + i * step_ns
         values: dict[str, Any] = {"data_format": data_format, "measurement_sequence_number": seq}
         if tag is None:
-            tag = new_tag("aa:bb:cc:dd:ee:ff", t, -70, data_format, values, "{}")
+            tag = new_tag("aa:bb:cc:dd:ee:ff", t, t, -70, data_format, values, "{}")
         else:
-            tag.observe(t, -70, data_format, values, "{}")
+            tag.observe(t, t, -70, data_format, values, "{}")
     assert tag is not None
     return tag
 
@@ -87,3 +87,21 @@ def test_the_store_keeps_completeness_and_last_values_across_restarts(tmp_path: 
     assert (tag["received"], tag["expected"], tag["completeness_pct"]) == (5, 7, 71.43)
     assert (tag["rssi"], tag["battery_voltage"], tag["last_seen_ns"]) == (-55, 2901, clock.wall_ns())
     assert tag["values"]["measurement_sequence_number"] == 1
+
+
+def test_a_clock_step_at_ntp_sync_is_not_a_silence(tmp_path: Path) -> None:
+    # DF6 wraps every 256 measurements; the wall clock jumping 3 h forward must not read as 10,000 missed ones.
+    clock = FakeClock(wall_ns=10**18, synced=False)
+    store = Store(tmp_path / "b.db", clock=clock)
+    for seq in range(5):
+        clock.advance(1)
+        store.add([reading(seq, clock, seq=seq, data_format=6, synced=False)])
+    clock.wall += 3 * 3600 * 10**9
+    clock.is_synced = True
+    for seq in (5, 6):
+        clock.advance(1)
+        store.add([reading(seq, clock, seq=seq, data_format=6)])
+    (tag,) = store.report()["tags"]
+    assert (tag["received"], tag["expected"], tag["completeness_pct"]) == (7, 7, 100.0)
+    assert tag["last_seen_ns"] == clock.wall_ns()
+    store.close()
