@@ -22,8 +22,7 @@ LENGTHS = {0x03: 14, 0x05: 24, 0xC5: 18, 0x06: 20, 0xE1: 40, 0x08: 24}
 
 
 def run(*cmd: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in cmd], input=stdin, capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run([str(c) for c in cmd], input=stdin, capture_output=True, text=True, timeout=120, check=False)
 
 
 def python_line(text: str) -> str:
@@ -151,16 +150,29 @@ def _readings() -> list[Reading]:
         mac = ":".join(f"{rng.randrange(256):02x}" for _ in range(6))
         rssi = None if i % 5 == 0 else -rng.randrange(20, 110)
         fields = ruuvi.decode(raw)
-        readings.append(Reading(mac, 1763913600_000000000 + i * 1_285_000_123, i * 1000, i % 7 != 3, rssi,
-                                fields["data_format"], raw, fields))
+        readings.append(
+            Reading(
+                mac,
+                1763913600_000000000 + i * 1_285_000_123,
+                i * 1000,
+                i % 7 != 3,
+                rssi,
+                fields["data_format"],
+                raw,
+                fields,
+            )
+        )
     return readings
 
 
 def _c_batch(build: Path, gateway: str, seq: int, readings: list[Reading]) -> bytes:
-    args = [f"{r.mac},{r.time_ns},{int(r.clock_synced)},{'null' if r.rssi is None else r.rssi},{r.raw.hex()}"
-            for r in readings]
-    done = subprocess.run([str(build / "wire_batch"), gateway, str(seq), *args], capture_output=True, timeout=60,
-                          check=False)
+    args = [
+        f"{r.mac},{r.time_ns},{int(r.clock_synced)},{'null' if r.rssi is None else r.rssi},{r.raw.hex()}"
+        for r in readings
+    ]
+    done = subprocess.run(
+        [str(build / "wire_batch"), gateway, str(seq), *args], capture_output=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -200,6 +212,12 @@ def test_memory_figures_match_readme(host_build: Path) -> None:
     assert s["spool_sectors"] == 256
     readme = (REPO / "firmware" / "README.md").read_text(encoding="utf-8")
     # The README's table is generated from this program's output; each figure must appear there as printed.
-    for key in ("dedup_table_bytes_100_tags", "spool_records_per_sector_df5", "spool_capacity_records_df5",
-                "sizeof(wire_reading_t)", "sizeof(ruuvi_data_t)", "sizeof(spool_t)"):
+    for key in (
+        "dedup_table_bytes_100_tags",
+        "spool_records_per_sector_df5",
+        "spool_capacity_records_df5",
+        "sizeof(wire_reading_t)",
+        "sizeof(ruuvi_data_t)",
+        "sizeof(spool_t)",
+    ):
         assert f"| `{key}` | {s[key]} |" in readme, key
