@@ -30,6 +30,7 @@ cap (at least 1 MiB), so the file shrinks after a backlog drains instead of keep
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -46,6 +47,8 @@ from edge.store import schema
 from edge.store.model import BufferStats, StoredReading, StoreError, StoreLimits
 from edge.store.report import build_report
 from edge.store.tags import TAG_COLUMNS, TagState, new_tag
+
+log = logging.getLogger(__name__)
 
 LIMITS_SECTION = "store"
 SYNC_INTERVAL_NS = 1_000_000_000
@@ -141,13 +144,21 @@ class Store:
             for name, n in self._txn_counts.items():
                 self._counts[name] += n
             self._txn_counts.clear()
-            now = time.monotonic_ns()
+            self._after_commit(conn)
+
+    def _after_commit(self, conn: sqlite3.Connection) -> None:
+        # Housekeeping after the transaction committed: a failure here must not reach the caller, who would take
+        # the committed transaction for a failed one (and the writer would store its readings twice).
+        now = time.monotonic_ns()
+        try:
             if now >= self._next_sync:
                 self._next_sync = now + SYNC_INTERVAL_NS
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             if self._vacuum_due:
                 self._vacuum_due = False
                 conn.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.Error as e:
+            log.warning("buffer %s: checkpoint or vacuum failed (retried later): %s", self.path, e)
 
     def _bump(self, conn: sqlite3.Connection, name: str, n: int) -> None:
         if n > 0:
