@@ -8,8 +8,8 @@ recovery stops at the last complete commit), but NORMAL does not fsync at each c
 second (`SYNC_INTERVAL_NS`); a checkpoint syncs the -wal and then the database file. So: a committed reading is safe
 from kill -9 at once, and from a power cut once the next sync has passed (about 1 s later). `synchronous=FULL`
 would close the window at the cost of an fsync per commit, several ms each on a Pi's SD card, which caps the commit
-rate. Readings lost that way were never fetched for sending (the uplink fetches only committed rows), so none is
-both sent and forgotten; they are missing from the buffer as if never received.
+rate. A reading lost that way may already have reached the broker (then nothing is lost end to end); an ack lost
+that way only makes the uplink send its readings again, which the cloud deduplicates by (mac, time_ns).
 
 Time: readings taken before the clock synchronised (a Pi has no RTC) go to the `held` table. Once `clock.synced()`
 is true, those of the current boot get `time_ns = mono_ns + (wall - mono offset now)` and move to `readings` with
@@ -23,8 +23,9 @@ while the cap is reached. Readings older than `max_age_s` are deleted from the h
 once a second; no index on time_ns, which would slow every insert): a reading with an old time that entered the
 queue late (moved after clock sync) is dropped when it reaches the head. Readings released uncorrected from an
 earlier boot have no trustworthy time, so only the byte cap bounds them; held readings of the current boot age by
-the monotonic clock. Freed pages go back to the file system with `incremental_vacuum` once they add up to 1/64 of the
-cap (at least 1 MiB), so the file shrinks after a backlog drains instead of keeping its high-water size.
+the monotonic clock. Freed pages go back to the file system with `incremental_vacuum` once they are 3/4 of the file
+and at least 1/64 of the cap (1 MiB minimum), so the file shrinks after a backlog drains instead of keeping its
+high-water size; below that, inserts reuse them.
 """
 
 from __future__ import annotations
