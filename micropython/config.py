@@ -61,7 +61,7 @@ def _text(value, name, problems, required=True):
 
 
 def validate(given):
-    problems = []
+    problems = []  # type: list[str]
     if not isinstance(given, dict):
         raise ConfigError("config.json must hold a JSON object")
     cfg = _merge(DEFAULTS, given, "", problems)

@@ -107,8 +107,11 @@ class Gateway:
             if ring.peek_end > ring.tail:  # only unreadable slots: skip them
                 ring.ack(ring.peek_end - 1)
             return 0
+        client = self.client
+        if client is None:
+            raise mqtt.MQTTError("not connected")
         try:
-            self.client.publish_chunks(self.batch_topic, length, self._chunks(seq, limit), qos=1)
+            client.publish_chunks(self.batch_topic, length, self._chunks(seq, limit), qos=1)
         except mqtt.MQTTError:
             self.publish_errors += 1
             raise
@@ -145,7 +148,7 @@ class Gateway:
         while self.ring.committed():
             sent += self.publish_once()
             await asyncio.sleep_ms(0)
-        if not sent and self.cfg["broker"]["keepalive_s"]:
+        if not sent and self.cfg["broker"]["keepalive_s"] and self.client is not None:
             self.client.ping()
         return sent
 

@@ -94,20 +94,27 @@ class MQTTClient:
         self.will = (topic, msg, qos, retain)
 
     # ---- socket edge: foreign errors become MQTTError here ----------------------------------
+    def _sock(self):
+        if self.sock is None:
+            raise MQTTError("not connected")
+        return self.sock
+
     def _send(self, data):
+        sock = self._sock()
         try:
             if self._stream:
-                self.sock.write(data)
+                sock.write(data)
             else:
-                self.sock.sendall(data)
+                sock.sendall(data)
         except OSError as e:
             raise MQTTError("send failed: %r" % (e,))
 
     def _recv(self, n):
+        sock = self._sock()
         buf = b""
         try:
             while len(buf) < n:
-                chunk = self.sock.read(n - len(buf)) if self._stream else self.sock.recv(n - len(buf))
+                chunk = sock.read(n - len(buf)) if self._stream else sock.recv(n - len(buf))
                 if not chunk:
                     raise MQTTError("connection closed by broker")
                 buf += chunk
@@ -166,8 +173,7 @@ class MQTTClient:
     def publish_chunks(self, topic, length, chunks, retain=False, qos=0):
         # The same, with the payload given as chunks whose lengths add up to `length`: the
         # gateway streams a batch from flash instead of building it in RAM.
-        if self.sock is None:
-            raise MQTTError("not connected")
+        self._sock()
         pid = self._next_pid() if qos else 0
         self._send(publish_header(topic, length, qos, retain, pid))
         sent = 0
@@ -219,9 +225,9 @@ def tls_context(ca_file=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # real, missing from the stubs
     else:
         if hasattr(ctx, "check_hostname"):  # CPython; MicroPython has no such attribute
             ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
     return ctx

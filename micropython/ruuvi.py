@@ -10,10 +10,7 @@ from binascii import hexlify, unhexlify
 
 from micropython import const
 
-try:
-    from collections import OrderedDict
-except ImportError:  # pragma: no cover - every port we target has it
-    OrderedDict = dict
+from collections import OrderedDict
 
 _NA16 = const(0xFFFF)
 _NA_I16 = const(-32768)

@@ -34,7 +34,8 @@ def ruuvi_data(adv):
 class Scanner:
     def __init__(self, ble, queue_len=64, max_tags=256):
         self.ble = ble
-        self.queue = deque((), queue_len)  # (addr, rssi, payload); oldest dropped when full
+        # (addr, rssi, payload); the oldest is dropped when full
+        self.queue = deque((), queue_len)  # type: deque[tuple[bytes, int, bytes]]
         self.seen = {}  # mac (6 bytes) -> last measurement sequence, or the payload when it has none
         self.max_tags = max_tags
         self.adverts = 0
