@@ -44,6 +44,7 @@ log = logging.getLogger("edge.uplink")
 
 STATUS_SECTION = "uplink"
 SEQ_BLOCK = 1000  # batch seqs reserved per status write, so a crash never reuses a seq
+STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff
 
 
 @dataclass(frozen=True)
@@ -239,8 +240,14 @@ class Uplink:
                 self._set(state="connecting")
                 self._write_status(store)
                 session = self._connect()
-                backoff.reset()
-                self._serve(session, store)
+                connected = time.monotonic()
+                try:
+                    self._serve(session, store)
+                finally:
+                    # Only a connection that held counts as success: a broker that accepts and then drops us at
+                    # once (say, another gateway with the same client id) must not make us reconnect in a tight loop.
+                    if time.monotonic() - connected >= STABLE_S:
+                        backoff.reset()
             except UplinkError as exc:
                 log.warning("uplink: %s", exc)
                 state = "refused" if isinstance(exc, ConnectionRefused) else "backoff"
