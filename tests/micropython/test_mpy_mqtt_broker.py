@@ -125,3 +125,39 @@ def test_broker_gone_becomes_mqtt_error(broker: Mosquitto) -> None:
             c.publish("edge-gw/esp32-1/batch", b"x", qos=1)
     with pytest.raises(mqtt.MQTTError, match="cannot connect"):
         c.connect()
+
+
+def make_certs(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+            "-out", "server.csr")  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")  # fmt: skip
+    return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+def test_tls_with_a_verified_server_certificate(tmp_path: Path) -> None:
+    workdir = tmp_path / "tls"
+    workdir.mkdir()
+    ca, cert, key = make_certs(workdir)
+    b = Mosquitto(workdir, extra=[f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]).start()
+    try:
+        c = mqtt.MQTTClient("esp32-1", "127.0.0.1", b.port, ssl=mqtt.tls_context(str(ca)))
+        c.connect()
+        assert c.publish("edge-gw/esp32-1/batch", b"over tls", qos=1) == 1
+        c.disconnect()
+        other_ca = tmp_path / "other"
+        other_ca.mkdir()
+        wrong, _, _ = make_certs(other_ca)
+        c = mqtt.MQTTClient("esp32-1", "127.0.0.1", b.port, ssl=mqtt.tls_context(str(wrong)))
+        with pytest.raises(mqtt.MQTTError, match="CERTIFICATE_VERIFY_FAILED"):
+            c.connect()
+    finally:
+        b.stop()
