@@ -209,9 +209,11 @@ class Scripted(http.server.BaseHTTPRequestHandler):
     script: ClassVar[list[tuple[int, dict[str, str]]]] = []
     seen: ClassVar[list[float]] = []
     bodies: ClassVar[list[bytes]] = []
+    paths: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
         self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.paths.append(self.path)
         self.seen.append(time.monotonic())
         status, headers = self.script.pop(0) if self.script else (204, {})
         if status == 0:  # a server that hangs: answer only after the client has timed out
@@ -229,7 +231,7 @@ class Scripted(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted() -> Iterator[http.server.ThreadingHTTPServer]:
-    Scripted.script, Scripted.seen, Scripted.bodies = [], [], []
+    Scripted.script, Scripted.seen, Scripted.bodies, Scripted.paths = [], [], [], []
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
     th = threading.Thread(target=srv.serve_forever, daemon=True)
     th.start()

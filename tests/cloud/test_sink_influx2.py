@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import time
 
 import pytest
+from test_sink_influx1 import Scripted, scripted  # noqa: F401 - the fixture
 from vm import VictoriaMetrics, victoria  # noqa: F401 - the fixture
 
 from cloud.model import Point
-from cloud.sink import SinkConfigError, SinkOptions, open_sink
+from cloud.sink import SinkAuthError, SinkConfigError, SinkOptions, open_sink
 
 FAST = SinkOptions(backoff_initial_s=0.05, backoff_max_s=0.2, timeout_s=5, token="t0ken")
 
@@ -76,3 +78,26 @@ def test_influx2_url_needs_org_and_bucket() -> None:
         open_sink("influx2://127.0.0.1:1?org=home")
     with pytest.raises(SinkConfigError, match="scheme"):
         open_sink("ftp://127.0.0.1/x")
+
+
+def test_influx2_classifies_api_errors_like_1x(scripted: http.server.ThreadingHTTPServer) -> None:  # noqa: F811
+    """influxdb-client's ApiException carries status and headers: 429 honours Retry-After, 400 bisects, 401 is fatal."""
+    port = scripted.server_address[1]
+    pts = [Point("ruuvi", {"mac": "m"}, {"temperature": 1.5}, 10**18 + i) for i in range(4)]
+    # 429 with Retry-After, then: the whole batch 400 -> halves: first half 204, second half 400 -> singles 204, 400.
+    Scripted.script = [(429, {"Retry-After": "1"}), (400, {}), (204, {}), (400, {}), (204, {}), (400, {})]
+
+    async def run() -> None:
+        sink = open_sink(f"influx2://127.0.0.1:{port}?org=o&bucket=b", options=FAST)
+        out = await sink.write(pts)
+        assert out.written == 3
+        assert [(p.time_ns, reason[:8]) for p, reason in out.rejected] == [(10**18 + 3, "HTTP 400")]
+        Scripted.script = [(401, {})]
+        with pytest.raises(SinkAuthError, match="401"):
+            await sink.write(pts)
+        await sink.close()
+
+    asyncio.run(run())
+    t = Scripted.seen
+    assert t[1] - t[0] >= 0.95
+    assert all(p.startswith("/api/v2/write?") and "bucket=b" in p and "org=o" in p for p in Scripted.paths)
