@@ -332,6 +332,7 @@ class Uplink:
         session.publish(self._status_topic, status_payload(self.gateway_id, "online"), retain=True)
         self._set(state="online", connected=True, last_error=None)
         log.info("uplink: online; %d readings of backlog up to id %d", store.stats().rows, boundary)
+        last_ack = time.monotonic()
         try:
             while not self._stop.is_set():
                 busy = False
@@ -363,11 +364,14 @@ class Uplink:
                 acked = session.poll(0.0 if busy else wait)
                 if acked:
                     self._acked(store, acked, inflight)
+                    last_ack = time.monotonic()
                 if session.lost is not None:
                     raise ConnectionLost(f"connection to {self.mqtt.describe()} lost: {session.lost}")
                 if inflight:
+                    # Dead if nothing came back for ack_timeout_s; counted from the last PUBACK, because on a slow
+                    # link a full window takes a while to go out and the last batch of it waits its turn.
                     oldest = min(b.sent_mono for b in inflight.values())
-                    if time.monotonic() - oldest > s.ack_timeout_s:
+                    if time.monotonic() - max(oldest, last_ack) > s.ack_timeout_s:
                         raise ConnectionLost(f"no PUBACK from {self.mqtt.describe()} within {s.ack_timeout_s:g} s")
                 self._write_status(store)
             self._close(session, store, inflight)

@@ -283,3 +283,29 @@ def test_state_while_online(tmp_path: Path, mosquitto: Mosquitto) -> None:
         st = up.state()
     assert (st["state"], st["connected"], st["broker"], st["inflight"], st["last_error"]) == (
         "online", True, f"127.0.0.1:{mosquitto.port}", 0, None)
+
+
+def test_a_broker_that_stops_answering_is_given_up_after_the_ack_timeout(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    db = tmp_path / "buf.db"
+    fill(db, [])
+    counters = Counters()
+    settings = UplinkSettings(ack_timeout_s=0.5, backoff_min_s=0.05, backoff_max_s=0.2)
+    assert mosquitto.proc is not None
+    readings = make_readings(600)
+    with subscriber(mosquitto.port) as sub, \
+            running_uplink(db, mosquitto.url, settings=settings, counters=counters, connect_timeout_s=0.5) as up:
+        assert up.wait_connected(5)
+        os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+        try:
+            fill(db, readings)
+            deadline = time.monotonic() + 5
+            while counters.snapshot()["uplink_reconnects"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert counters.snapshot()["publish_errors"] == 2  # the two batches given up on
+            assert counters.snapshot()["uplink_reconnects"] >= 1
+            assert buffered(db) == 600
+        finally:
+            os.kill(mosquitto.proc.pid, signal.SIGCONT)
+        assert up.wait_drained(10)
+        assert sub.wait(lambda s: set(s.received()) == keys(readings))
+    assert counters.snapshot()["readings_acked"] == 600
