@@ -239,5 +239,12 @@ def boot(path="config.json"):
         return None
     gw = Gateway(cfg, bluetooth.BLE(), network.WLAN(network.STA_IF), Clock(ntptime))
     _log("gateway %s starting, buffer %d records" % (cfg["gateway_id"], gw.ring.slots))
-    asyncio.run(gw.run())
+    try:
+        asyncio.run(gw.run())
+    except KeyboardInterrupt:
+        # Ctrl-C on the REPL: keep what is in the RAM page, say "offline" ourselves.
+        gw.scanner.stop()
+        gw.ring.flush()
+        gw.disconnect()
+        _log("stopped; " + gw.status_line())
     return gw
