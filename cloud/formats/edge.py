@@ -51,15 +51,21 @@ def _point(r: Any, i: int, gateway: str, measurement: str) -> Point | None:
     if not isinstance(r, dict):
         raise InvalidMessage(f"{where}not an object")
     mac = normalize_mac(require_str(r, "mac", where), f"{where}mac")
-    time_ns = require_int(r, "time_ns", where)
-    data_format = require_int(r, "data_format", where)
+    time_ns = r.get("time_ns")
+    if type(time_ns) is not int:
+        time_ns = require_int(r, "time_ns", where)
+    data_format = r.get("data_format")
+    if type(data_format) is not int:
+        data_format = require_int(r, "data_format", where)
     raw_fields = r.get("fields")
     if not isinstance(raw_fields, dict):
         raise InvalidMessage(f"{where}'fields' must be an object")
     try:
         fields = typed_fields(raw_fields)
         rssi = r.get("rssi")
-        if rssi is not None:
+        if type(rssi) is int:
+            fields["rssi"] = rssi
+        elif rssi is not None:
             fields.update(typed_fields({"rssi": rssi}))
     except InvalidMessage as e:
         raise InvalidMessage(f"{where}{e}") from None
