@@ -204,3 +204,11 @@ def test_a_writer_and_an_uplink_connection_work_at_once(tmp_path: Path) -> None:
     assert writer.max_id() == total
     writer.close()
     uplink.close()
+
+
+def test_limits_are_checked() -> None:
+    assert StoreLimits() == StoreLimits(max_bytes=512 << 20, max_age_s=30 * 86400.0, policy="drop-oldest")
+    with pytest.raises(ValueError, match="expected drop-oldest or drop-newest, got 'drop-random'"):
+        StoreLimits(policy="drop-random")
+    with pytest.raises(ValueError, match="must be positive"):
+        StoreLimits(max_bytes=0)
