@@ -221,7 +221,7 @@ def setup_influx2(
             tasks.create_task_every(name, flux, iv, t.org)
             report.actions.append(f"create task {name}")
     except Exception as e:  # influxdb-client raises ApiException, urllib3 errors, ...: report, don't crash setup
-        report.problems.append(f"{type(e).__name__}: {e}")
+        report.problems.append(f"{type(e).__name__}: {' '.join(str(e).split())[:500]}")
     finally:
         client.close()  # type: ignore[no-untyped-call]
     return report

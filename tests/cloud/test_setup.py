@@ -6,6 +6,7 @@ import time
 
 import pytest
 from servers import Influxd, series_values
+from vm import VictoriaMetrics, victoria  # noqa: F401 - the fixture
 
 from cloud.influx import Influx1Client, Target
 from cloud.rollups import RollupConfig, create_cq
@@ -138,3 +139,13 @@ def test_setup_refuses_a_url_rp_the_rollups_do_not_read(influxd: Influxd) -> Non
     report = setup(f"{influxd.url}/iot?rp=other")
     assert report.problems == ["the URL writes to retention policy 'other', the rollups read 'raw'"]
     assert setup(f"{influxd.url}/iot?rp=raw").ok
+
+
+def test_influx2_setup_reports_a_server_without_the_api(victoria: VictoriaMetrics) -> None:  # noqa: F811
+    """The 2.x path runs (buckets, then tasks) and fails cleanly, in one line, where the API is missing."""
+    report = setup(f"influx2://127.0.0.1:{victoria.port}?org=o&bucket=b", options=SinkOptions(token="t"))
+    assert report.actions == []
+    [problem] = report.problems
+    assert problem.startswith("ApiException: (400)")
+    assert 'unsupported path requested: "/api/v2/buckets"' in problem
+    assert "\n" not in problem
