@@ -167,7 +167,10 @@ class BatchWriter:
                     return resp
                 error = f"HTTP {status}: {' '.join(resp.text.split())[:300]}"
                 hinted = retry_after_s(resp.headers.get("Retry-After") or resp.headers.get("retry-after"))
-                delay = min(hinted, self.options.retry_after_max_s) if hinted is not None else self._backoff(attempt)
+                if hinted is None:
+                    delay = self._backoff(attempt)
+                else:  # honoured, within bounds: "Retry-After: 0" must not become a busy loop
+                    delay = max(0.05, min(hinted, self.options.retry_after_max_s))
             self.state, self.last_error = "retrying", error
             self.attempts_failed += 1
             attempt += 1
