@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
+from edge.config import redact_url
 from edge.wire import DEFAULT_PREFIX, WireError, check_prefix
 
 
@@ -109,14 +110,6 @@ class MqttSettings:
         """For logs: scheme, user and broker, without the password."""
         user = f"{self.username}@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.broker}"
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()
 
 
 def _tls_context(s: MqttSettings) -> ssl.SSLContext:

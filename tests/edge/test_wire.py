@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import orjson
 import pytest
 
 from edge import ruuvi
 from edge.model import Reading
+from edge.store import StoredReading
 from edge.wire import (
     WireError,
     batch_topic,
@@ -39,20 +39,6 @@ GOLDEN = (
 )
 
 
-@dataclass
-class Stored:
-    """The shape of edge.store.StoredReading (the encoder only reads attributes)."""
-
-    id: int
-    mac: str
-    time_ns: int
-    clock_synced: bool
-    rssi: int | None
-    data_format: int
-    raw: bytes
-    fields_json: str
-
-
 def reading(mac: str, time_ns: int, synced: bool, rssi: int | None, hex_: str) -> Reading:
     raw = bytes.fromhex(hex_)
     return Reading(mac, time_ns, 5_000_000_000, synced, rssi, raw[0], raw, ruuvi.decode(raw))
@@ -65,9 +51,9 @@ def golden_readings() -> list[Reading]:
     ]
 
 
-def stored(readings: list[Reading], first_id: int = 1) -> list[Stored]:
+def stored(readings: list[Reading], first_id: int = 1) -> list[StoredReading]:
     return [
-        Stored(first_id + i, r.mac, r.time_ns, r.clock_synced, r.rssi, r.data_format, r.raw,
+        StoredReading(first_id + i, r.mac, r.time_ns, r.clock_synced, r.rssi, r.data_format, r.raw,
                orjson.dumps(r.fields).decode())
         for i, r in enumerate(readings)
     ]
