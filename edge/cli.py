@@ -187,7 +187,7 @@ def status(config: Path | None, db: Path | None, as_json: bool) -> None:
     from edge.status import render
     from edge.store import Store
 
-    store = Store(path)
+    store = Store(path, readonly=True)
     try:
         report = store.report()
     finally:
@@ -267,10 +267,12 @@ def config_check(config: Path | None, connect: bool) -> None:
     click.echo(json.dumps(effective, indent=2))
     if connect:
         from edge.gateway import mqtt_settings
-        from edge.uplink import UplinkError, check_connection
+        from edge.mqtt import Session, UplinkError
 
         try:
-            check_connection(mqtt_settings(cfg), gateway_id=cfg.gateway.id or "config-check")
+            session = Session(mqtt_settings(cfg), f"edge-gw-check-{cfg.gateway.id or 'config'}")
+            session.open()
+            session.close(graceful=True)
         except UplinkError as e:
             raise click.ClickException(f"broker: {e}") from None
         click.echo("broker: connected", err=True)

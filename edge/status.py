@@ -1,0 +1,86 @@
+"""`edge-gw status` on one screen, rendered from `Store.report()` (the same data `--json` prints)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+SHOWN_VALUES = ("temperature", "humidity", "pressure", "co2", "pm2_5")
+UNITS = {"temperature": "°C", "humidity": "%", "pressure": "Pa", "co2": "ppm", "pm2_5": "µg/m³"}
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h ago"
+    return f"{seconds / 86400:.1f}d ago"
+
+
+def _when(ns: int | None) -> str:
+    if not ns:
+        return "never"
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def render(report: dict[str, Any], *, now_ns: int) -> str:
+    buf = report["buffer"]
+    c = report["counters"]
+    gw = report.get("gateway") or {}
+    up = report.get("uplink") or {}
+    scanner = gw.get("scanner") or {}
+    heartbeat = gw.get("heartbeat_ns")
+    running = bool(gw.get("running")) and heartbeat is not None and now_ns - heartbeat < 10 * 10**9
+    lines = [
+        f"gateway   {gw.get('id', '-')}  daemon {'running (pid %s)' % gw.get('pid') if running else 'not running'}"
+        f"  source {gw.get('source', '-')}  db {report['db']}",
+        f"buffer    {buf['rows']} readings ({buf.get('held_rows') or 0} held for clock sync), {_size(buf['bytes'])}"
+        f" of {_size(buf['max_bytes'])}, oldest unsent {_ago(buf['oldest_unsent_age_s'])}, policy {buf['policy']}",
+        f"counters  adverts {c['adverts_received']}  stored {c['readings_stored']}  acked {c['readings_acked']}"
+        f"  duplicates {c['duplicates']}  decode errors {c['decode_errors']}",
+        f"dropped   cap {report['dropped']['cap']}  age {report['dropped']['age']}",
+        f"uplink    {up.get('state', 'unknown')}  broker {up.get('broker', '-')}  last ack {_when(up.get('last_ack_ns'))}"
+        f"  in flight {up.get('inflight', 0)}  reconnects {c['uplink_reconnects']}",
+        f"clock     {'synchronised' if gw.get('clock_synced', report['clock']['synced']) else 'NOT synchronised'}"
+        f"  corrected readings {report['clock']['corrections']}",
+        f"scanner   {scanner.get('state', '-')}  adapter {scanner.get('adapter') or '-'}"
+        f"  restarts {c['scanner_restarts']}  adapter resets {c['adapter_resets']}",
+    ]
+    tags = report.get("tags") or []
+    lines.append("")
+    if not tags:
+        lines.append("no tags seen yet")
+        return "\n".join(lines)
+    rows = [["tag", "fmt", "last seen", "rssi", "battery", *(f"{k} {UNITS[k]}" for k in SHOWN_VALUES), "complete"]]
+    for t in tags:
+        values = t.get("values") or {}
+        pct = t.get("completeness_pct")
+        rows.append([
+            t["mac"], f"{t['data_format']:X}" if isinstance(t["data_format"], int) else "-",
+            _ago(t.get("last_seen_age_s")),
+            "-" if t.get("rssi") is None else f"{t['rssi']} dBm",
+            "-" if t.get("battery_voltage") is None else f"{t['battery_voltage']} mV",
+            *("-" if values.get(k) is None else str(values[k]) for k in SHOWN_VALUES),
+            "-" if pct is None else f"{pct:.1f} %",
+        ])
+    lines.extend(_table(rows))
+    return "\n".join(lines)
