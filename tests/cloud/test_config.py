@@ -88,8 +88,9 @@ def test_derived_settings(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("p@ss/word\n")
     secret.chmod(0o600)
-    cfg = load_config(None, {"influx.url": "http://ingest@127.0.0.1:8086/iot?rp=raw", "influx.password_file": str(secret),
-                             "mqtt.receive_maximum": "300", "influx.measurement": "m"}, environ={})
+    cfg = load_config(None, {"influx.url": "http://ingest@127.0.0.1:8086/iot?rp=raw",
+                             "influx.password_file": str(secret), "mqtt.receive_maximum": "300",
+                             "influx.measurement": "m"}, environ={})
     assert influx_url(cfg) == "http://ingest:p%40ss%2Fword@127.0.0.1:8086/iot?rp=raw"
     assert cfg.batch_max_messages() == 150
     assert load_config(None, {"batch.max_messages": "5000", "mqtt.receive_maximum": "300"}, environ={}) \

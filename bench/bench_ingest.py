@@ -1,0 +1,266 @@
+"""cloud-ingest end to end, in one run on one machine: InfluxDB's raw /write ceiling, then this receiver's
+sustained MQTT -> InfluxDB rate for edge-format batches and for Ruuvi Gateway traffic (one reading per message),
+each with its ratio to the ceiling, then the latency from receive time to queryable at a steady 5k readings/s.
+
+Private Mosquitto (with cloud/mosquitto/cloud-ingest.conf) and influxd on free loopback ports; the receiver is the
+real `cloud-ingest run` in its own process. Throughput runs pre-load the broker queue of the receiver's persistent
+session, then start the receiver, so the publisher does not compete for the 2 cores while the receiver is timed.
+
+    python bench/bench_ingest.py                      # defaults: 200k edge readings, 40k Ruuvi Gateway messages
+    python bench/bench_ingest.py --edge 500000 --writers 2 --latency-seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), str(ROOT / "bench")]
+
+import orjson  # noqa: E402
+from bench_influx_ceiling import influx_ceiling  # noqa: E402
+from servers import Influxd, Mosquitto  # noqa: E402
+from test_receiver_support import Publisher, df5_payload, mac_bytes, mac_text, ruuvi_gw_message  # noqa: E402
+
+from edge import ruuvi  # noqa: E402
+from edge.model import Reading  # noqa: E402
+from edge.wire import encode_batch  # noqa: E402
+
+S = 1_000_000_000
+SNIPPET = ROOT / "cloud" / "mosquitto" / "cloud-ingest.conf"
+
+
+def broker_settings() -> list[str]:
+    """The shipped snippet, minus what the private broker sets itself (its persistence directory)."""
+    lines = [ln.strip() for ln in SNIPPET.read_text().splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("#") and not ln.startswith("persistence_location")]
+
+
+class ReceiverProcess:
+    def __init__(self, workdir: Path, mqtt_port: int, influx_url: str, client_id: str, settings: dict[str, str]):
+        self.workdir = workdir
+        self.status_file = workdir / f"{client_id}.status.json"
+        self.log = workdir / f"{client_id}.log"
+        self.args = [sys.executable, "-c", "from cloud.cli import main; main()", "run",
+                     "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", "--influx", influx_url, "--client-id", client_id,
+                     "--metrics-port", "0", "--status-file", str(self.status_file), "--log-level", "warning",
+                     "--set", "status.interval=0.05", "--set", "rollups.enabled=false"]
+        for k, v in settings.items():
+            self.args += ["--set", f"{k}={v}"]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ReceiverProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_INGEST_")}
+        out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 20
+        while self.status() is None or not self.status()["mqtt_connected"]:  # type: ignore[index]
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"receiver did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.02)
+        return self
+
+    def status(self) -> dict[str, int] | None:
+        try:
+            return orjson.loads(self.status_file.read_bytes())  # type: ignore[no-any-return]
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+        self.status_file.unlink(missing_ok=True)
+
+
+def readings_for(gw: int, tags: int, n: int, t0: int, seq0: int) -> list[Reading]:
+    """n readings of `tags` tags of one gateway, decoded once per tag (the fields don't matter for speed)."""
+    fields = {t: ruuvi.decode(df5_payload(0, mac_bytes(gw * 1000 + t))) for t in range(tags)}
+    out = []
+    for i in range(n):
+        t = i % tags
+        f = dict(fields[t])
+        f["measurement_sequence_number"] = (seq0 + i // tags) % 65536
+        out.append(Reading(mac=mac_text(gw * 1000 + t), time_ns=t0 + i * 1000, mono_ns=0, clock_synced=True,
+                           rssi=-70, data_format=5, raw=b"\x05", fields=f))
+    return out
+
+
+def edge_messages(total: int, per_batch: int, gateways: int, t0: int) -> list[tuple[str, bytes]]:
+    msgs = []
+    per_gw = total // gateways
+    for g in range(gateways):
+        rs = readings_for(g, 100, per_gw, t0 + g, 0)
+        for b in range(0, per_gw, per_batch):
+            msgs.append((f"edge-gw/gw-{g}/batch", encode_batch(f"gw-{g}", b // per_batch, rs[b:b + per_batch])))
+    return msgs
+
+
+def sustained(workdir: Path, broker: Mosquitto, url: str, name: str, messages: list[tuple[str, bytes]],
+              readings: int, settings: dict[str, str], qos: int = 1) -> tuple[float, dict[str, int]]:
+    """Readings/s from the receiver's start until its last write, the broker queue pre-loaded."""
+    rx = ReceiverProcess(workdir, broker.port, url, name, settings).start()
+    rx.stop()  # the session exists now; the broker queues for it
+    pub = Publisher(broker.port, client_id=f"pub-{name}")
+    pub.publish(messages, qos=qos, timeout=600)
+    pub.close()
+    rx.start()
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            st = rx.status()
+            if st and st["written"] + st["duplicates"] >= readings and st["inflight_messages"] == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: only {st and st['written']} of {readings} written")
+            time.sleep(0.02)
+        rate = readings / ((st["last_write_ns"] - st["started_ns"]) / S)
+        return rate, st
+    finally:
+        rx.stop()
+
+
+def latency(workdir: Path, broker: Mosquitto, influxd: Influxd, db: str, rate: int, seconds: float,
+            settings: dict[str, str]) -> list[float]:
+    """Publish `rate` readings/s in edge batches stamped with the send time; poll InfluxDB for new points and
+    return, per point, seconds from its receive time (time_ns) to the poll that first saw it."""
+    url = f"{influxd.url}/{db}"
+    rx = ReceiverProcess(workdir, broker.port, url, "latency", settings).start()
+    pub = Publisher(broker.port, client_id="pub-latency")
+    gateways, tags, tick = 10, 100, 0.02
+    per_tick = max(1, int(rate * tick))
+    per_gw_tick = max(1, per_tick // gateways)
+    fields = {t: ruuvi.decode(df5_payload(0, mac_bytes(t))) for t in range(gateways * tags)}
+    stop = threading.Event()
+    sent = [0]
+
+    def publish() -> None:
+        next_t = time.monotonic()
+        seq = 0
+        while not stop.is_set():
+            now = time.time_ns()
+            msgs = []
+            for g in range(gateways):
+                rs = []
+                for k in range(per_gw_tick):
+                    t = g * tags + (seq + k) % tags
+                    f = dict(fields[t])
+                    f["measurement_sequence_number"] = seq % 65536
+                    # Unique, increasing in publish order: the poll below asks only for times after the last seen.
+                    rs.append(Reading(mac=mac_text(t), time_ns=now + g * per_gw_tick + k, mono_ns=0,
+                                      clock_synced=True, rssi=-70, data_format=5, raw=b"\x05", fields=f))
+                msgs.append((f"edge-gw/gw-{g}/batch", encode_batch(f"gw-{g}", seq, rs)))
+                sent[0] += len(rs)
+            seq += 1
+            for topic, payload in msgs:
+                pub.client.publish(topic, payload, qos=1)
+            next_t += tick
+            time.sleep(max(0.0, next_t - time.monotonic()))
+
+    # A write becomes visible series by series, not all at once, so "every point after the newest seen" would
+    # miss some. Sample 5 tags per gateway instead and track each one's newest time.
+    sample = [mac_text(g * tags + k) for g in range(gateways) for k in range(5)]
+    where = "mac =~ /^(" + "|".join(m.replace(":", "\\:") for m in sample) + ")$/"
+    seen: list[float] = []
+    feeder = threading.Thread(target=publish)
+    start_ns = time.time_ns()
+    feeder.start()
+    last = dict.fromkeys(sample, start_ns)
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end + 3:
+            if time.monotonic() > end:
+                stop.set()
+            q = urllib.parse.urlencode({"db": db, "epoch": "ns", "q": f'SELECT "rssi" FROM "ruuvi" WHERE {where} '
+                                        f"AND time > {min(last.values())} GROUP BY mac"})
+            with urllib.request.urlopen(f"{influxd.url}/query?{q}", timeout=10) as r:
+                res = orjson.loads(r.read())
+            seen_at = time.time_ns()
+            for series in res["results"][0].get("series", []):
+                mac = series["tags"]["mac"]
+                for t, _ in series["values"]:
+                    if t > last[mac]:
+                        seen.append((seen_at - t) / S)
+                        last[mac] = t
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        feeder.join()
+        pub.close()
+        rx.stop()
+    q = urllib.parse.urlencode({"db": db, "q": f'SELECT count("rssi") FROM "ruuvi" WHERE {where}'})
+    with urllib.request.urlopen(f"{influxd.url}/query?{q}", timeout=10) as r:
+        stored = orjson.loads(r.read())["results"][0]["series"][0]["values"][0][1]
+    if len(seen) != stored or not seen:
+        raise RuntimeError(f"latency run: saw {len(seen)} of {stored} sampled points ({sent[0]} sent in all)")
+    return seen
+
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(p * 10) - 1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ceiling-points", type=int, default=200_000)
+    ap.add_argument("--edge", type=int, default=200_000, help="edge-format readings (500 per message)")
+    ap.add_argument("--ruuvi", type=int, default=40_000, help="Ruuvi Gateway messages (one reading each)")
+    ap.add_argument("--writers", type=int, default=1, help="receiver batch.writers")
+    ap.add_argument("--latency-rate", type=int, default=5000)
+    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--latency-interval", default="0.1", help="batch.max_interval for the latency run")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        influxd = Influxd(work / "influxd").start()
+        broker = Mosquitto(work / "mosquitto", extra=broker_settings()).start()
+        try:
+            base = f"{influxd.url}"
+            influxd.query('CREATE DATABASE "ingest"', method="POST")
+            influxd.query('CREATE DATABASE "ruuvigw"', method="POST")
+            influxd.query('CREATE DATABASE "latency"', method="POST")
+            ceiling = influx_ceiling(f"{base}/ceiling", points=args.ceiling_points)
+            print(f"InfluxDB raw /write ceiling (pre-encoded 5000-point gzip batches, 1 writer): "
+                  f"{ceiling:,.0f} points/s")
+
+            t0 = time.time_ns() - 3600 * S
+            msgs = edge_messages(args.edge, 500, 10, t0)
+            common = {"batch.writers": str(args.writers), "dedup.max_entries": "1000000"}
+            rate, st = sustained(work, broker, f"{base}/ingest", "edge", msgs, args.edge, common)
+            print(f"cloud-ingest, edge-format batches (500 readings/message, {len(msgs)} messages): {rate:,.0f} "
+                  f"readings/s = {rate / ceiling:.0%} of the ceiling (written {st['written']}, duplicates "
+                  f"{st['duplicates']}, dead letters {st['dead_letters']})")
+
+            t1 = time.time_ns() // S - 1800
+            rmsgs = [ruuvi_gw_message("C8:25:2D:8E:9C:2C", i % 1000, i // 1000, t1 + i // 1000)
+                     for i in range(args.ruuvi)]
+            rrate, rst = sustained(work, broker, f"{base}/ruuvigw", "ruuvigw", rmsgs, args.ruuvi, common)
+            print(f"cloud-ingest, Ruuvi Gateway traffic (1 reading/message, QoS 1, {args.ruuvi} messages): "
+                  f"{rrate:,.0f} readings/s = {rrate / ceiling:.0%} of the ceiling (written {rst['written']})")
+
+            lat_settings = {**common, "batch.max_interval": args.latency_interval}
+            seen = latency(work, broker, influxd, "latency", args.latency_rate, args.latency_seconds, lat_settings)
+            print(f"latency receive time -> queryable at {args.latency_rate} readings/s for "
+                  f"{args.latency_seconds:g} s (batch.max_interval={args.latency_interval} s, "
+                  f"{len(seen)} sampled points of 50 tags, InfluxDB polled every ~10 ms): "
+                  f"p50 {pct(seen, 50) * 1000:.0f} ms, "
+                  f"p99 {pct(seen, 99) * 1000:.0f} ms, max {max(seen) * 1000:.0f} ms")
+        finally:
+            broker.stop()
+            influxd.stop()
+
+
+if __name__ == "__main__":
+    main()
