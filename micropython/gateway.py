@@ -36,7 +36,7 @@ class Gateway:
         self.batches = 0
         self.acked = 0
         self.publish_errors = 0
-        self.reconnects = 0
+        self.connects = 0
         self.last_ack = None  # ticks_ms of the last PUBACK
         self.last_error = None
         self._buf = bytearray(640)  # one encoded reading; reused for every reading of every batch
@@ -78,9 +78,13 @@ class Gateway:
     def connect(self):
         c = self.client_factory()
         c.set_last_will(self.status_topic, wire.status(self.gateway_id, False), retain=True, qos=1)
-        self.reconnects += 1
-        c.connect()
-        c.publish(self.status_topic, wire.status(self.gateway_id, True), retain=True, qos=1)
+        self.connects += 1
+        try:
+            c.connect()
+            c.publish(self.status_topic, wire.status(self.gateway_id, True), retain=True, qos=1)
+        except mqtt.MQTTError:
+            c.close()
+            raise
         self.client = c
 
     def drop_connection(self):

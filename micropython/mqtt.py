@@ -140,6 +140,7 @@ class MQTTClient:
     # ---- protocol -------------------------------------------------------------------------------
     def connect(self, clean_session=True):
         self.close()
+        sock = None
         try:
             addr = socket.getaddrinfo(self.server, self.port)[0][-1]
             sock = socket.socket()
@@ -148,6 +149,8 @@ class MQTTClient:
             if self.ssl is not None:
                 sock = self.ssl.wrap_socket(sock, server_hostname=self.server)
         except OSError as e:
+            if sock is not None:
+                sock.close()
             raise MQTTError("cannot connect to %s:%d: %r" % (self.server, self.port, e))
         self.sock = sock
         self._stream = not hasattr(sock, "sendall") or not hasattr(sock, "recv")

@@ -63,10 +63,13 @@ def _unpack(buf, off, want_seq):
     return Record(seq, mac, time_ns, bool(flags & _SYNCED), None if rssi == _NO_RSSI else rssi, raw[:n])
 
 
+# The payload length follows from the format byte (ruuvi.LENGTHS); kept here so the ring does
+# not import the decoder.
+_LENGTHS = {3: 14, 5: 24, 0xC5: 18, 6: 20, 0xE1: 40, 8: 24}
+
+
 def _raw_len(fmt):
-    # The payload length follows from the format byte (ruuvi.LENGTHS); kept local so the ring
-    # does not import the decoder.
-    return {3: 14, 5: 24, 0xC5: 18, 6: 20, 0xE1: 40, 8: 24}.get(fmt, _RAW)
+    return _LENGTHS.get(fmt, _RAW)
 
 
 def _exists(path, opener):

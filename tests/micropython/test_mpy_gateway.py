@@ -302,3 +302,36 @@ def test_scanner_filters_copies_bounds_and_dedups(mpy: MicroPython) -> None:
     assert out["dups"] == 1
     assert out["adverts"] == 7
     assert out["tags"] == 2  # max_tags=2: the table is cleared whenever a third tag turns up
+
+
+REFUSED = r"""
+import socket, mqtt
+from testkit import make, dump
+
+gw, ble = make()
+errors = []
+socket.BROKER.refuse_tcp = 1
+socket.BROKER.connack_code = 5
+for _ in range(3):
+    try:
+        await gw.uplink_step()
+        errors.append(None)
+    except mqtt.MQTTError as e:
+        errors.append(str(e))
+        gw.drop_connection()
+        socket.BROKER.connack_code = 0 if "refused" in str(e) else 5
+dump({"errors": errors, "connects": gw.connects, "open": [not s.closed for s in socket.BROKER.sockets],
+      "up": gw.client is not None})
+"""
+
+
+def test_refused_connections_raise_and_leave_no_socket_open(mpy: MicroPython) -> None:
+    (out,) = mpy.run_json(REFUSED)
+    assert out["errors"] == [
+        "cannot connect to broker.lan:1883: OSError(111,)",
+        "connection refused: not authorised",
+        None,
+    ]
+    assert out["connects"] == 3
+    assert out["open"] == [False, False, True]  # only the working connection stays open
+    assert out["up"] is True
