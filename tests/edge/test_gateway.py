@@ -1,0 +1,185 @@
+"""The whole gateway process (`edge-gw run`) against a real Mosquitto: kill -9, flush, status, bad config, no BlueZ."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from servers import Mosquitto
+
+EDGE = [sys.executable, "-m", "edge.cli"]
+
+
+class Collector:
+    """Subscribes to every gateway batch and keeps every reading's identity (mac, time_ns)."""
+
+    def __init__(self, port: int) -> None:
+        self.keys: set[tuple[str, int]] = set()
+        self.deliveries = 0
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="collector", clean_session=False)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("edge-gw/+/batch", qos=1)
+        self.client.loop_start()
+        time.sleep(0.2)
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        batch = json.loads(msg.payload)
+        with self.lock:
+            self.deliveries += len(batch["readings"])
+            self.keys.update((r["mac"], r["time_ns"]) for r in batch["readings"])
+
+    def wait_for(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.keys) < n:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def committed_total(db: Path) -> int:
+    """Readings ever committed: AUTOINCREMENT ids are handed out in order and never reused or rolled back."""
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        return int(row[0]) if row else 0
+
+
+def buffered(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+
+
+def gateway_cmd(broker: Mosquitto, db: Path, *extra: str) -> list[str]:
+    return [*EDGE, "run", "--gateway-id", "gw-test", "--mqtt", broker.url, "--db", str(db), "--assume-synced", *extra]
+
+
+def test_kill9_loses_nothing_committed(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    collector = Collector(mosquitto.port)
+    rng = random.Random(7)
+    try:
+        for round_ in range(4):
+            proc = subprocess.Popen(
+                gateway_cmd(mosquitto, db, "--source", "simulate", "--tags", "50", "--rate", "3000",
+                            "--seed", str(round_)),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.8, 1.6))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        total = committed_total(db)
+        assert total > 1000
+        # Whatever is still buffered goes out with flush; then every committed reading has arrived.
+        flush = subprocess.run([*EDGE, "flush", "--gateway-id", "gw-test", "--mqtt", mosquitto.url, "--db", str(db),
+                                "--timeout", "60"], capture_output=True, text=True, check=False)
+        assert flush.returncode == 0, flush.stderr
+        collector.wait_for(total, 30)
+        assert buffered(db) == 0
+        assert len(collector.keys) == total  # zero lost: every committed reading, by identity
+        assert collector.deliveries >= total  # at-least-once: duplicates allowed, never fewer
+    finally:
+        collector.close()
+
+
+def test_count_exits_after_commit_and_drain(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    collector = Collector(mosquitto.port)
+    try:
+        proc = subprocess.run(gateway_cmd(mosquitto, db, "--source", "simulate", "--tags", "10", "--rate", "5000",
+                                          "--count", "3000", "--drain", "30"),
+                              capture_output=True, text=True, check=False, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("adverts=3000 committed=")
+        committed = int(last.split("committed=")[1].split()[0])
+        assert committed == committed_total(db)
+        # Each virtual tag repeats a measurement 2-3 times; dedup keeps one.
+        assert 3000 / 3 <= committed <= 3000 / 2
+        collector.wait_for(committed, 10)
+        assert len(collector.keys) == committed
+        report = json.loads(subprocess.run([*EDGE, "status", "--db", str(db), "--json"], capture_output=True,
+                                           text=True, check=True).stdout)
+        assert report["buffer"]["rows"] == 0
+        assert report["counters"]["adverts_received"] == 3000
+        assert report["counters"]["readings_stored"] == committed
+        assert report["counters"]["readings_acked"] == committed
+        assert report["duplicates"] == 3000 - committed
+        assert len(report["tags"]) == 10
+        assert all(t["completeness_pct"] == 100.0 for t in report["tags"])
+        assert report["gateway"]["running"] is False
+        screen = subprocess.run([*EDGE, "status", "--db", str(db)], capture_output=True, text=True, check=True).stdout
+        assert "daemon not running" in screen and f"acked {committed}" in screen
+    finally:
+        collector.close()
+
+
+def test_broker_down_then_up_through_the_daemon(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mosq").start()
+    db = tmp_path / "edge.db"
+    collector = Collector(broker.port)
+    proc = subprocess.Popen(gateway_cmd(broker, db, "--source", "simulate", "--tags", "20", "--rate", "2000"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)
+        broker.stop()
+        time.sleep(2.0)  # the gateway keeps committing to its buffer while the broker is away
+        during = buffered(db)
+        assert during > 500
+        broker.start()  # same port, same persistence dir: the collector's session is kept
+        time.sleep(3.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        total = committed_total(db)
+        flush = subprocess.run([*EDGE, "flush", "--gateway-id", "gw-test", "--mqtt", broker.url, "--db", str(db)],
+                               capture_output=True, text=True, check=False)
+        assert flush.returncode == 0, flush.stderr
+        collector.wait_for(total, 30)
+        assert len(collector.keys) == total
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        collector.close()
+        broker.stop()
+
+
+def test_bad_config_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[gateway]\nid = "x"\n[store]\nmax_bytes = "huge"\n')
+    proc = subprocess.run([*EDGE, "run", "--config", str(cfg)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "Error: config: store.max_bytes: expected a size such as 536870912 or \"512MiB\", got 'huge'")
+
+
+def test_without_bluez_run_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-such-bus"}
+    proc = subprocess.run([*EDGE, "run", "--gateway-id", "gw", "--db", str(tmp_path / "e.db"), "--source", "bleak",
+                           "--mqtt", "mqtt://127.0.0.1:1"], capture_output=True, text=True, check=False, env=env,
+                          timeout=60)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1
+    assert "--source simulate" in errors[0]
+
+
+@pytest.mark.parametrize("cmd", [["flush", "--gateway-id", "g"], ["status"]])
+def test_missing_buffer(tmp_path: Path, cmd: list[str]) -> None:
+    proc = subprocess.run([*EDGE, *cmd, "--db", str(tmp_path / "none.db")], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"Error: no buffer at {tmp_path / 'none.db'}" + (
+        " (use --db)" if cmd == ["status"] else "")
