@@ -74,8 +74,14 @@ def validate(given):
     ):
         problems.append("gateway_id must be 1-64 characters from A-Z a-z 0-9 . _ - (not 'dlq'), got %r" % (gid,))
     prefix = cfg["topic_prefix"]
-    if not isinstance(prefix, str) or not prefix or prefix.startswith("ruuvi/") or "+" in prefix or "#" in prefix:
-        problems.append("topic_prefix must be a topic without wildcards, not under ruuvi/, got %r" % (prefix,))
+    # As edge.wire.check_prefix: levels of [A-Za-z0-9._-], no wildcards, not Ruuvi Gateway's ruuvi/ tree
+    if (
+        not isinstance(prefix, str)
+        or any(not level or any(c not in _ID_CHARS for c in level) for level in prefix.split("/"))
+        or prefix == "ruuvi"
+        or prefix.startswith("ruuvi/")
+    ):
+        problems.append("topic_prefix must be levels of A-Z a-z 0-9 . _ - joined by /, not under ruuvi/, got %r" % (prefix,))
     _text(cfg["wifi"]["ssid"], "wifi.ssid", problems)
     if not isinstance(cfg["wifi"]["password"], str):
         problems.append("wifi.password must be a string")

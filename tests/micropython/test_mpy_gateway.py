@@ -335,3 +335,35 @@ def test_refused_connections_raise_and_leave_no_socket_open(mpy: MicroPython) ->
     assert out["connects"] == 3
     assert out["open"] == [False, False, True]  # only the working connection stays open
     assert out["up"] is True
+
+
+IDS = ["esp32-1", "a", "A.b_c-9", "x" * 64, "x" * 65, "", "dlq", "a/b", "a b", "ä"]
+PREFIXES = ["edge-gw", "site/edge-gw", "a.b/c_d/e-f", "", "/edge", "edge/", "a//b", "ruuvi", "ruuvi/x", "e+", "#"]
+
+VALIDITY = r"""
+import json, config
+from testkit import merged, dump
+ids, prefixes = json.load(open("/data/cases.json"))
+def ok(overrides):
+    try:
+        config.validate(merged(overrides))
+        return True
+    except config.ConfigError:
+        return False
+dump([[ok({"gateway_id": i}) for i in ids], [ok({"topic_prefix": p}) for p in prefixes]])
+"""
+
+
+def test_board_config_accepts_exactly_the_ids_and_prefixes_edge_wire_accepts(mpy: MicroPython) -> None:
+    from edge.wire import WireError, check_gateway_id, check_prefix
+
+    def accepted(check: Any, value: str) -> bool:
+        try:
+            check(value)
+        except WireError:
+            return False
+        return True
+
+    (got,) = mpy.run_json(VALIDITY, files={"/data/cases.json": json.dumps([IDS, PREFIXES]).encode()})
+    assert got == [[accepted(check_gateway_id, i) for i in IDS], [accepted(check_prefix, p) for p in PREFIXES]]
+    assert got[0].count(True) == 4 and got[1].count(True) == 3
