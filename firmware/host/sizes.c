@@ -13,7 +13,7 @@
 /* Defaults of main/Kconfig.projbuild. */
 #define DEDUP_TAGS (100U)
 #define SPOOL_SECTOR (4096U)
-#define SPOOL_PARTITION (0x100000UL) /* the `spool` partition in partitions.csv: 1 MiB */
+#define SPOOL_PARTITION (0x200000UL) /* the `spool` partition in partitions.csv: 2 MiB */
 #define BATCH_BUF (16U * 1024U)
 
 int main(void)
@@ -25,7 +25,7 @@ int main(void)
     printf("sizeof(ruuvi_data_t) %zu\n", sizeof(ruuvi_data_t));
     printf("sizeof(ruuvi_dedup_entry_t) %zu\n", sizeof(ruuvi_dedup_entry_t));
     printf("dedup_table_bytes_%u_tags %zu\n", DEDUP_TAGS, DEDUP_TAGS * sizeof(ruuvi_dedup_entry_t));
-    printf("sizeof(ruuvi_dedup_t) %zu (2 pointers-sized fields)\n", sizeof(ruuvi_dedup_t));
+    printf("sizeof(ruuvi_dedup_t) %zu (a pointer and a size_t)\n", sizeof(ruuvi_dedup_t));
     printf("sizeof(wire_reading_t) %zu\n", sizeof(wire_reading_t));
     printf("sizeof(wire_batch_t) %zu (1 pointer)\n", sizeof(wire_batch_t));
     printf("sizeof(spool_t) %zu (1 pointer)\n", sizeof(spool_t));

@@ -17,6 +17,13 @@ void ruuvi_dedup_init(ruuvi_dedup_t *dd, ruuvi_dedup_entry_t *entries, size_t ca
     }
 }
 
+void ruuvi_dedup_set_min_interval(ruuvi_dedup_t *dd, uint32_t min_interval_ms)
+{
+    if (dd != NULL) {
+        dd->min_interval_ms = min_interval_ms;
+    }
+}
+
 /* FNV-1a: cheap, and collisions only merge two different payloads of one tag within the window. */
 static uint32_t fnv1a(const uint8_t *p, size_t n)
 {
@@ -61,6 +68,12 @@ bool ruuvi_dedup_check(ruuvi_dedup_t *dd, const uint8_t mac[6], const ruuvi_data
             }
             e->key = key;
             e->first_ms = now_ms;
+            /* A new measurement. Its re-adverts are duplicates of it whether it is kept or thinned out. */
+            if (dd->min_interval_ms > 0U && (uint32_t)(now_ms - e->kept_ms) < dd->min_interval_ms) {
+                dd->thinned++;
+                return true;
+            }
+            e->kept_ms = now_ms;
             return false;
         }
         if (oldest == NULL || (uint32_t)(now_ms - e->last_ms) > (uint32_t)(now_ms - oldest->last_ms)) {
@@ -77,5 +90,6 @@ bool ruuvi_dedup_check(ruuvi_dedup_t *dd, const uint8_t mac[6], const ruuvi_data
     slot->key = key;
     slot->first_ms = now_ms;
     slot->last_ms = now_ms;
+    slot->kept_ms = now_ms;
     return false;
 }

@@ -75,10 +75,29 @@ static void test_eviction(void)
     CHECK(!check(&dd, mac, df5, 24, 600));
 }
 
+static void test_thinning(void)
+{
+    static ruuvi_dedup_entry_t table[2];
+    ruuvi_dedup_t dd;
+    const uint8_t mac[6] = {7, 7, 7, 7, 7, 7};
+    ruuvi_dedup_init(&dd, table, 2, 60000);
+    ruuvi_dedup_set_min_interval(&dd, 10000);
+    CHECK(!check(&dd, mac, df5, 24, 0));       /* kept */
+    df5[17]++;
+    CHECK(check(&dd, mac, df5, 24, 1285));     /* a new measurement, thinned */
+    CHECK(check(&dd, mac, df5, 24, 1300));     /* its re-advert: a duplicate */
+    df5[17]++;
+    CHECK(!check(&dd, mac, df5, 24, 10000));   /* interval over: kept */
+    df5[17] = (uint8_t)(df5[17] - 2U);
+    CHECK_EQ_INT(dd.thinned, 1);
+    CHECK_EQ_INT(dd.duplicates, 1);
+}
+
 int main(void)
 {
     RUN_TEST(test_sequence_key);
     RUN_TEST(test_payload_key_and_wrap);
     RUN_TEST(test_eviction);
+    RUN_TEST(test_thinning);
     return UNIT_END();
 }

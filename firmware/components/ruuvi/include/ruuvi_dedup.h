@@ -30,13 +30,16 @@ typedef struct {
     uint32_t key;      /**< measurement sequence number, or payload hash */
     uint32_t first_ms; /**< when this measurement was first heard */
     uint32_t last_ms;  /**< when this tag was last heard (for eviction) */
+    uint32_t kept_ms;  /**< when a measurement of this tag was last kept (for thinning) */
 } ruuvi_dedup_entry_t;
 
 typedef struct {
     ruuvi_dedup_entry_t *entries;
     size_t capacity;
     uint32_t window_ms;
+    uint32_t min_interval_ms; /**< 0: keep every measurement; else at most one per tag per interval */
     uint32_t duplicates; /**< adverts reported as duplicates */
+    uint32_t thinned;    /**< new measurements dropped by min_interval_ms */
     uint32_t evicted;    /**< tags forgotten because the table was full */
 } ruuvi_dedup_t;
 
@@ -44,7 +47,14 @@ typedef struct {
 void ruuvi_dedup_init(ruuvi_dedup_t *dd, ruuvi_dedup_entry_t *entries, size_t capacity, uint32_t window_ms);
 
 /**
- * True if this decoded advert repeats the measurement last heard from the same tag within the window.
+ * Thinning for small spools: keep at most one measurement per tag (and format) per `min_interval_ms`; 0 (the
+ * default after init) keeps every measurement, like the Python gateway. Dropped ones count in `thinned`.
+ */
+void ruuvi_dedup_set_min_interval(ruuvi_dedup_t *dd, uint32_t min_interval_ms);
+
+/**
+ * True if this decoded advert repeats the measurement last heard from the same tag within the window, or is a new
+ * measurement that thinning drops (then the caller drops it too).
  * @param mac     the sender's address (6 bytes)
  * @param d       the decoded payload
  * @param payload the raw payload (hashed when there is no sequence number)
