@@ -106,7 +106,10 @@ class Influx1Client:
             raise SinkAuthError(f"HTTP {resp.status}: {resp.text.strip()[:300]}")
         if resp.status != 200:
             raise SinkError(f"query failed with HTTP {resp.status}: {resp.text.strip()[:300]}")
-        results: list[dict[str, Any]] = orjson.loads(resp.text).get("results", [])
+        try:
+            results: list[dict[str, Any]] = orjson.loads(resp.text).get("results", [])
+        except (orjson.JSONDecodeError, AttributeError):
+            raise SinkError(f"query answer is not InfluxDB JSON: {resp.text.strip()[:200]!r}") from None
         for r in results:
             if "error" in r:
                 raise SinkError(f"InfluxQL error: {r['error']} (in {q[:200]!r})")
