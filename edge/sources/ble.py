@@ -10,6 +10,9 @@
   `bluetooth` group; if that call fails, `btmgmt --index N power off/on` is tried when btmgmt is installed.
   Counters: `scanner_restarts`, `adapter_resets`.
 - Without D-Bus or BlueZ, `run()` fails at once with SourceUnavailable (one line, suggesting `--source simulate`).
+- `state()["state"]`: starting, then waiting (no tag heard yet) / receiving / stalled / idle (tags gone longer than
+  expect_s) while scanning; restarting / resetting during a recovery step; failed when the last step could not
+  start the scanner (the next one comes after another watchdog period); stopped.
 
 bleak and dbus-fast are imported inside the methods: only a gateway that scans pays for them.
 """
