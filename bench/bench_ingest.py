@@ -31,20 +31,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), s
 import orjson  # noqa: E402
 from bench_influx_ceiling import influx_ceiling  # noqa: E402
 from servers import Influxd, Mosquitto  # noqa: E402
-from test_receiver_support import Publisher, df5_payload, mac_bytes, mac_text, ruuvi_gw_message  # noqa: E402
+from test_receiver_support import Publisher, broker_settings, df5_payload, mac_bytes, mac_text, ruuvi_gw_message  # noqa: E402
 
 from edge import ruuvi  # noqa: E402
 from edge.model import Reading  # noqa: E402
 from edge.wire import encode_batch  # noqa: E402
 
 S = 1_000_000_000
-SNIPPET = ROOT / "cloud" / "mosquitto" / "cloud-ingest.conf"
-
-
-def broker_settings() -> list[str]:
-    """The shipped snippet, minus what the private broker sets itself (its persistence directory)."""
-    lines = [ln.strip() for ln in SNIPPET.read_text().splitlines()]
-    return [ln for ln in lines if ln and not ln.startswith("#") and not ln.startswith("persistence_location")]
 
 
 class ReceiverProcess:

@@ -13,6 +13,7 @@ import orjson
 from test_receiver_support import (
     Publisher,
     Subscriber,
+    broker_settings,
     create_db,
     edge_batch,
     mac_text,
@@ -76,9 +77,10 @@ def test_edge_batches_and_status_end_to_end(mosquitto: Any, influxd: Any, tmp_pa
     assert "dead letters:   0" in text and "pi-1" in text and "OFFLINE" in text
 
 
-def test_nothing_is_acknowledged_until_written(mosquitto: Any, influxd: Any, tmp_path: Path) -> None:
+def test_nothing_is_acknowledged_until_written(mosquitto_factory: Any, influxd: Any, tmp_path: Path) -> None:
     """influxd down: messages stay unacknowledged and the broker redelivers them after a reconnect; influxd back:
-    every reading is stored exactly once."""
+    every reading is stored exactly once. The broker runs with the shipped settings snippet."""
+    mosquitto = mosquitto_factory(tmp_path / "mq", extra=broker_settings()).start()
     url = create_db(influxd)
     cfg = make_config(mosquitto.port, url, tmp_path, batch__max_interval="0.2", batch__max_points="100")
     rr = start_receiver(cfg)

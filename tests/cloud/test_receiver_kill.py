@@ -15,6 +15,7 @@ from typing import Any
 from servers import Influxd
 from test_receiver_support import (
     Publisher,
+    broker_settings,
     create_db,
     edge_batch,
     mac_text,
@@ -45,7 +46,8 @@ def wait_subscribed(log: Path, timeout: float = 15.0) -> None:
     wait_until(lambda: log.exists() and b"subscribed to" in log.read_bytes(), timeout, "receiver subscribed")
 
 
-def test_kill_9_mid_stream_loses_nothing(mosquitto: Any, influxd: Any, tmp_path: Path) -> None:
+def test_kill_9_mid_stream_loses_nothing(mosquitto_factory: Any, influxd: Any, tmp_path: Path) -> None:
+    mosquitto = mosquitto_factory(tmp_path / "mq", extra=broker_settings()).start()
     url = create_db(influxd)
     log = tmp_path / "rx.log"
     rx = cloud_ingest(*run_args(mosquitto.port, url, tmp_path), log=log)

@@ -25,6 +25,13 @@ from edge.model import Reading
 from edge.wire import encode_batch
 
 BASE_NS = 1_763_900_000_000_000_000
+SNIPPET = Path(__file__).resolve().parents[2] / "cloud" / "mosquitto" / "cloud-ingest.conf"
+
+
+def broker_settings() -> list[str]:
+    """The shipped Mosquitto snippet, minus what a private test broker sets itself (its persistence directory)."""
+    lines = [ln.strip() for ln in SNIPPET.read_text().splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("#") and not ln.startswith("persistence_location")]
 
 
 def now_ns() -> int:
