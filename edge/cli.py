@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import logging
 import sys
 import time
@@ -133,7 +135,7 @@ def flush(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id
     if not cfg.gateway.id:
         raise click.ClickException("config: gateway.id is required (--gateway-id or [gateway] id)")
     from edge.clock import SystemClock
-    from edge.gateway import daemon_pid, mqtt_settings, uplink_settings
+    from edge.gateway import daemon_pid, mqtt_settings, store_limits, uplink_settings
     from edge.metrics import Counters
     from edge.store import Store
     from edge.uplink import Uplink
@@ -151,8 +153,10 @@ def flush(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id
         click.echo("buffer is empty")
         return
     counters = Counters()
-    uplink = Uplink(path, cfg.gateway.id, mqtt_settings(cfg), uplink_settings(cfg), counters,
-                    SystemClock(assume_synced=cfg.clock.assume_synced))
+    # flush drains as fast as the broker acknowledges: there is no live data to protect.
+    settings = dataclasses.replace(uplink_settings(cfg), backfill_rate=math.inf)
+    uplink = Uplink(path, cfg.gateway.id, mqtt_settings(cfg), settings, counters,
+                    SystemClock(assume_synced=cfg.clock.assume_synced), limits=store_limits(cfg))
     uplink.start()
     done = 0
     try:

@@ -113,14 +113,14 @@ class MqttSection:
 class UplinkSection:
     batch_max_readings: int = 500
     inflight: int = 16
-    backfill_rate: float = 20_000.0
+    backfill_rate: float = 60_000.0
     backoff_min: Duration = Duration(0.5)
     backoff_max: Duration = Duration(60.0)
 
     def __post_init__(self) -> None:
         _check(1 <= self.batch_max_readings <= 5000, f"uplink.batch_max_readings: must be 1..5000, got {self.batch_max_readings}")
         _check(1 <= self.inflight <= 1000, f"uplink.inflight: must be 1..1000, got {self.inflight}")
-        _check(self.backfill_rate > 0, f"uplink.backfill_rate: must be positive, got {self.backfill_rate}")
+        _check(self.backfill_rate >= 0, f"uplink.backfill_rate: must be 0 (no cap) or positive, got {self.backfill_rate}")
         _check(0 < self.backoff_min <= self.backoff_max,
                f"uplink.backoff_min ({self.backoff_min}) must be positive and <= uplink.backoff_max ({self.backoff_max})")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import time
@@ -57,7 +58,7 @@ def uplink_settings(cfg: Config) -> UplinkSettings:
     return UplinkSettings(
         batch_max_readings=cfg.uplink.batch_max_readings,
         inflight=cfg.uplink.inflight,
-        backfill_rate=cfg.uplink.backfill_rate,
+        backfill_rate=cfg.uplink.backfill_rate or math.inf,
         backoff_min_s=float(cfg.uplink.backoff_min),
         backoff_max_s=float(cfg.uplink.backoff_max),
     )
@@ -168,7 +169,7 @@ class Gateway:
 
         With `drain_timeout`, wait after the source ends until the uplink has forwarded the whole buffer."""
         self.uplink = Uplink(self.db, self.cfg.gateway.id, mqtt_settings(self.cfg), uplink_settings(self.cfg),
-                             self.counters, self.clock)
+                             self.counters, self.clock, limits=store_limits(self.cfg))
         self.uplink.start()
         writer_task = asyncio.create_task(self.writer.run(), name="store-writer")
         house_task = asyncio.create_task(self._housekeeping(), name="housekeeping")

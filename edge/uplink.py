@@ -27,7 +27,7 @@ from typing import Any
 from edge.clock import Clock, SystemClock
 from edge.metrics import Counters
 from edge.mqtt import ConnectionLost, ConnectionRefused, MqttSettings, Session, UplinkError
-from edge.store import Store, StoredReading
+from edge.store import Store, StoredReading, StoreLimits
 from edge.wire import (
     MAX_BATCH_BYTES,
     WireError,
@@ -122,7 +122,7 @@ class Uplink:
     """Forward the buffer at `db_path` to the broker until stopped. See the module docstring for the guarantees."""
 
     def __init__(self, db_path: str | Path, gateway_id: str, mqtt: MqttSettings, settings: UplinkSettings,
-                 counters: Counters, clock: Clock | None = None) -> None:
+                 counters: Counters, clock: Clock | None = None, limits: StoreLimits | None = None) -> None:
         try:
             self.gateway_id = check_gateway_id(gateway_id)
             self._batch_topic = batch_topic(mqtt.topic_prefix, gateway_id)
@@ -134,6 +134,7 @@ class Uplink:
         self.settings = settings
         self.counters = counters
         self.clock = clock or SystemClock()
+        self.limits = limits  # the daemon's bounds, so acks vacuum by the configured cap
         self._client_id = mqtt.client_id or f"edge-gw-{gateway_id}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,7 +158,7 @@ class Uplink:
 
     def _open_store(self) -> Store:
         # One connection per thread: the uplink thread and wait_drained's caller each open their own.
-        return Store(self.db_path, clock=self.clock)
+        return Store(self.db_path, clock=self.clock, limits=self.limits)
 
     # ---- public API, callable from any thread -------------------------------------------------------------------
 
