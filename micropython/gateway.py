@@ -243,6 +243,8 @@ def boot(path="config.json"):
         return None
     gw = Gateway(cfg, bluetooth.BLE(), network.WLAN(network.STA_IF), Clock(ntptime))
     _log("gateway %s starting, buffer %d records" % (cfg["gateway_id"], gw.ring.slots))
+    if gw.ring.resized:
+        _log("buffer.bytes changed: the old buffer file was discarded")
     try:
         asyncio.run(gw.run())
     except KeyboardInterrupt:

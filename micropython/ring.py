@@ -10,8 +10,8 @@
 #
 # Records are collected in a RAM page and written one page at a time (flash wear), or on
 # flush().  Only written ("committed") records are handed to the uplink.  The ack position, the
-# batch sequence number and the drop counter live in a second small file with two CRC'd copies
-# written alternately, so a torn write there leaves the previous copy.
+# batch sequence number, the drop counter and the ring's size in slots live in a second small
+# file with two CRC'd copies written alternately, so a torn write there leaves the previous copy.
 import struct
 from binascii import crc32
 
@@ -20,8 +20,8 @@ from micropython import const
 SLOT = const(64)
 _RAW = const(40)
 _HEAD = ">IBb6sq"  # seq, flags, rssi, mac, time_ns: 20 bytes
-_META = ">IIIII"  # generation, tail, batch_seq, dropped, crc: 20 bytes
-_META_SIZE = const(20)
+_META = ">IIIIII"  # generation, slots, tail, batch_seq, dropped, crc: 24 bytes
+_META_SIZE = const(24)
 _SYNCED = const(1)
 _NO_RSSI = const(-128)
 _PAD = b"\xff" * _RAW
@@ -99,6 +99,7 @@ class Ring:
         self._lost_mark = 0
         self.peek_end = 0  # seq after the last slot peek() looked at
         self._gen = 0
+        self.resized = False  # the file was made for another size and was started afresh
         if not _exists(path, opener):
             opener(path, "wb").close()
         self._load()
@@ -119,10 +120,18 @@ class Ring:
                         best = rec.seq
                 base += n // SLOT
         self.head = best + 1
-        gen, tail, batch_seq, dropped = self._read_meta()
+        gen, slots, tail, batch_seq, dropped = self._read_meta()
         self._gen = gen
         self.batch_seq = batch_seq
         self.dropped = dropped
+        if gen and slots != self.slots:
+            # buffer.bytes changed: record seq no longer maps to its slot, so the old file
+            # cannot be read.  Start a new one, and record the new size at once.
+            self._open(self.path, "wb").close()
+            self.head = self.tail = 0
+            self.resized = True
+            self._write_meta()
+            return
         # Clamp: records older than one lap were overwritten (dropped while we were down).
         oldest = max(0, self.head - self.slots)
         if tail < oldest:
@@ -131,7 +140,7 @@ class Ring:
         self.tail = min(tail, self.head)
 
     def _read_meta(self):
-        best = (0, 0, 0, 0)
+        best = (0, 0, 0, 0, 0)
         try:
             with self._open(self.meta_path, "rb") as f:
                 data = f.read()
@@ -140,16 +149,16 @@ class Ring:
         for off in (0, _META_SIZE):
             if len(data) < off + _META_SIZE:
                 continue
-            gen, tail, batch_seq, dropped, crc = struct.unpack_from(_META, data, off)
-            if crc == crc32(memoryview(data)[off : off + 16]) and gen >= best[0]:
-                best = (gen, tail, batch_seq, dropped)
+            gen, slots, tail, batch_seq, dropped, crc = struct.unpack_from(_META, data, off)
+            if crc == crc32(memoryview(data)[off : off + 20]) and gen >= best[0]:
+                best = (gen, slots, tail, batch_seq, dropped)
         return best
 
     def _write_meta(self):
         self._gen += 1
         buf = bytearray(_META_SIZE)
-        struct.pack_into(_META, buf, 0, self._gen, self.tail, self.batch_seq, self.dropped, 0)
-        struct.pack_into(">I", buf, 16, crc32(memoryview(buf)[:16]))
+        struct.pack_into(_META, buf, 0, self._gen, self.slots, self.tail, self.batch_seq, self.dropped, 0)
+        struct.pack_into(">I", buf, 20, crc32(memoryview(buf)[:20]))
         mode = "r+b" if _exists(self.meta_path, self._open) else "wb"
         with self._open(self.meta_path, mode) as f:
             f.seek((self._gen & 1) * _META_SIZE)

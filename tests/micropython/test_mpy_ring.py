@@ -52,7 +52,14 @@ recs2 = again.peek(1000)
 f = open("/r.bin", "r+b"); f.seek((80 % 32) * 64 + 30); f.write(b"\x00"); f.close()
 third = ring.Ring("/r.bin", 2048, 256)
 recs3 = third.peek(1000)
-dump({"before_flush": before_flush, "first": [x.seq for x in first], "seqs": [x.seq for x in recs],
+# buffer.bytes changed between boots: the old file cannot be mapped, so it is started afresh
+resized = ring.Ring("/r.bin", 4096, 256)
+resized.append(*content(0))
+resized.flush()
+again_resized = ring.Ring("/r.bin", 4096, 256)
+dump({"resized": [resized.resized, resized.batch_seq, again_resized.resized, again_resized.head,
+                  [same(x) for x in again_resized.peek(10)]],
+      "before_flush": before_flush, "first": [x.seq for x in first], "seqs": [x.seq for x in recs],
       "ok": all(same(x) for x in recs + recs2 + recs3), "dropped": r.dropped,
       "reboot": [again.head, again.tail, again.batch_seq, again.dropped,
                  [x.seq for x in recs2] == [x.seq for x in recs]],
@@ -70,6 +77,7 @@ def test_ring_keeps_order_drops_oldest_and_survives_a_reboot(mpy: MicroPython) -
     assert out["dropped"] == 100 - 4 - 32  # 4 were acked, the rest beyond 32 were dropped
     assert out["reboot"] == [100, 68, 1, 64, True]
     assert out["corrupt"] == [31, 1, False, 100]
+    assert out["resized"] == [True, 1, False, 1, [True]]
 
 
 CRASH = (
