@@ -243,6 +243,12 @@ def main() -> None:
             print(f"cloud-ingest, Ruuvi Gateway traffic (1 reading/message, QoS 1, {args.ruuvi} messages): "
                   f"{rrate:,.0f} readings/s = {rrate / ceiling:.0%} of the ceiling (written {rst['written']})")
 
+            # The machine is shared and noisy: measure the ceiling again and compare with the higher of the two.
+            again = influx_ceiling(f"{base}/ceiling2", points=args.ceiling_points)
+            best = max(ceiling, again)
+            print(f"InfluxDB raw /write ceiling, measured again: {again:,.0f} points/s; against the higher one the "
+                  f"receiver reaches {rate / best:.0%} (edge format) and {rrate / best:.0%} (Ruuvi Gateway)")
+
             lat_settings = {**common, "batch.max_interval": args.latency_interval}
             seen = latency(work, broker, influxd, "latency", args.latency_rate, args.latency_seconds, lat_settings)
             print(f"latency receive time -> queryable at {args.latency_rate} readings/s for "

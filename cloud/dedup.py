@@ -27,12 +27,9 @@ SEQ_FIELD = "measurement_sequence_number"
 _Key = tuple[str, str, int]
 
 
-@dataclass(slots=True)
-class _Seen:
-    time_ns: int
-    gateway: str
-    call: int  # which filter() call kept it
-    index: int  # its index in that call's `kept` list
+# What is remembered per measurement: (gateway receive time, gateway, which filter() call kept it, its index in
+# that call's `kept` list). A plain tuple: this runs once per point.
+_Seen = tuple[int, str, int, int]
 
 
 @dataclass(slots=True)
@@ -67,35 +64,43 @@ class Dedup:
         dropped_here: set[int] = set()  # indexes in `kept` replaced by an earlier copy
         seen = self._seen
         window = self.window_ns
+        max_entries = self.max_entries
+        duplicates = result.duplicates
         for p in points:
             seq = p.fields.get(SEQ_FIELD)
-            mac = p.tags.get("mac")
-            if mac is None or type(seq) is not int:
+            if type(seq) is not int:
+                kept.append(p)
+                continue
+            tags = p.tags
+            mac = tags.get("mac")
+            if mac is None:
                 kept.append(p)
                 continue
             key = (p.measurement, mac, seq)
-            gateway = p.tags.get("gateway", "")
+            gateway = tags.get("gateway", "")
+            t = p.time_ns
             prev = seen.get(key)
-            if prev is None or abs(p.time_ns - prev.time_ns) > window:
+            if prev is None or abs(t - prev[0]) > window:
                 # A new measurement (or the sequence number wrapped since): remember it as the newest entry.
                 if prev is not None:
                     del seen[key]
-                seen[key] = _Seen(p.time_ns, gateway, call, len(kept))
+                seen[key] = (t, gateway, call, len(kept))
                 kept.append(p)
-                if len(seen) > self.max_entries:
+                if len(seen) > max_entries:
                     seen.popitem(last=False)
                 continue
-            if prev.gateway == gateway and prev.time_ns == p.time_ns:
+            prev_time, prev_gateway, prev_call, prev_index = prev
+            if prev_gateway == gateway and prev_time == t:
                 result.redeliveries += 1
                 continue
-            if prev.call == call and p.time_ns < prev.time_ns:
+            if prev_call == call and t < prev_time:
                 # Same batch and this copy was received first: it replaces the one kept so far.
-                result.duplicates[prev.gateway] = result.duplicates.get(prev.gateway, 0) + 1
-                dropped_here.add(prev.index)
-                seen[key] = _Seen(p.time_ns, gateway, call, len(kept))
+                duplicates[prev_gateway] = duplicates.get(prev_gateway, 0) + 1
+                dropped_here.add(prev_index)
+                seen[key] = (t, gateway, call, len(kept))
                 kept.append(p)
                 continue
-            result.duplicates[gateway] = result.duplicates.get(gateway, 0) + 1
+            duplicates[gateway] = duplicates.get(gateway, 0) + 1
         if dropped_here:
             result.kept = [p for i, p in enumerate(kept) if i not in dropped_here]
         return result

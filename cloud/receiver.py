@@ -138,6 +138,7 @@ class Receiver:
         self._fatal: BaseException | None = None
         self._client: Any = None
         self._subscribed: asyncio.Event = asyncio.Event()
+        self._received_by_topic: dict[str, Any] = {}
         self._restore_counts()
 
     # ---- MQTT callbacks ---------------------------------------------------------------------------------------
@@ -210,8 +211,7 @@ class Receiver:
             self.counts.redeliveries += 1
             m.redeliveries.inc()
         self.counts.received_messages += 1
-        fmt = self.router.format_of(topic) or "unknown"
-        m.messages_received.labels(fmt).inc()
+        self._received_counter(topic).inc()
         try:
             parsed = self.router.route(topic, payload, received_ns=now_ns)
         except InvalidMessage as e:
@@ -236,8 +236,18 @@ class Receiver:
         elif self.batcher.open_messages == 1:
             self._wake.set()  # a new batch is open: the writer starts its timer
         self._update_flow()
-        self._update_gauges()
         return msg
+
+    def _received_counter(self, topic: str) -> Any:
+        # One counter child per topic, cached: Ruuvi Gateway traffic has a topic per tag, and labels() and the
+        # format lookup cost more than the rest of the bookkeeping.
+        child = self._received_by_topic.get(topic)
+        if child is None:
+            if len(self._received_by_topic) > 50_000:
+                self._received_by_topic.clear()
+            fmt = self.router.format_of(topic) or "unknown"
+            child = self._received_by_topic[topic] = self.metrics.messages_received.labels(fmt)
+        return child
 
     def _track_gateway(self, parsed: Parsed, now_ns: int) -> None:
         name = parsed.gateway or (parsed.status.gateway if parsed.status else None)
@@ -248,12 +258,9 @@ class Receiver:
             gw = self.counts.gateways[name] = status.GatewayState()
         gw.last_seen_ns = now_ns
         gw.readings += len(parsed.points)
-        self.metrics.gateway_last_seen.labels(name).set(now_ns / 1e9)
         if parsed.status is not None:
             gw.state, gw.state_ns = parsed.status.state, parsed.status.time_ns
-            self.metrics.gateway_online.labels(name).set(1 if parsed.status.state == "online" else 0)
-        elif gw.state == "unknown":
-            self.metrics.gateway_online.labels(name).set(1)
+        # The per-gateway gauges are set by the status loop, not per message.
 
     def _dead_letter(self, topic: str, payload: bytes, reason: str, stage: str, now_ns: int) -> None:
         record = dlq.record(topic=topic, payload=payload, reason=reason, stage=stage, time_ns=now_ns,
@@ -409,7 +416,11 @@ class Receiver:
             fut.set_exception(NotAcknowledged())
 
     def _update_gauges(self) -> None:
+        """Gauges are set after each write and by the status loop; per message they would cost more than the work."""
         m = self.metrics
+        for name, gw in self.counts.gateways.items():
+            m.gateway_last_seen.labels(name).set(gw.last_seen_ns / 1e9)
+            m.gateway_online.labels(name).set(0 if gw.state == "offline" else 1)
         m.queue_batches.set(len(self._ready))
         m.queue_points.set(sum(len(q.batch.points) for q in self._ready) + self.batcher.open_points
                            + sum(len(q.batch.points) for q in self._writing.values()))
@@ -475,6 +486,7 @@ class Receiver:
                 self.metrics.write_errors.inc(failed - failed_before)
                 failed_before = failed
             self.metrics.sink_ok.set(0 if getattr(self.sink, "state", "") == "retrying" else 1)
+            self._update_gauges()
             self.write_status()
             await asyncio.sleep(float(self.cfg.status.interval))
 

@@ -64,7 +64,7 @@ def test_edge_batches_and_status_end_to_end(mosquitto: Any, influxd: Any, tmp_pa
         wait_until(lambda: rr.receiver.counts.gateways["pi-1"].state == "offline", 10, "offline status")
         assert rr.metric("cloud_ingest_points_written_total") == 500
         assert rr.metric("cloud_ingest_messages_received_total", {"format": "edge"}) == 22
-        assert rr.metric("cloud_ingest_gateway_online", {"gateway": "pi-1"}) == 0
+        wait_until(lambda: rr.metric("cloud_ingest_gateway_online", {"gateway": "pi-1"}) == 0, 5, "gauge updated")
     finally:
         rr.stop()
         pub.close()
