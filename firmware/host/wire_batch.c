@@ -3,6 +3,7 @@
  * @brief Host tool for the tests: prints the canonical batch the firmware would publish.
  *
  *   wire_batch GATEWAY_ID SEQ READING...
+ *   wire_batch --status GATEWAY_ID online|offline     (the retained status / last will payload)
  *   READING = MAC,TIME_NS,SYNCED,RSSI,RAW_HEX   e.g. cb:b8:33:4c:88:4f,1763913600123456789,1,-71,0512fc...
  *   (SYNCED is 0 or 1, RSSI an integer or "null"). Every reading also goes through the spool record format.
  */
@@ -97,6 +98,17 @@ int main(int argc, char **argv)
     unsigned long long seq;
     char *end = NULL;
     wire_status_t st;
+    if (argc == 4 && strcmp(argv[1], "--status") == 0) {
+        wire_buf_t b;
+        wire_buf_init(&b, out, sizeof(out));
+        st = wire_status_json(&b, argv[2], strcmp(argv[3], "online") == 0);
+        if (st != WIRE_OK) {
+            fprintf(stderr, "error: %s\n", wire_status_str(st));
+            return 1;
+        }
+        fwrite(out, 1, b.len, stdout);
+        return 0;
+    }
     if (argc < 4 || argc - 3 > MAX_READINGS) {
         fprintf(stderr, "usage: %s GATEWAY_ID SEQ MAC,TIME_NS,SYNCED,RSSI,RAW_HEX...\n", argv[0]);
         return 2;

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from firmware_build import make
 
+from cloud.formats import edge as edge_format
 from edge import ruuvi, wire
 from edge.model import Reading
 
@@ -204,20 +207,56 @@ def sizes(build: Path) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\S+) (\d+)", done.stdout, re.M)}
 
 
+STRUCTS = ["ruuvi_data_t", "ruuvi_dedup_entry_t", "wire_reading_t", "spool_t", "wire_batch_t"]
+FIGURES = [
+    "dedup_table_bytes_100_tags",
+    "spool_record_max_bytes",
+    "spool_sectors",
+    "spool_records_per_sector_df5",
+    "spool_capacity_records_df5",
+    "batch_buffer_bytes",
+]
+
+
 def test_memory_figures_match_readme(host_build: Path) -> None:
     s = sizes(host_build)
-    assert s["sizeof(ruuvi_dedup_entry_t)"] == 20
-    assert s["dedup_table_bytes_100_tags"] == 2000
+    assert s["sizeof(ruuvi_dedup_entry_t)"] == 24
+    assert s["dedup_table_bytes_100_tags"] == 2400
     assert s["spool_record_max_bytes"] == 57
-    assert s["spool_sectors"] == 256
+    assert s["spool_sectors"] == 512  # the 2 MiB `spool` partition of partitions.csv
     readme = (REPO / "firmware" / "README.md").read_text(encoding="utf-8")
-    # The README's table is generated from this program's output; each figure must appear there as printed.
-    for key in (
-        "dedup_table_bytes_100_tags",
-        "spool_records_per_sector_df5",
-        "spool_capacity_records_df5",
-        "sizeof(wire_reading_t)",
-        "sizeof(ruuvi_data_t)",
-        "sizeof(spool_t)",
-    ):
+    # The README's tables are this program's output; each figure must appear there as printed.
+    for key in FIGURES:
         assert f"| `{key}` | {s[key]} |" in readme, key
+    for name in STRUCTS:
+        assert f"| `{name}` | {s[f'sizeof({name})']} |" in readme, name
+
+
+def test_esp32_struct_sizes_match_readme(host_build: Path) -> None:
+    if shutil.which("clang") is None:
+        pytest.skip("clang not installed (Debian: apt-get install clang libclang-rt-14-dev)")
+    make(host_build, "sizes32")
+    s32 = dict(line.split() for line in (host_build / "sizes32.txt").read_text().splitlines())
+    s = sizes(host_build)
+    readme = (REPO / "firmware" / "README.md").read_text(encoding="utf-8")
+    assert s32["spool_t"] == "72"
+    for name in STRUCTS:
+        assert f"| `{name}` | {s[f'sizeof({name})']} | {s32[name]} |" in readme, name
+
+
+def test_cloud_ingest_accepts_the_firmware_payloads(host_build: Path) -> None:
+    readings = _readings()[:30]
+    payload = _c_batch(host_build, "esp32-hall", 7, readings)
+    c_parsed = edge_format.parse("edge-gw/esp32-hall/batch", payload)
+    py_parsed = edge_format.parse("edge-gw/esp32-hall/batch", wire.encode_batch("esp32-hall", 7, readings))
+    assert len(c_parsed.points) == len(readings)
+    assert c_parsed.points == py_parsed.points
+    for state in ("online", "offline"):
+        done = subprocess.run(
+            [str(host_build / "wire_batch"), "--status", "esp32-hall", state], capture_output=True, check=False
+        )
+        assert done.returncode == 0
+        assert done.stdout == wire.status_payload("esp32-hall", state)
+        parsed = edge_format.parse("edge-gw/esp32-hall/status", done.stdout, received_ns=5)
+        assert parsed.status is not None
+        assert (parsed.status.gateway, parsed.status.state) == ("esp32-hall", state)
