@@ -26,7 +26,9 @@ void app_main(void)
     spool_status_t st;
 
     ESP_ERROR_CHECK(gw_config_load(&cfg));
-    ESP_ERROR_CHECK(gw_console_start(&cfg));
+    if (gw_console_start(&cfg) != ESP_OK) {
+        ESP_LOGW(TAG, "serial console not available; configure with menuconfig instead");
+    }
 
     ESP_ERROR_CHECK(gw_flash_bdev(&flash));
     st = spool_mount(&spool, &flash);

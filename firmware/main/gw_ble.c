@@ -38,7 +38,7 @@ static gw_ble_counters_t counters;
 
 static void start_scan(void);
 
-static void on_advert(const ble_addr_t *addr, int8_t rssi, const uint8_t *data, uint8_t len)
+static void on_advert(const ble_addr_t *addr, int8_t rssi, const uint8_t *data, size_t len)
 {
     const uint8_t *payload = NULL;
     size_t payload_len = 0;

@@ -29,7 +29,8 @@ static int cmd_config(int argc, char **argv)
     return 0;
 }
 
-/* `set KEY VALUE...`: the words of VALUE are joined with spaces, and "\n" becomes a newline (for ca_pem). */
+/* `set KEY VALUE...`: the words of VALUE are joined with spaces, and the two characters \n become a newline (for
+ * ca_pem; esp_console's argument splitter keeps a backslash that does not precede a space, quote or backslash). */
 static int cmd_set(int argc, char **argv)
 {
     static char value[VALUE_MAX];
@@ -92,17 +93,20 @@ esp_err_t gw_console_start(const gw_config_t *cfg)
         {.command = "unset", .help = "unset KEY: back to the menuconfig default", .func = cmd_unset},
         {.command = "restart", .help = "Restart to apply the configuration", .func = cmd_restart},
     };
+    esp_err_t err;
     shown = cfg;
     repl_cfg.prompt = "edge-gw>";
+    repl_cfg.max_cmdline_length = VALUE_MAX; /* room for `set ca_pem ...` (default 256) */
+    /* The REPL initialises esp_console, so it comes before the commands are registered. */
+    err = esp_console_new_repl_uart(&uart_cfg, &repl_cfg, &repl);
+    if (err != ESP_OK) {
+        return err;
+    }
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-        esp_err_t err = esp_console_cmd_register(&cmds[i]);
+        err = esp_console_cmd_register(&cmds[i]);
         if (err != ESP_OK) {
             return err;
         }
-    }
-    esp_err_t err = esp_console_new_repl_uart(&uart_cfg, &repl_cfg, &repl);
-    if (err != ESP_OK) {
-        return err;
     }
     return esp_console_start_repl(repl);
 }

@@ -24,10 +24,10 @@
 #include "sdkconfig.h"
 #include "wire.h"
 
-#define BIT_CONNECTED BIT0
-#define BIT_PUBACK BIT1
-#define BIT_DISCONNECTED BIT2
-#define BIT_PENDING BIT3
+#define BIT_CONNECTED ((EventBits_t)1U << 0)
+#define BIT_PUBACK ((EventBits_t)1U << 1)
+#define BIT_DISCONNECTED ((EventBits_t)1U << 2)
+#define BIT_PENDING ((EventBits_t)1U << 3)
 #define STATS_INTERVAL_MS (60000U)
 
 static const char *TAG = "gw_uplink";
@@ -324,7 +324,7 @@ esp_err_t gw_uplink_start(const gw_config_t *cfg, spool_t *sp, QueueHandle_t rea
     if (client == NULL) {
         return ESP_FAIL;
     }
-    ESP_ERROR_CHECK(esp_mqtt_client_register_event(client, ESP_EVENT_ANY_ID, on_mqtt_event, NULL));
+    ESP_ERROR_CHECK(esp_mqtt_client_register_event(client, (esp_mqtt_event_id_t)ESP_EVENT_ANY_ID, on_mqtt_event, NULL));
     ESP_ERROR_CHECK(esp_mqtt_client_start(client));
     if (xTaskCreate(writer_task, "spool_writer", 4096, NULL, 5, NULL) != pdPASS ||
         xTaskCreate(uplink_task, "uplink", 6144, NULL, 4, NULL) != pdPASS) {
