@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,18 @@ class Counter:
         self.client.disconnect()
 
 
+def vm_hwm_kb(pid: int) -> int:
+    """The process's peak resident set (VmHWM) so far, from /proc; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--adverts", type=int, default=1_000_000)
@@ -71,16 +82,21 @@ def main() -> None:
                "--source", "simulate", "--tags", str(args.tags), "--rate", str(args.rate), "--count", str(args.adverts),
                "--assume-synced", "--drain", "600", "--log-level", "warning"]
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        peak_kb = 0
+        while proc.poll() is None:
+            peak_kb = max(peak_kb, vm_hwm_kb(proc.pid))
+            time.sleep(0.05)
         wall = time.monotonic() - t0
+        _, stderr = proc.communicate()
         time.sleep(0.5)
         counter.stop()
         broker.stop()
-        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        rss_mb = peak_kb / 1024
         if proc.returncode != 0:
-            print(proc.stderr[-3000:])
+            print(stderr[-3000:])
             raise SystemExit(f"edge-gw run exited {proc.returncode}")
-        summary = proc.stderr.strip().splitlines()[-1]
+        summary = stderr.strip().splitlines()[-1]
         unique = len(counter.keys)
         print(f"gateway: {summary}")
         print(f"adverts generated          {args.adverts:>12,}")

@@ -44,7 +44,7 @@ class SourceSection:
         _check(self.kind in ("bleak", "simulate") or self.kind.startswith("replay:"),
                f"source.kind: expected bleak, simulate or replay:FILE, got {self.kind!r}")
         _check(self.tags >= 1, f"source.tags: must be at least 1, got {self.tags}")
-        _check(self.rate > 0, f"source.rate: must be positive, got {self.rate}")
+        _check(self.rate >= 0, f"source.rate: must be 0 (as fast as possible) or positive, got {self.rate}")
         _check(self.count >= 0, f"source.count: must be 0 (endless) or more, got {self.count}")
         _check(self.watchdog >= 1, f"source.watchdog: must be at least 1 s, got {self.watchdog}")
 
@@ -56,8 +56,8 @@ class DecodeSection:
 
 @dataclass
 class DedupSection:
-    window: Duration = Duration(60.0)
-    max_entries: int = 100_000
+    window: Duration = Duration(10.0)
+    max_entries: int = 20_000
 
     def __post_init__(self) -> None:
         _check(self.max_entries >= 1, f"dedup.max_entries: must be at least 1, got {self.max_entries}")

@@ -93,16 +93,28 @@ class Pipeline:
         self.decode_errors = 0
         self.duplicates = 0
         self.last_error = ""
+        self._last_payload: dict[str, tuple[bytes, int]] = {}
+        self._window_ns = dedup.window_ns
+        self._max_macs = dedup.max_entries
 
     def __call__(self, adv: Advert) -> None:
         self.adverts += 1
+        mono = self.clock.mono_ns()
+        # A tag re-sends a measurement with the very same bytes: catch those before decoding (most adverts are
+        # such repeats). Anything else goes through decode and the (mac, sequence) dedup.
+        last = self._last_payload.get(adv.mac)
+        if last is not None and last[0] == adv.payload and mono - last[1] < self._window_ns:
+            self.duplicates += 1
+            return
         try:
             fields = ruuvi.decode(adv.payload)
         except ruuvi.DecodeError as e:
             self.decode_errors += 1
             self.last_error = f"{adv.mac}: {e}"
             return
-        mono = self.clock.mono_ns()
+        if len(self._last_payload) >= self._max_macs:
+            self._last_payload.clear()  # a flood of distinct addresses must not grow memory
+        self._last_payload[adv.mac] = (adv.payload, mono)
         if self.dedup.is_duplicate(adv.mac, fields.get("measurement_sequence_number"), adv.payload, mono):
             self.duplicates += 1
             return

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 1.0
 MAX_PENDING_BATCHES = 100  # readings kept in memory while commits fail: 50k at 500 rows per batch
+HIGH_WATER_BATCHES = 4  # past this many batches pending, put() commits inline: backpressure on the source
 
 
 class StoreWriter:
@@ -48,8 +49,14 @@ class StoreWriter:
             self._first_at = time.monotonic()
             if self._wake is not None:
                 self._wake.set()
-        elif n >= self.max_rows and self._full is not None:
-            self._full.set()
+        elif n >= self.max_rows:
+            if self._full is not None:
+                self._full.set()
+            if n >= HIGH_WATER_BATCHES * self.max_rows:
+                # A source faster than the disk (simulate or replay at full speed) would otherwise grow this list
+                # without bound. Committing here blocks the event loop, which slows the source down to what
+                # SQLite takes; a radio source never gets here (its adverts come in hundreds per second).
+                self._commit_inline()
 
     def _take(self, n: int) -> list[Reading]:
         batch, self._pending = self._pending[:n], self._pending[n:]
@@ -73,6 +80,16 @@ class StoreWriter:
         for name, n in self.store.take_counts().items():
             counters.inc(name, n)
         return stored
+
+    def _commit_inline(self) -> None:
+        while len(self._pending) > self.max_rows * HIGH_WATER_BATCHES // 2:
+            batch = self._take(self.max_rows)
+            try:
+                self._commit(batch)
+            except StoreError as e:
+                log.error("store: commit of %d readings failed: %s", len(batch), e)
+                self._requeue(batch)
+                return
 
     def flush(self) -> int:
         """Commit everything pending now, in max_rows transactions; returns how many readings were stored.

@@ -104,3 +104,18 @@ def test_air_round_trip(t: float, h: float, p: int, pm: float, co2: int, voc: in
     assert df6 == {"data_format": 6, **common, "measurement_sequence_number": seq & 0xFF, "mac": "07:08:09"}
     # DF6 luminosity is a log code: within half a step (about 2.2 %) of the value, plus rounding near 0.
     assert abs(lux6 - min(lux, 65535.0)) <= 0.022 * lux + 0.03
+
+
+@given(
+    t=st.integers(-32767, 32767), h=st.integers(0, 65534), p=st.integers(0, 65534),
+    acc=st.tuples(st.integers(-32767, 32767), st.integers(-32767, 32767), st.integers(-32767, 32767)),
+    volts=st.integers(0, 2046), tx=st.integers(0, 15), movement=st.integers(0, 254), seq=st.integers(0, 65534),
+)
+def test_df5_codes_is_the_checked_encoder_without_checks(
+    t: int, h: int, p: int, acc: tuple[int, int, int], volts: int, tx: int, movement: int, seq: int
+) -> None:
+    mac = bytes.fromhex("c0ffee123456")
+    checked = encode.df5(temperature=t / 200, humidity=h / 400, pressure=p + 50000, acceleration=acc,
+                         battery_voltage=volts + 1600, tx_power=tx * 2 - 40, movement_counter=movement,
+                         sequence=seq, mac=mac)
+    assert encode.df5_codes(t, h, p, *acc, volts, tx, movement, seq, mac) == checked

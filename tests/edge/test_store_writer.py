@@ -190,3 +190,17 @@ def test_flush_raises_on_failure_and_keeps_the_readings(tmp_path: Path) -> None:
     assert writer.flush() == 3
     blocker.close()
     store.close()
+
+
+def test_source_faster_than_commits_is_held_back(tmp_path: Path) -> None:
+    """Without run() committing (a source that never yields), put() commits inline past the high-water mark, in
+    transactions of at most max_rows, so memory stays bounded and nothing is lost."""
+    clock = FakeClock()
+    store = CountingStore(tmp_path / "b.db", clock)
+    writer = StoreWriter(store, Counters(), max_rows=100)
+    for i in range(5000):
+        writer.put(reading(i, clock))
+        assert len(writer._pending) <= writer_module.HIGH_WATER_BATCHES * 100
+    writer.flush()
+    assert store.batches and max(store.batches) <= 100
+    assert writer.committed == 5000 == store.stats().rows
