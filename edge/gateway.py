@@ -94,6 +94,7 @@ class Pipeline:
         self.duplicates = 0
         self.last_error = ""
         self._last_payload: dict[str, tuple[bytes, int]] = {}
+        self._e1_seen: dict[str, int] = {}
         self._window_ns = dedup.window_ns
         self._max_macs = dedup.max_entries
 
@@ -114,7 +115,18 @@ class Pipeline:
             return
         if len(self._last_payload) >= self._max_macs:
             self._last_payload.clear()  # a flood of distinct addresses must not grow memory
+            self._e1_seen.clear()
         self._last_payload[adv.mac] = (adv.payload, mono)
+        fmt = fields["data_format"]
+        if fmt == 0xE1:
+            self._e1_seen[adv.mac] = mono
+        elif fmt == 6:
+            # A Ruuvi Air sends each measurement as E1 (extended advert) and DF6 (legacy); where the scanner hears
+            # E1, the DF6 copy carries nothing more, so it counts as a duplicate (Ruuvi's own rule).
+            e1_at = self._e1_seen.get(adv.mac)
+            if e1_at is not None and mono - e1_at < self._window_ns:
+                self.duplicates += 1
+                return
         if self.dedup.is_duplicate(adv.mac, fields.get("measurement_sequence_number"), adv.payload, mono):
             self.duplicates += 1
             return
