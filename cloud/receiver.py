@@ -333,13 +333,23 @@ class Receiver:
                 await self._write(q.batch)
             except SinkAuthError as e:
                 log.critical("the database refused our credentials; stopping without acknowledging: %s", e)
-                self._fatal = e
-                self._stopping = True
-                self._wake.set()
+                self._fail(e)
+                return
+            except Exception as e:
+                # The sink retries what can be retried; anything else is a bug. Stalling silently with the window
+                # full would be worse than stopping: the broker keeps the messages for the next start.
+                log.critical("writing a batch failed unexpectedly; stopping without acknowledging", exc_info=True)
+                self._fail(e)
                 return
             q.outcome_done = True
             self._acknowledge_in_order()
             self._update_gauges()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._stopping = True
+        self._wake.set()
 
     async def _write(self, batch: Batch[_Msg]) -> None:
         m = self.metrics
@@ -576,7 +586,9 @@ class Receiver:
                 await self.sink.close()
             loop.set_exception_handler(previous_handler)
         if self._fatal is not None:
-            raise ReceiverError(str(self._fatal)) from self._fatal
+            detail = str(self._fatal) or type(self._fatal).__name__
+            raise ReceiverError(detail if isinstance(self._fatal, SinkAuthError) else f"write failed: {detail}") \
+                from self._fatal
 
     async def _wait_fatal(self) -> None:
         while self._fatal is None:

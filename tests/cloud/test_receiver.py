@@ -248,3 +248,40 @@ def test_shared_subscription_splits_the_load_between_two_receivers(mosquitto: An
         a.stop()
         b.stop()
         pub.close()
+
+
+class BrokenSink:
+    """A sink with a bug: the receiver must stop loudly, not sit on a full window."""
+
+    state = "ok"
+    last_error = None
+    last_write_ns = None
+
+    async def write(self, points: Any) -> Any:
+        raise RuntimeError("bug in the sink")
+
+    async def close(self) -> None:
+        pass
+
+
+def test_an_unexpected_write_error_stops_the_receiver_without_acknowledging(mosquitto: Any, influxd: Any,
+                                                                          tmp_path: Path) -> None:
+    url = create_db(influxd)
+    cfg = make_config(mosquitto.port, url, tmp_path, batch__max_interval="0.1")
+    rr = start_receiver(cfg, sink=BrokenSink())
+    pub = Publisher(mosquitto.port)
+    try:
+        t0 = now_ns() - 60_000 * MS
+        pub.publish(edge_traffic("gw-a", 1, 5, t0))
+        rr.thread.join(10)
+        assert not rr.thread.is_alive()
+        assert len(rr.error) == 1 and str(rr.error[0]) == "write failed: bug in the sink"
+        # Not acknowledged: a working receiver with the same session gets the message.
+        good = start_receiver(cfg)
+        try:
+            wait_until(lambda: len(stored(influxd)) == 5, 20, "5 points")
+            assert good.metric("cloud_ingest_redeliveries_total") == 1
+        finally:
+            good.stop()
+    finally:
+        pub.close()

@@ -118,3 +118,11 @@ def test_database_refusing_credentials_stops_the_receiver_without_acknowledging(
 def _stored_auth(db: Influxd) -> list[list[Any]]:
     res = db.query('SELECT * FROM "ruuvi"', "ruuvi", user="admin", password="right")
     return [row for s in res["results"][0].get("series", []) for row in s["values"]]
+
+
+def test_broker_refusing_the_connection_exits_1(mosquitto_factory: Any, tmp_path: Path) -> None:
+    broker = mosquitto_factory(tmp_path / "mq", anonymous=False).start()
+    log = tmp_path / "rx.log"
+    rx = cloud_ingest(*run_args(broker.port, "http://127.0.0.1:9/ruuvi", tmp_path), log=log)
+    assert rx.wait(30) == 1
+    assert "Error: the broker refused the connection" in log.read_text()

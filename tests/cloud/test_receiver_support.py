@@ -161,16 +161,17 @@ class RunningReceiver:
         return box[0]
 
 
-def start_receiver(cfg: Config, *, rollups: Any = None, ready_timeout: float = 15.0) -> RunningReceiver:
+def start_receiver(cfg: Config, *, rollups: Any = None, sink: Any = None, ready_timeout: float = 15.0
+                   ) -> RunningReceiver:
     started = threading.Event()
     holder: dict[str, Any] = {}
     errors: list[BaseException] = []
 
     def main() -> None:
         async def go() -> None:
-            sink = open_sink(cfg.influx.url, options=sink_options(cfg))
-            receiver = Receiver(cfg, sink=sink, router=Router(formats_config(cfg)), rollups=rollups,
-                                metrics=Metrics(), status_file=Path(cfg.status.file))
+            receiver = Receiver(cfg, sink=sink or open_sink(cfg.influx.url, options=sink_options(cfg)),
+                                router=Router(formats_config(cfg)), rollups=rollups, metrics=Metrics(),
+                                status_file=Path(cfg.status.file))
             stop = asyncio.Event()
             holder.update(receiver=receiver, loop=asyncio.get_running_loop(), stop=stop)
             await receiver.run(stop, ready=started.set)
