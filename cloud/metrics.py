@@ -5,7 +5,6 @@ Names are what cloud/prometheus/cloud-ingest.rules.yml alerts on; keep the two i
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -52,7 +51,6 @@ class Metrics:
         self.gateway_online = Gauge(p + "gateway_online", "1 if the gateway's last status said online", ["gateway"],
                                     registry=r)
         self._server: Any = None
-        self._lock = threading.Lock()
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Serve /metrics; return the bound port (port 0 picks a free one)."""
