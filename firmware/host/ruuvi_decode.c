@@ -12,23 +12,10 @@
 #include <string.h>
 
 #include "ruuvi.h"
+#include "hex.h"
 #include "wire.h"
 
 #define MAX_INPUT_BYTES (256U)
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 /* Same rules as edge/ruuvi/hexinput.py: surrounding whitespace and a 0x prefix are ignored. Returns NULL, or
  * what is wrong with the text. */

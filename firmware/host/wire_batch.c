@@ -13,23 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hex.h"
 #include "wire.h"
 
 #define MAX_READINGS (64)
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 static int parse_reading(const char *arg, wire_reading_t *r)
 {
@@ -52,8 +39,8 @@ static int parse_reading(const char *arg, wire_reading_t *r)
         return -1;
     }
     for (size_t i = 0; i < 6U; i++) {
-        int hi = hexval(fields[0][3U * i]);
-        int lo = hexval(fields[0][3U * i + 1U]);
+        int hi = hex_value(fields[0][3U * i]);
+        int lo = hex_value(fields[0][3U * i + 1U]);
         if (hi < 0 || lo < 0) {
             return -1;
         }
@@ -78,8 +65,8 @@ static int parse_reading(const char *arg, wire_reading_t *r)
         return -1;
     }
     for (size_t i = 0; i < hexlen / 2U; i++) {
-        int hi = hexval(fields[4][2U * i]);
-        int lo = hexval(fields[4][2U * i + 1U]);
+        int hi = hex_value(fields[4][2U * i]);
+        int lo = hex_value(fields[4][2U * i + 1U]);
         if (hi < 0 || lo < 0) {
             return -1;
         }
