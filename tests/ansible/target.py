@@ -151,15 +151,16 @@ def ansible_env(workdir: Path, collections_path: Path) -> dict[str, str]:
 
 def ansible_playbook(playbook: Path, inventory: Path, env: dict[str, str]) -> tuple[dict[str, int], str]:
     """Run a playbook; return the PLAY RECAP counters of the single host and the full output."""
-    exe = shutil.which("ansible-playbook", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    search = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    exe = shutil.which("ansible-playbook", path=search)
     if exe is None:
         raise TargetError("ansible-playbook is not installed (pip install 'ansible-core==2.19.*')")
     p = run([exe, "-i", str(inventory), str(playbook)], check=False, env=env, timeout=900)
     out = p.stdout + p.stderr
     if p.returncode != 0:
         raise TargetError(f"{playbook.name} failed (rc={p.returncode}):\n{out[-8000:]}")
-    m = re.search(r"^target\s*:\s*(.*)$", out, re.M)
+    m = re.search(r"^\S+\s*:\s*(ok=.*)$", out, re.M)
     if not m:
-        raise TargetError(f"no PLAY RECAP line for the target:\n{out[-4000:]}")
+        raise TargetError(f"no PLAY RECAP line:\n{out[-4000:]}")
     recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
     return recap, out

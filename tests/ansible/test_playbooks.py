@@ -1,0 +1,218 @@
+"""gateways.yml and cloud.yml run for real against a Debian chroot, then the result is checked and started."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import HOST, SECRETS, Daemons, Provisioned
+from target import ANSIBLE_DIR
+
+UNITS = ("edge-gw.service", "cloud-ingest.service")
+
+
+def owner(path: Path, root: Path) -> tuple[str, str, str]:
+    """(user, group, mode) as the target's /etc/passwd and /etc/group name them."""
+    st = path.stat()
+    users = {int(line.split(":")[2]): line.split(":")[0] for line in (root / "etc/passwd").read_text().splitlines()}
+    groups = {int(line.split(":")[2]): line.split(":")[0] for line in (root / "etc/group").read_text().splitlines()}
+    return users[st.st_uid], groups[st.st_gid], oct(stat.S_IMODE(st.st_mode))
+
+
+def group_members(root: Path, group: str) -> list[str]:
+    for line in (root / "etc/group").read_text().splitlines():
+        name, _, _, members = line.split(":")
+        if name == group:
+            return [m for m in members.split(",") if m]
+    raise AssertionError(f"no group {group}")
+
+
+def test_first_run_changes_and_second_run_changes_nothing(provisioned: Provisioned) -> None:
+    for book in ("gateways.yml", "cloud.yml"):
+        first, second = provisioned.recaps[book]
+        assert first["failed"] == 0 and first["unreachable"] == 0
+        assert first["changed"] > 10, (book, first)
+        assert second["changed"] == 0, (book, second, provisioned.outputs[f"{book} second"][-6000:])
+        assert second["failed"] == 0
+
+
+def test_gateway_files_modes_and_user(provisioned: Provisioned) -> None:
+    root = provisioned.root.path
+    assert owner(root / "etc/edge-gw/edge-gw.toml", root) == ("edge-gw", "edge-gw", "0o600")
+    assert owner(root / "etc/edge-gw/mqtt-password", root) == ("edge-gw", "edge-gw", "0o600")
+    assert (root / "etc/edge-gw/mqtt-password").read_text() == SECRETS["gateway"] + "\n"
+    assert owner(root / "etc/edge-gw", root) == ("root", "edge-gw", "0o750")
+    assert owner(root / "var/lib/edge-gw", root) == ("edge-gw", "edge-gw", "0o750")
+    assert owner(root / "etc/systemd/system/edge-gw.service", root) == ("root", "root", "0o644")
+    assert (root / "opt/edge-gw/bin/edge-gw").is_file()
+    passwd = {line.split(":")[0]: line.split(":") for line in (root / "etc/passwd").read_text().splitlines()}
+    assert passwd["edge-gw"][5:] == ["/var/lib/edge-gw", "/usr/sbin/nologin"]
+    assert int(passwd["edge-gw"][2]) < 1000  # a system user
+    assert "edge-gw" in group_members(root, "bluetooth")
+    toml = (root / "etc/edge-gw/edge-gw.toml").read_text()
+    assert f'id = "{HOST}"' in toml
+    assert f'url = "mqtts://127.0.0.1:{provisioned.ports["mqtts"]}"' in toml
+    assert 'ca_file = "/etc/edge-gw/ca.crt"' in toml
+    assert SECRETS["gateway"] not in toml  # the password lives in its own 0600 file
+    assert "AutoEnable=true" in (root / "etc/bluetooth/main.conf").read_text().splitlines()
+    assert (root / "etc/systemd/timesyncd.conf.d/edge-gw.conf").read_text().endswith(
+        "[Time]\nNTP=0.debian.pool.ntp.org 1.debian.pool.ntp.org\n")
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    assert os.readlink(wants / "edge-gw.service") == "/etc/systemd/system/edge-gw.service"
+    for unit in ("bluetooth.service", "systemd-timesyncd.service"):
+        assert (wants / unit).is_symlink() or (root / "etc/systemd/system/sysinit.target.wants" / unit).is_symlink()
+
+
+def test_gateway_unit_is_hardened(provisioned: Provisioned) -> None:
+    unit = (provisioned.root.file("etc/systemd/system/edge-gw.service")).read_text().splitlines()
+    for line in ("Restart=always", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/edge-gw",
+                 "User=edge-gw", "SupplementaryGroups=bluetooth", "AmbientCapabilities=CAP_NET_ADMIN",
+                 "CapabilityBoundingSet=CAP_NET_ADMIN",
+                 "ExecStart=/opt/edge-gw/bin/edge-gw run --config /etc/edge-gw/edge-gw.toml"):
+        assert line in unit
+    # edge-gw does not call sd_notify, so a WatchdogSec would kill it: there must be none.
+    assert not any(x.startswith("WatchdogSec") for x in unit)
+
+
+def test_cloud_files_modes_and_users(provisioned: Provisioned) -> None:
+    root = provisioned.root.path
+    assert owner(root / "etc/mosquitto/edge-gw.passwd", root) == ("root", "mosquitto", "0o640")
+    assert owner(root / "etc/mosquitto/edge-gw.passwords", root) == ("root", "root", "0o600")
+    assert owner(root / "etc/mosquitto/certs/server.key", root) == ("root", "mosquitto", "0o640")
+    hashed = dict(line.split(":", 1) for line in (root / "etc/mosquitto/edge-gw.passwd").read_text().splitlines())
+    assert sorted(hashed) == ["cloud-ingest", HOST]
+    assert all(h.startswith("$7$101$") for h in hashed.values())  # PBKDF2-SHA512, salted
+    acl = (root / "etc/mosquitto/edge-gw.acl").read_text()
+    assert [x for x in acl.splitlines() if x and not x.startswith("#")] == [
+        "user cloud-ingest", "topic read edge-gw/#", "topic write edge-gw/dlq", "pattern write edge-gw/%u/#"]
+    conf = (root / "etc/mosquitto/mosquitto.conf").read_text().splitlines()
+    for line in ("allow_anonymous false", "persistence true", "max_queued_messages 0", "max_queued_bytes 0",
+                 "max_inflight_messages 0", "autosave_interval 30", f"listener {provisioned.ports['mqtt']} 127.0.0.1",
+                 f"listener {provisioned.ports['mqtts']} 127.0.0.1", "certfile /etc/mosquitto/certs/server.crt"):
+        assert line in conf
+    assert owner(root / "etc/cloud-ingest/cloud-ingest.toml", root) == ("cloud-ingest", "cloud-ingest", "0o600")
+    assert owner(root / "etc/cloud-ingest/influx-password", root) == ("cloud-ingest", "cloud-ingest", "0o600")
+    assert (root / "etc/cloud-ingest/influx-password").read_text() == SECRETS["receiver_influx"] + "\n"
+    toml = (root / "etc/cloud-ingest/cloud-ingest.toml").read_text()
+    assert f'url = "http://cloud_ingest@127.0.0.1:{provisioned.ports["influx"]}/ruuvi"' in toml
+    influx_conf = (root / "etc/influxdb/influxdb.conf").read_text()
+    assert "auth-enabled = true" in influx_conf
+    assert f'bind-address = "127.0.0.1:{provisioned.ports["influx"]}"' in influx_conf
+    assert owner(root / "etc/grafana/provisioning/datasources/edge-gw.yaml", root) == ("root", "grafana", "0o640")
+    dashboards = sorted(p.name for p in (root / "var/lib/grafana/dashboards/edge-gw").iterdir())
+    assert dashboards == sorted(p.name for p in (ANSIBLE_DIR.parent / "cloud/grafana").glob("*.json"))
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_analyze_verify_is_silent(provisioned: Provisioned, unit: str) -> None:
+    p = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={provisioned.root.path}",
+                        f"/etc/systemd/system/{unit}"], capture_output=True, text=True, check=False)
+    # It exits 0 on unknown keys and bad values and only warns, so any output at all is a failure.
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
+
+
+def test_systemd_analyze_verify_catches_a_bad_key(provisioned: Provisioned) -> None:
+    """The check above is not vacuous: the same call reports a misspelt key (on stderr, still exit 0)."""
+    bad = provisioned.root.file("etc/systemd/system/edge-gw-typo.service")
+    bad.write_text(provisioned.root.file("etc/systemd/system/edge-gw.service").read_text()
+                   .replace("Restart=always", "Restartt=always"))
+    try:
+        p = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={provisioned.root.path}",
+                            "/etc/systemd/system/edge-gw-typo.service"], capture_output=True, text=True, check=False)
+    finally:
+        bad.unlink()
+    assert p.returncode == 0
+    assert "Unknown key name 'Restartt'" in p.stderr
+
+
+def test_config_check_passes_on_the_rendered_configs(provisioned: Provisioned) -> None:
+    r = provisioned.root
+    p = subprocess.run(r.chroot("/opt/edge-gw/bin/edge-gw", "config", "check", "--config", "/etc/edge-gw/edge-gw.toml",
+                                user="edge-gw"), capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run(r.chroot("/opt/cloud-ingest/bin/cloud-ingest", "config", "check", "--config",
+                                "/etc/cloud-ingest/cloud-ingest.toml", user="cloud-ingest"),
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+
+
+def test_ansible_lint_production_profile() -> None:
+    exe = shutil.which("ansible-lint")
+    if exe is None:
+        pytest.skip("ansible-lint is not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    p = subprocess.run([exe, "--offline", "--profile", "production", "--nocolor"], cwd=ANSIBLE_DIR, env=env,
+                       capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+
+
+def _influx(port: int, q: str, user: str, password: str) -> tuple[int, dict]:
+    data = urllib.parse.urlencode({"q": q, "db": "ruuvi"}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/query", data=data, method="POST")
+    req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_installed_daemons_carry_simulated_readings_end_to_end(provisioned: Provisioned, daemons: Daemons) -> None:
+    """Mosquitto, influxd, cloud-ingest and edge-gw, each from the root with its installed config and user."""
+    r, ports = provisioned.root, provisioned.ports
+    daemons.start("influxd", r.chroot("/usr/bin/influxd", "-config", "/etc/influxdb/influxdb.conf", user="influxdb"),
+                  ports["influx"])
+    # Started as root, Mosquitto drops to its own user itself (as the packaged unit does).
+    daemons.start("mosquitto", r.chroot("/usr/sbin/mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"), ports["mqtts"])
+    daemons.start("cloud-ingest", r.chroot("/opt/cloud-ingest/bin/cloud-ingest", "run", "--config",
+                                           "/etc/cloud-ingest/cloud-ingest.toml", user="cloud-ingest"),
+                  ports["cloud_metrics"])
+
+    # A wrong password is refused by the provisioned broker (mosquitto_pub: 5 = not authorised).
+    bad = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(ports["mqtts"]), "--cafile",
+                          str(provisioned.workdir / "certs/ca.crt"), "-u", HOST, "-P", "wrong", "-t",
+                          f"edge-gw/{HOST}/status", "-m", "x", "-q", "1"], capture_output=True, text=True, check=False)
+    assert bad.returncode != 0 and "not authorised" in (bad.stderr + bad.stdout).lower()
+
+    gw = subprocess.run(r.chroot("/opt/edge-gw/bin/edge-gw", "run", "--config", "/etc/edge-gw/edge-gw.toml",
+                                 "--source", "simulate", "--tags", "5", "--rate", "400", "--count", "400",
+                                 "--assume-synced", "--drain", "30", user="edge-gw"),
+                        capture_output=True, text=True, check=False, timeout=90)
+    assert gw.returncode == 0, gw.stderr[-3000:]
+    m = re.search(r"committed=(\d+)", gw.stdout + gw.stderr)
+    assert m, gw.stdout + gw.stderr
+    committed = int(m.group(1))
+    assert committed > 0
+    assert f"connected to mqtts://{HOST}@127.0.0.1:{ports['mqtts']}" in gw.stderr
+
+    # Grafana's read-only user sees every committed reading once cloud-ingest has written them.
+    deadline = time.monotonic() + 30
+    count = 0
+    while time.monotonic() < deadline:
+        status, body = _influx(ports["influx"], "SELECT count(rssi) FROM ruuvi", "grafana", SECRETS["grafana"])
+        assert status == 200, body
+        series = body["results"][0].get("series")
+        count = series[0]["values"][0][1] if series else 0
+        if count >= committed:
+            break
+        time.sleep(0.3)
+    assert count == committed, daemons.log("cloud-ingest")[-3000:]
+    tags = _influx(ports["influx"], 'SHOW TAG VALUES FROM ruuvi WITH KEY = "gateway"', "grafana", SECRETS["grafana"])
+    assert tags[1]["results"][0]["series"][0]["values"] == [["gateway", HOST]]
+
+    # The users have exactly their privileges: the receiver cannot read, Grafana cannot write.
+    status, body = _influx(ports["influx"], "SELECT count(rssi) FROM ruuvi", "cloud_ingest", SECRETS["receiver_influx"])
+    assert status == 403 and "requires READ" in body["error"]
+    status, body = _influx(ports["influx"], "DROP MEASUREMENT ruuvi", "grafana", SECRETS["grafana"])
+    assert status == 403
