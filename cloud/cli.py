@@ -109,7 +109,43 @@ def run(config: Path | None, mqtt_url: str | None, influx_url: str | None, clien
         raise click.ClickException(str(e)) from None
 
 
-async def _run(cfg: Config) -> None:
+@cli.command()
+@config_option
+@click.option("--mqtt", "mqtt_url", help="Broker URL (mqtt.url).")
+@click.option("--influx", "influx_url", help="Database URL (influx.url).")
+@click.option("--client-id", help="The client id of the receiver to retire (mqtt.client_id).")
+@click.option("--shared-group", help="Its shared subscription group (mqtt.shared_group).")
+@click.option("--idle", type=float, default=3.0, show_default=True,
+              help="Finish once nothing came for this many seconds.")
+@set_option
+def retire(config: Path | None, mqtt_url: str | None, influx_url: str | None, client_id: str | None,
+           shared_group: str | None, idle: float, settings: tuple[str, ...]) -> None:
+    """Take a receiver out of service for good: unsubscribe its session, write what the broker still holds for
+    it, then end the session.
+
+    Run it (with the retired receiver's client id) after stopping that receiver for the last time. Mosquitto keeps
+    queueing a stopped member's share of a shared subscription until its session expires, so skipping this loses
+    that share.
+
+    \b
+    Example:
+        cloud-ingest retire --client-id cloud-ingest-3 --shared-group ingest
+    """
+    cfg = _load(config, _overrides(settings, {
+        "mqtt.url": mqtt_url, "influx.url": influx_url, "mqtt.client_id": client_id,
+        "mqtt.shared_group": shared_group, "metrics.port": "0", "status.file": "",
+    }))
+    _setup_logging(cfg.log.level)
+    from cloud.receiver import ReceiverError
+
+    try:
+        written = asyncio.run(_run(cfg, retire=True, idle_s=idle))
+    except ReceiverError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"retired {cfg.mqtt.client_id}: {written} points written, session ended", err=True)
+
+
+async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0) -> int:
     from cloud.config import formats_config, influx_url, sink_options
     from cloud.formats import Router
     from cloud.metrics import Metrics
@@ -138,11 +174,12 @@ async def _run(cfg: Config) -> None:
                                     redact_url(cfg.mqtt.url), redact_url(cfg.influx.url), cfg.mqtt.client_id,
                                     f", shared group {cfg.mqtt.shared_group}" if cfg.mqtt.shared_group else "")
     try:
-        await receiver.run(stop)
+        await receiver.run(stop, retire=retire, idle_s=idle_s)
     finally:
         metrics.stop()
         if rollups is not None:
             await rollups.close()
+    return receiver.counts.written
 
 
 def _rollups(cfg: Config) -> Any:

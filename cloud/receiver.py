@@ -139,6 +139,8 @@ class Receiver:
         self._client: Any = None
         self._subscribed: asyncio.Event = asyncio.Event()
         self._received_by_topic: dict[str, Any] = {}
+        self._retire = False
+        self._last_message = 0.0
         self._restore_counts()
 
     # ---- MQTT callbacks ---------------------------------------------------------------------------------------
@@ -150,10 +152,14 @@ class Receiver:
         log.info("connected to the broker (session present: %s)", bool(flags))
         if rc != 0:
             return
-        topics = self.cfg.formats.topics()
-        prefix = f"$share/{self.cfg.mqtt.shared_group}/" if self.cfg.mqtt.shared_group else ""
+        topics = self.subscriptions()
+        if self._retire:
+            # Leaving: no new messages for this session; what the broker queued for it still comes.
+            client.unsubscribe(topics)
+            self._subscribed.set()
+            return
         # Subscribing again on every connect is harmless with a kept session and needed if the broker lost it.
-        client.subscribe([gmqtt.Subscription(prefix + t, qos=self.cfg.mqtt.qos) for t in topics])
+        client.subscribe([gmqtt.Subscription(t, qos=self.cfg.mqtt.qos) for t in topics])
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         self._generation += 1
@@ -188,6 +194,10 @@ class Receiver:
             log.info("dropped %d unwritten messages of the lost connection; the broker will resend them", dropped)
         self._update_gauges()
 
+    def subscriptions(self) -> list[str]:
+        prefix = f"$share/{self.cfg.mqtt.shared_group}/" if self.cfg.mqtt.shared_group else ""
+        return [prefix + t for t in self.cfg.formats.topics()]
+
     def _on_subscribe(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
         refused = [q for q in qos if q >= 0x80]
         if refused:
@@ -205,6 +215,7 @@ class Receiver:
     def _accept(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> _Msg | None:
         m = self.metrics
         now_ns = self._clock()
+        self._last_message = time.monotonic()
         if topic == self.cfg.mqtt.dlq_topic:
             return None  # our own dead letters, if a wildcard subscription catches them: never loop
         if properties.get("dup"):
@@ -548,16 +559,22 @@ class Receiver:
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, CONNECT_RETRY_MAX_S)
 
-    async def run(self, stop: asyncio.Event | None = None, *, ready: Callable[[], Awaitable[None] | None] | None = None
-                  ) -> None:
+    async def run(self, stop: asyncio.Event | None = None, *, ready: Callable[[], Awaitable[None] | None] | None = None,
+                  retire: bool = False, idle_s: float = 3.0) -> None:
         """Receive and write until `stop` is set (then drain: write and acknowledge what is in memory, up to
-        DRAIN_TIMEOUT_S) or until the database refuses our credentials (ReceiverError)."""
+        DRAIN_TIMEOUT_S) or until the database refuses our credentials (ReceiverError).
+
+        `retire`: leave for good. Unsubscribe (the rest of a shared group takes over), write what the broker had
+        queued for this session until nothing came for `idle_s`, then end the session. Without it, Mosquitto keeps
+        queueing a stopped member's share of a shared subscription until the session expires."""
         stop = stop or asyncio.Event()
+        self._retire = retire
         loop = asyncio.get_running_loop()
         previous_handler = loop.get_exception_handler()
         loop.set_exception_handler(_quiet_not_acknowledged)
         self.started_ns = self._clock()
         self._client = self._make_client()
+        idle_task: asyncio.Future[None] | None = None
         writers = [asyncio.create_task(self._writer(), name=f"cloud-ingest-writer-{i}")
                    for i in range(self.cfg.batch.writers)]
         status_task = asyncio.create_task(self._status_loop(), name="cloud-ingest-status")
@@ -566,11 +583,13 @@ class Receiver:
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._subscribed.wait(), 10)
-                log.info("subscribed to %s", ", ".join(self.cfg.formats.topics()))
+                log.info("%s %s", "unsubscribed from" if retire else "subscribed to", ", ".join(self.subscriptions()))
                 if ready is not None:
                     r = ready()
                     if r is not None:
                         await r
+            if retire and not stop.is_set():
+                idle_task = asyncio.ensure_future(self._stop_when_idle(stop, idle_s))
             fatal_wait = asyncio.ensure_future(self._wait_fatal())
             stop_wait = asyncio.ensure_future(stop.wait())
             await asyncio.wait({fatal_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -578,6 +597,8 @@ class Receiver:
             stop_wait.cancel()
             await self._shutdown(writers)
         finally:
+            if idle_task is not None:
+                idle_task.cancel()
             for t in (*writers, status_task):
                 t.cancel()
             await asyncio.gather(*writers, status_task, return_exceptions=True)
@@ -589,6 +610,20 @@ class Receiver:
             detail = str(self._fatal) or type(self._fatal).__name__
             raise ReceiverError(detail if isinstance(self._fatal, SinkAuthError) else f"write failed: {detail}") \
                 from self._fatal
+
+    async def _stop_when_idle(self, stop: asyncio.Event, idle_s: float) -> None:
+        self._last_message = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+            idle = time.monotonic() - self._last_message >= idle_s
+            if idle and self.batcher.open_batch is not None:
+                closed = self.batcher.close("drain", time.monotonic())  # nothing else is coming: don't wait
+                if closed is not None:
+                    self._enqueue(closed)
+            if idle and self._inflight == 0 and not self._ready and not self._writing \
+                    and self.batcher.open_batch is None:
+                log.info("retire: nothing more queued for %s; ending its session", self.cfg.mqtt.client_id)
+                stop.set()
 
     async def _wait_fatal(self) -> None:
         while self._fatal is None:
@@ -620,7 +655,11 @@ class Receiver:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._client._persistent_storage.wait_empty(), 5)
         with contextlib.suppress(Exception):
-            await self._client.disconnect()
+            if self._retire and self._fatal is None:
+                # Session expiry 0 in the DISCONNECT ends the session at once (MQTT v5 3.14.2.2.2).
+                await self._client.disconnect(session_expiry_interval=0)
+            else:
+                await self._client.disconnect()
         self._update_gauges()
 
 

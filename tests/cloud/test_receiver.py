@@ -285,3 +285,38 @@ def test_an_unexpected_write_error_stops_the_receiver_without_acknowledging(mosq
             good.stop()
     finally:
         pub.close()
+
+
+def test_retire_writes_a_stopped_members_share_and_leaves_the_group(mosquitto: Any, influxd: Any,
+                                                                    tmp_path: Path) -> None:
+    """Mosquitto queues a stopped member's share of a shared subscription for its session; `retire` takes it over
+    and ends the session, after which the rest of the group gets everything."""
+    from click.testing import CliRunner
+
+    from cloud.cli import cli
+
+    url = create_db(influxd)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    common = {"batch__max_interval": "0.2", "mqtt__shared_group": "ingest"}
+    a = start_receiver(make_config(mosquitto.port, url, tmp_path / "a", mqtt__client_id="rx-a", **common))
+    start_receiver(make_config(mosquitto.port, url, tmp_path / "b", mqtt__client_id="rx-b", **common)).stop()
+    pub = Publisher(mosquitto.port)
+    try:
+        t0 = now_ns() - 400_000 * MS
+        pub.publish(edge_traffic("gw-a", 100, 1, t0))
+        wait_until(lambda: a.metric("cloud_ingest_points_written_total") == 50, 20, "a's half")
+        time.sleep(0.5)
+        assert len(stored(influxd)) == 50  # the other half waits for rx-b
+        result = CliRunner().invoke(cli, ["retire", "--mqtt", f"mqtt://127.0.0.1:{mosquitto.port}", "--influx", url,
+                                          "--client-id", "rx-b", "--shared-group", "ingest", "--idle", "0.5",
+                                          "--set", "rollups.enabled=false"], env={})
+        assert result.exit_code == 0, result.output
+        assert "retired rx-b: 50 points written, session ended" in result.output
+        assert len(stored(influxd)) == 100
+        pub.publish(edge_traffic("gw-a", 100, 1, t0 + 150_000 * MS))
+        wait_until(lambda: a.metric("cloud_ingest_points_written_total") == 150, 20, "all of it to rx-a")
+        assert len(stored(influxd)) == 200
+    finally:
+        a.stop()
+        pub.close()
