@@ -141,6 +141,7 @@ class Receiver:
         self._received_by_topic: dict[str, Any] = {}
         self._retire = False
         self._last_message = 0.0
+        self._status_failed = False
         self._restore_counts()
 
     # ---- MQTT callbacks ---------------------------------------------------------------------------------------
@@ -497,7 +498,11 @@ class Receiver:
         try:
             status.write(self.status_file, self.snapshot())
         except OSError as e:
-            log.warning("cannot write the status file %s: %s", self.status_file, e)
+            if not self._status_failed:  # once, not every interval
+                log.warning("cannot write the status file %s: %s", self.status_file, e)
+            self._status_failed = True
+        else:
+            self._status_failed = False
 
     async def _status_loop(self) -> None:
         failed_before = 0
