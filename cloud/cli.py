@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import click
 
 from cloud import __version__
-from cloud.config import Config, check_runtime, load_config, redact_url
+from cloud.config import Config, check_runtime, load_config
+from edge.config import redact_url
 from edge.settings import ConfigError, as_dict
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -13,6 +13,7 @@ from cloud.formats import FormatsConfig
 from cloud.rollups import INTERVALS, RollupConfig
 from cloud.setup import duration_ns
 from cloud.sink import SinkError, SinkOptions
+from edge.config import LogSection, redact_url
 from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file
 
 ENV_PREFIX = "CLOUD_INGEST"
@@ -23,15 +24,6 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def _valid_filter(topic: str) -> bool:
@@ -220,15 +212,6 @@ class StatusSection:
         _check(0.05 <= self.interval <= 300, f"status.interval: must be 50 ms..300 s, got {self.interval}")
         _check(self.gateway_offline_after >= 1,
                f"status.gateway_offline_after: must be at least 1 s, got {self.gateway_offline_after}")
-
-
-@dataclass
-class LogSection:
-    level: str = "info"
-
-    def __post_init__(self) -> None:
-        _check(self.level.lower() in ("debug", "info", "warning", "error"),
-               f"log.level: expected debug, info, warning or error, got {self.level!r}")
 
 
 @dataclass

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -84,17 +85,6 @@ class _Queued:
     outcome_done: bool = False
 
 
-@dataclass
-class _Counts:
-    received_messages: int = 0
-    received_readings: int = 0
-    written: int = 0
-    dead_letters: int = 0
-    duplicates: int = 0
-    redeliveries: int = 0
-    gateways: dict[str, status.GatewayState] = field(default_factory=dict)
-
-
 class Receiver:
     def __init__(
         self,
@@ -121,7 +111,7 @@ class Receiver:
         )
         self.dedup = Dedup(window_s=float(cfg.dedup.window), max_entries=cfg.dedup.max_entries) \
             if cfg.dedup.enabled else None
-        self.counts = _Counts()
+        self.counts = status.Status()  # the running totals; snapshot() adds the live state
         self.last_write_ns = 0
         self.last_batch_points = 0
         self.started_ns = 0
@@ -444,15 +434,17 @@ class Receiver:
             m.gateway_last_seen.labels(name).set(gw.last_seen_ns / 1e9)
             m.gateway_online.labels(name).set(0 if gw.state == "offline" else 1)
         m.queue_batches.set(len(self._ready))
-        m.queue_points.set(sum(len(q.batch.points) for q in self._ready) + self.batcher.open_points
-                           + sum(len(q.batch.points) for q in self._writing.values()))
+        m.queue_points.set(self._queue_points())
         m.inflight.set(self._inflight)
+
+    def _queue_points(self) -> int:
+        return sum(len(q.batch.points) for q in (*self._ready, *self._writing.values())) + self.batcher.open_points
 
     # ---- status -----------------------------------------------------------------------------------------------
 
     def snapshot(self) -> status.Status:
-        c = self.counts
-        return status.Status(
+        return dataclasses.replace(
+            self.counts,
             client_id=self.cfg.mqtt.client_id,
             pid=os.getpid(),
             started_ns=self.started_ns,
@@ -461,17 +453,10 @@ class Receiver:
             sink_state=str(getattr(self.sink, "state", "unknown")),
             sink_error=str(getattr(self.sink, "last_error", None) or ""),
             queue_batches=len(self._ready),
-            queue_points=int(self.metrics.queue_points._value.get()),
+            queue_points=self._queue_points(),
             inflight_messages=self._inflight,
             last_write_ns=self.last_write_ns,
             last_batch_points=self.last_batch_points,
-            received_messages=c.received_messages,
-            received_readings=c.received_readings,
-            written=c.written,
-            dead_letters=c.dead_letters,
-            duplicates=c.duplicates,
-            redeliveries=c.redeliveries,
-            gateways=c.gateways,
         )
 
     def _restore_counts(self) -> None:
@@ -482,13 +467,8 @@ class Receiver:
             prev = status.read(self.status_file)
         except (OSError, ValueError):
             return
-        if prev is None:
-            return
-        c = self.counts
-        c.received_messages, c.received_readings = prev.received_messages, prev.received_readings
-        c.written, c.dead_letters = prev.written, prev.dead_letters
-        c.duplicates, c.redeliveries = prev.duplicates, prev.redeliveries
-        c.gateways = prev.gateways
+        if prev is not None:
+            self.counts = prev
 
     def write_status(self) -> None:
         if self.status_file is None:
