@@ -1,6 +1,7 @@
 """`simulate`: a fleet of virtual RuuviTags that emit real byte payloads.
 
-Every `air_every`-th tag is a Ruuvi Air and alternates DF6 and E1 measurements; the others send DF5. Each tag's
+Every `air_every`-th tag is a Ruuvi Air and sends each measurement as both E1 and DF6, as the real one does; the
+others send DF5. Each tag's
 measurement sequence increments (and wraps as the format does), its values drift as a bounded random walk, and each
 measurement is sent 2 or 3 times, as real tags re-advertise, so dedup has work to do. The advert stream depends only
 on the seed (not on timing), and MACs are stable per (seed, tag index).
@@ -44,7 +45,7 @@ class VirtualTag:
     """One virtual tag: its drifting state and the payload of its current measurement."""
 
     __slots__ = ("advert", "air", "battery", "co2", "humidity", "left", "mac", "mac_bytes", "measurements",
-                 "movement", "pm", "pressure", "rssi", "seq", "temperature")
+                 "legacy", "movement", "pm", "pressure", "rssi", "seq", "temperature")
 
     def __init__(self, rng: random.Random, seed: int, index: int, air: bool) -> None:
         self.mac_bytes = tag_mac(seed, index)
@@ -63,6 +64,7 @@ class VirtualTag:
         self.measurements = 0
         self.left = 0
         self.advert = Advert(self.mac, b"", None)
+        self.legacy: Advert | None = None  # a Ruuvi Air's DF6 copy of the current measurement
 
     def measure(self, rng: random.Random) -> None:
         """Take the next measurement: drift the values, bump the sequence, encode the payload once."""
@@ -76,15 +78,16 @@ class VirtualTag:
             self.co2 = _walk(rng, self.co2, 5.0, 400.0, 2500.0)
             self.pm = _walk(rng, self.pm, 0.3, 0.0, 100.0)
             t, h, p, pm, co2 = self.temperature, self.humidity, self.pressure, self.pm, round(self.co2)
-            if self.measurements % 2:
-                payload = encode.e1(temperature=t, humidity=h, pressure=p, pm1_0=pm * 0.6, pm2_5=pm, pm4_0=pm * 1.1,
-                                    pm10_0=pm * 1.2, co2=co2, voc_index=100, nox_index=1, luminosity=120.0,
-                                    sound_instant_dba=42.0, sound_average_dba=40.0, sound_peak_spl_db=55.0,
-                                    sequence=self.seq, mac=self.mac_bytes)
-            else:
-                payload = encode.df6(temperature=t, humidity=h, pressure=p, pm2_5=pm, co2=co2, voc_index=100,
-                                     nox_index=1, luminosity=120.0, sound_average_dba=40.0, sequence=self.seq,
-                                     mac=self.mac_bytes)
+            # A Ruuvi Air sends every measurement twice over: as E1 (extended advert) and as DF6 (legacy).
+            e1 = encode.e1(temperature=t, humidity=h, pressure=p, pm1_0=pm * 0.6, pm2_5=pm, pm4_0=pm * 1.1,
+                           pm10_0=pm * 1.2, co2=co2, voc_index=100, nox_index=1, luminosity=120.0,
+                           sound_instant_dba=42.0, sound_average_dba=40.0, sound_peak_spl_db=55.0,
+                           sequence=self.seq, mac=self.mac_bytes)
+            df6 = encode.df6(temperature=t, humidity=h, pressure=p, pm2_5=pm, co2=co2, voc_index=100,
+                             nox_index=1, luminosity=120.0, sound_average_dba=40.0, sequence=self.seq,
+                             mac=self.mac_bytes)
+            self.legacy = Advert(self.mac, df6, rssi)
+            payload = e1
         else:
             self.seq = (self.seq + 1) % 0xFFFF  # 0xFFFF is "not available"
             luck = rng.random()
@@ -121,6 +124,8 @@ class Fleet:
         if not tag.left:
             tag.measure(self.rng)
         tag.left -= 1
+        if tag.legacy is not None and tag.left == 0:
+            return tag.legacy  # a Ruuvi Air's last copy of each measurement is its DF6 advert
         return tag.advert
 
 
