@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import json
 import math
 import re
@@ -157,6 +158,13 @@ class Series:
     name: str
     times: list[float] = field(default_factory=list)  # Unix seconds
     values: list[float | None] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def label(self, alias: str) -> str:
+        """Grafana's alias patterns for InfluxDB: $tag_<key> becomes the tag's value."""
+        if not alias:
+            return self.name
+        return re.sub(r"\$tag_(\w+)", lambda m: self.tags.get(m.group(1), m.group(0)), alias)
 
 
 def run_influx(url: str, db: str, query: str, auth: tuple[str, str] | None = None) -> list[Series]:
@@ -170,7 +178,7 @@ def run_influx(url: str, db: str, query: str, auth: tuple[str, str] | None = Non
         tags = ",".join(f"{k}={v}" for k, v in sorted((s.get("tags") or {}).items()))
         timed = s["columns"][0] == "time"  # SHOW ... answers have no time column
         for col in range(1 if timed else 0, len(s["columns"])):
-            series = Series(f"{s['columns'][col]}{' ' + tags if tags else ''}")
+            series = Series(f"{s['columns'][col]}{' ' + tags if tags else ''}", tags=dict(s.get("tags") or {}))
             for i, row in enumerate(s["values"]):
                 series.times.append(row[0] / 1000 if timed else float(i))
                 series.values.append(row[col])
@@ -188,7 +196,7 @@ def run_prometheus(url: str, query: str, rng: TimeRange, step_s: float) -> list[
     out = []
     for r in body["data"]["result"]:
         name = ",".join(f"{k}={v}" for k, v in sorted(r["metric"].items())) or query
-        s = Series(name)
+        s = Series(name, tags={k: v for k, v in r["metric"].items() if k != "__name__"})
         for t, v in r["values"]:
             s.times.append(float(t))
             s.values.append(float(v))
@@ -232,23 +240,23 @@ def plot(dash: dict[str, Any], src: Sources, rng: TimeRange, variables: dict[str
     for ax, p in zip(axes.flat, panels, strict=False):
         ax.set_title(p["title"], fontsize=10)
         unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
+        texts: list[str] = []
         for q in queries({"uid": dash["uid"], "panels": [p]}):
             for s in run(q, src, rng, variables):
                 pts = [(t, v) for t, v in zip(s.times, s.values, strict=True) if v is not None]
                 if not pts:
                     continue
-                label = q.alias or s.name
                 if len(pts) == 1 or p["type"] in ("stat", "table"):
-                    ax.text(0.5, 0.5, f"{pts[-1][1]:.4g} {unit}", ha="center", va="center", fontsize=16,
-                            transform=ax.transAxes)
-                    ax.set_xticks([])
-                    ax.set_yticks([])
+                    texts.append(f"{s.label(q.alias) if p['type'] == 'table' else ''} {pts[-1][1]:.4g} {unit}".strip())
                     continue
-                import datetime as dt
-
                 xs = [dt.datetime.fromtimestamp(t, tz=dt.UTC) for t, _ in pts]
-                ax.plot(xs, [v for _, v in pts], label=label[:40], linewidth=1)
-                ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %H:%M"))
+                ax.plot(xs, [v for _, v in pts], label=s.label(q.alias)[:40], linewidth=1)
+                ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %H:%M"))  # type: ignore[no-untyped-call]
+        if texts:
+            ax.text(0.5, 0.5, "\n".join(texts), ha="center", va="center", fontsize=16 if len(texts) == 1 else 10,
+                    transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left")
         if unit:

@@ -143,11 +143,12 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
         ready: dict[str, bool] = {}
         per_gateway = 'SELECT count("rssi") FROM "raw"."ruuvi" WHERE "gateway" = \'{}\''
         vm_url = f"http://127.0.0.1:{vm_port}"
+        min_daily_rows = TAGS * (HISTORY_DAYS - 1)
         while time.monotonic() < deadline:
             ready = {
                 "history": _count(db, per_gateway.format(HISTORY_GATEWAY)) == history,
                 "live": _count(db, per_gateway.format(LIVE_GATEWAY)) > 0,
-                "daily": _count(db, 'SELECT count("count_rssi") FROM "rollups"."ruuvi_1d"') >= TAGS * (HISTORY_DAYS - 1),
+                "daily": _count(db, 'SELECT count("count_rssi") FROM "rollups"."ruuvi_1d"') >= min_daily_rows,
                 "prometheus": all(pd.has_data(pd.run_prometheus(vm_url, q, pd.TimeRange("10m"), 15.0))
                                   for q in ("cloud_ingest_lag_last_seconds", "edge_gw_buffer_rows",
                                             "rate(cloud_ingest_dead_letters_total[1m])")),
