@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -147,6 +148,12 @@ def retire(config: Path | None, mqtt_url: str | None, influx_url: str | None, cl
 
 
 async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0) -> int:
+    # Every reading allocates a few dicts and a Point, none of them in reference cycles. At the default threshold
+    # (700 allocations) the cyclic collector runs every ~250 readings; at 50,000 the receiver spends about 15 %
+    # less CPU per reading (measured: 9.8 -> 8.2 us with the null sink of bench work). Set here, for the daemon
+    # process only, not in the library.
+    gc.set_threshold(50_000)
+    gc.freeze()
     from cloud.config import formats_config, influx_url, sink_options
     from cloud.formats import Router
     from cloud.metrics import Metrics
