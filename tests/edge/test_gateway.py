@@ -183,3 +183,60 @@ def test_missing_buffer(tmp_path: Path, cmd: list[str]) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"Error: no buffer at {tmp_path / 'none.db'}" + (
         " (use --db)" if cmd == ["status"] else "")
+
+
+def test_prometheus_metrics_while_running(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    from servers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(gateway_cmd(mosquitto, tmp_path / "e.db", "--source", "simulate", "--tags", "5",
+                                        "--rate", "200", "--metrics-port", str(port)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 15
+        values: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+            values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                      if line.startswith("edge_gw_") and " " in line}
+            if values.get("edge_gw_readings_acked_total", 0) > 50:
+                break
+        assert values["edge_gw_adverts_received_total"] >= values["edge_gw_readings_stored_total"] > 50
+        assert values["edge_gw_readings_acked_total"] > 50
+        assert values["edge_gw_uplink_connected"] == 1.0
+        assert values["edge_gw_clock_synced"] == 1.0
+        assert values["edge_gw_decode_errors_total"] == 0.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_scan_records_and_replay_forwards_the_same_adverts(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    capture = tmp_path / "capture.jsonl"
+    scan = subprocess.run([*EDGE, "scan", "--source", "simulate", "--count", "300", "--record", str(capture)],
+                          capture_output=True, text=True, check=False, timeout=60,
+                          env={**os.environ, "EDGE_GW_SOURCE_RATE": "3000", "EDGE_GW_SOURCE_TAGS": "6"})
+    assert scan.returncode == 0, scan.stderr
+    printed = [json.loads(line) for line in scan.stdout.splitlines()]
+    assert len(printed) == 300 and scan.stderr.strip().endswith("300 adverts")
+    assert {p["data_format"] for p in printed} == {5}
+    assert all(p["raw"].startswith("05") and p["temperature"] is not None for p in printed)
+    unique = {(p["mac"], p["measurement_sequence_number"]) for p in printed}
+    db = tmp_path / "e.db"
+    collector = Collector(mosquitto.port)
+    try:
+        run = subprocess.run(gateway_cmd(mosquitto, db, "--source", f"replay:{capture}", "--drain", "30"),
+                             capture_output=True, text=True, check=False, timeout=90)
+        assert run.returncode == 0, run.stderr
+        assert run.stderr.strip().splitlines()[-1] == f"adverts=300 committed={len(unique)} drained=yes"
+        collector.wait_for(len(unique), 10)
+        assert len(collector.keys) == len(unique)
+    finally:
+        collector.close()
