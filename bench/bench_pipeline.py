@@ -1,4 +1,4 @@
-"""Gateway pipeline benchmark: simulated adverts -> decode/dedup -> SQLite -> Mosquitto QoS1, as one `edge-gw run` process.
+"""Gateway pipeline benchmark: simulated adverts -> decode/dedup -> SQLite -> Mosquitto QoS1, in one `edge-gw run`.
 
 Prints:
 - sustained readings/s (and adverts/s) from the first advert to the last PUBACK, counted by a subscriber;
@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from servers import Mosquitto  # noqa: E402
+from servers import Mosquitto
 
 
 class Counter:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -209,7 +209,9 @@ def status(config: Path | None, db: Path | None, as_json: bool) -> None:
 @config_option
 @click.option("--source", help="bleak (default), simulate or replay:FILE.")
 @click.option("--adapter", help="Bluetooth adapter, e.g. hci1.")
-@click.option("--record", type=click.Path(path_type=Path, dir_okay=False), help="Write a capture for --source replay:FILE.")
+@click.option(
+    "--record", type=click.Path(path_type=Path, dir_okay=False), help="Write a capture for --source replay:FILE."
+)
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--count", type=int, help="Stop after this many adverts.")
 def scan(config: Path | None, source: str | None, adapter: str | None, record: Path | None,

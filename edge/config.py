@@ -1,4 +1,5 @@
-"""edge-gw's configuration: one TOML file (see edge-gw.example.toml), `EDGE_GW_<SECTION>_<KEY>` variables, then flags."""
+"""edge-gw's configuration: one TOML file (see edge-gw.example.toml), then `EDGE_GW_<SECTION>_<KEY>` variables,
+then flags."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ class GatewaySection:
     db: str = "edge-gw.db"
 
     def __post_init__(self) -> None:
-        _check(self.id == "" or (GATEWAY_ID.fullmatch(self.id) is not None and self.id != "dlq"),
-               f"gateway.id: {self.id!r} must be 1-64 characters of A-Z a-z 0-9 . _ - (and not 'dlq')")
+        _check(
+            self.id == "" or (GATEWAY_ID.fullmatch(self.id) is not None and self.id != "dlq"),
+            f"gateway.id: {self.id!r} must be 1-64 characters of A-Z a-z 0-9 . _ - (and not 'dlq')",
+        )
 
 
 @dataclass
@@ -41,8 +44,10 @@ class SourceSection:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("bleak", "simulate") or self.kind.startswith("replay:"),
-               f"source.kind: expected bleak, simulate or replay:FILE, got {self.kind!r}")
+        _check(
+            self.kind in ("bleak", "simulate") or self.kind.startswith("replay:"),
+            f"source.kind: expected bleak, simulate or replay:FILE, got {self.kind!r}",
+        )
         _check(self.tags >= 1, f"source.tags: must be at least 1, got {self.tags}")
         _check(self.rate >= 0, f"source.rate: must be 0 (as fast as possible) or positive, got {self.rate}")
         _check(self.count >= 0, f"source.count: must be 0 (endless) or more, got {self.count}")
@@ -72,11 +77,15 @@ class StoreSection:
     commit_interval: Duration = Duration(0.1)
 
     def __post_init__(self) -> None:
-        _check(self.policy in ("drop-oldest", "drop-newest"),
-               f"store.policy: expected drop-oldest or drop-newest, got {self.policy!r}")
+        _check(
+            self.policy in ("drop-oldest", "drop-newest"),
+            f"store.policy: expected drop-oldest or drop-newest, got {self.policy!r}",
+        )
         _check(self.max_bytes >= 1 << 20, f"store.max_bytes: must be at least 1MiB, got {int(self.max_bytes)}")
         _check(1 <= self.commit_rows <= 100_000, f"store.commit_rows: must be 1..100000, got {self.commit_rows}")
-        _check(0 < self.commit_interval <= 10, f"store.commit_interval: must be in (0, 10] s, got {self.commit_interval}")
+        _check(
+            0 < self.commit_interval <= 10, f"store.commit_interval: must be in (0, 10] s, got {self.commit_interval}"
+        )
 
 
 @dataclass
@@ -94,15 +103,20 @@ class MqttSection:
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
-        _check(parts.scheme in ("mqtt", "mqtts") and bool(parts.hostname),
-               f"mqtt.url: expected mqtt://[user[:pass]@]host[:port] or mqtts://..., got {redact_url(self.url)!r}")
+        _check(
+            parts.scheme in ("mqtt", "mqtts") and bool(parts.hostname),
+            f"mqtt.url: expected mqtt://[user[:pass]@]host[:port] or mqtts://..., got {redact_url(self.url)!r}",
+        )
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
             raise ConfigError(f"mqtt.url: bad port in {redact_url(self.url)!r}") from None
         _check(5 <= self.keepalive <= 3600, f"mqtt.keepalive: must be 5..3600 s, got {self.keepalive}")
-        _check(re.fullmatch(r"[A-Za-z0-9._/-]+", self.topic_prefix) is not None and not self.topic_prefix.startswith("ruuvi"),
-               f"mqtt.topic_prefix: {self.topic_prefix!r} must be a plain topic path that does not start with 'ruuvi'")
+        _check(
+            re.fullmatch(r"[A-Za-z0-9._/-]+", self.topic_prefix) is not None
+            and not self.topic_prefix.startswith("ruuvi"),
+            f"mqtt.topic_prefix: {self.topic_prefix!r} must be a plain topic path that does not start with 'ruuvi'",
+        )
         for key in ("ca_file", "cert_file", "key_file", "password_file"):
             path = getattr(self, key)
             _check(not path or Path(path).is_file(), f"mqtt.{key}: {path} does not exist")
@@ -118,11 +132,18 @@ class UplinkSection:
     backoff_max: Duration = Duration(60.0)
 
     def __post_init__(self) -> None:
-        _check(1 <= self.batch_max_readings <= 5000, f"uplink.batch_max_readings: must be 1..5000, got {self.batch_max_readings}")
+        _check(
+            1 <= self.batch_max_readings <= 5000,
+            f"uplink.batch_max_readings: must be 1..5000, got {self.batch_max_readings}",
+        )
         _check(1 <= self.inflight <= 1000, f"uplink.inflight: must be 1..1000, got {self.inflight}")
-        _check(self.backfill_rate >= 0, f"uplink.backfill_rate: must be 0 (no cap) or positive, got {self.backfill_rate}")
-        _check(0 < self.backoff_min <= self.backoff_max,
-               f"uplink.backoff_min ({self.backoff_min}) must be positive and <= uplink.backoff_max ({self.backoff_max})")
+        _check(
+            self.backfill_rate >= 0, f"uplink.backfill_rate: must be 0 (no cap) or positive, got {self.backfill_rate}"
+        )
+        _check(
+            0 < self.backoff_min <= self.backoff_max,
+            f"uplink.backoff_min ({self.backoff_min}) must be positive and <= uplink.backoff_max ({self.backoff_max})",
+        )
 
 
 @dataclass
@@ -144,8 +165,10 @@ class LogSection:
     level: str = "info"
 
     def __post_init__(self) -> None:
-        _check(self.level.lower() in ("debug", "info", "warning", "error"),
-               f"log.level: expected debug, info, warning or error, got {self.level!r}")
+        _check(
+            self.level.lower() in ("debug", "info", "warning", "error"),
+            f"log.level: expected debug, info, warning or error, got {self.level!r}",
+        )
 
 
 @dataclass
@@ -171,9 +194,10 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def load_config(path: Path | None, overrides: dict[str, object] | None = None,
-                environ: dict[str, str] | None = None) -> Config:
-    """Load and validate; raise ConfigError naming the bad key. Needs a gateway id for a daemon (checked by the caller)."""
+def load_config(
+    path: Path | None, overrides: dict[str, object] | None = None, environ: dict[str, str] | None = None
+) -> Config:
+    """Load and validate; raise ConfigError naming the bad key. A daemon also needs gateway.id (its caller checks)."""
     cfg = load(Config, path, env_prefix=ENV_PREFIX, environ=environ, overrides=overrides)
     if path is not None:
         with open(path, "rb") as f:

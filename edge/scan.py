@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -14,8 +15,15 @@ from edge.model import Advert
 from edge.sources import Recorder, SourceOptions, open_source
 
 
-def scan(kind: str, options: SourceOptions, counters: Counters, *, record: Path | None, duration: float | None,
-         out: Callable[[str], None]) -> int:
+def scan(
+    kind: str,
+    options: SourceOptions,
+    counters: Counters,
+    *,
+    record: Path | None,
+    duration: float | None,
+    out: Callable[[str], None],
+) -> int:
     """Run the source until it ends, `duration` passes or Ctrl-C; return the number of adverts seen."""
     source = open_source(kind, options, counters)
     seen = 0
@@ -30,21 +38,16 @@ def scan(kind: str, options: SourceOptions, counters: Counters, *, record: Path 
             fields: dict[str, object] = ruuvi.decode(adv.payload)
         except ruuvi.DecodeError as e:
             fields = {"error": str(e)}
-        out(json.dumps({"mac": adv.mac, "rssi": adv.rssi, "raw": adv.payload.hex(), **fields},
-                       separators=(",", ":")))
+        out(json.dumps({"mac": adv.mac, "rssi": adv.rssi, "raw": adv.payload.hex(), **fields}, separators=(",", ":")))
 
     async def main(recorder: Recorder | None) -> None:
         task = asyncio.ensure_future(source.run(lambda adv: on_advert(adv, recorder)))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(task, duration)
-        except TimeoutError:
-            pass
 
     def go(recorder: Recorder | None) -> None:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(main(recorder))
-        except KeyboardInterrupt:
-            pass
 
     if record is None:
         go(None)

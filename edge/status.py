@@ -50,15 +50,17 @@ def render(report: dict[str, Any], *, now_ns: int) -> str:
     scanner = gw.get("scanner") or {}
     heartbeat = gw.get("heartbeat_ns")
     running = bool(gw.get("running")) and heartbeat is not None and now_ns - heartbeat < 10 * 10**9
+    daemon = f"running (pid {gw.get('pid')})" if running else "not running"
     lines = [
-        f"gateway   {gw.get('id', '-')}  daemon {'running (pid %s)' % gw.get('pid') if running else 'not running'}"
+        f"gateway   {gw.get('id', '-')}  daemon {daemon}"
         f"  source {gw.get('source', '-')}  db {report['db']}",
         f"buffer    {buf['rows']} readings ({buf.get('held_rows') or 0} held for clock sync), {_size(buf['bytes'])}"
         f" of {_size(buf['max_bytes'])}, oldest unsent {_ago(buf['oldest_unsent_age_s'])}, policy {buf['policy']}",
         f"counters  adverts {c['adverts_received']}  stored {c['readings_stored']}  acked {c['readings_acked']}"
         f"  duplicates {c['duplicates']}  decode errors {c['decode_errors']}",
         f"dropped   cap {report['dropped']['cap']}  age {report['dropped']['age']}",
-        f"uplink    {up.get('state', 'unknown')}  broker {up.get('broker', '-')}  last ack {_when(up.get('last_ack_ns'))}"
+        f"uplink    {up.get('state', 'unknown')}  broker {up.get('broker', '-')}"
+        f"  last ack {_when(up.get('last_ack_ns'))}"
         f"  in flight {up.get('inflight', 0)}  reconnects {c['uplink_reconnects']}",
         f"clock     {'synchronised' if gw.get('clock_synced', report['clock']['synced']) else 'NOT synchronised'}"
         f"  corrected readings {report['clock']['corrections']}",
@@ -74,13 +76,16 @@ def render(report: dict[str, Any], *, now_ns: int) -> str:
     for t in tags:
         values = t.get("values") or {}
         pct = t.get("completeness_pct")
-        rows.append([
-            t["mac"], f"{t['data_format']:X}" if isinstance(t["data_format"], int) else "-",
-            _ago(t.get("last_seen_age_s")),
-            "-" if t.get("rssi") is None else f"{t['rssi']} dBm",
-            "-" if t.get("battery_voltage") is None else f"{t['battery_voltage']} mV",
-            *("-" if values.get(k) is None else str(values[k]) for k in SHOWN_VALUES),
-            "-" if pct is None else f"{pct:.1f} %",
-        ])
+        rows.append(
+            [
+                t["mac"],
+                f"{t['data_format']:X}" if isinstance(t["data_format"], int) else "-",
+                _ago(t.get("last_seen_age_s")),
+                "-" if t.get("rssi") is None else f"{t['rssi']} dBm",
+                "-" if t.get("battery_voltage") is None else f"{t['battery_voltage']} mV",
+                *("-" if values.get(k) is None else str(values[k]) for k in SHOWN_VALUES),
+                "-" if pct is None else f"{pct:.1f} %",
+            ]
+        )
     lines.extend(_table(rows))
     return "\n".join(lines)

@@ -43,8 +43,11 @@ def show(influx: Influxd, workdir: Path) -> None:
     print("\n=== edge-gw status", flush=True)
     subprocess.run([sys.executable, "-m", "edge.cli", "status", "--db", str(workdir / "edge.db")], check=False)
     print("\n=== newest values per tag (InfluxDB, raw)")
-    series = influx_query(influx, 'SELECT last("temperature"), last("humidity"), last("pressure"), '
-                                  'last("battery_voltage"), last("co2") FROM "ruuvi" GROUP BY "mac"')
+    series = influx_query(
+        influx,
+        'SELECT last("temperature"), last("humidity"), last("pressure"), '
+        'last("battery_voltage"), last("co2") FROM "ruuvi" GROUP BY "mac"',
+    )
     rows = [["mac", "temperature °C", "humidity %", "pressure Pa", "battery mV", "co2 ppm"]]
     for s in series:
         v = s["values"][0]  # type: ignore[index]
@@ -54,11 +57,15 @@ def show(influx: Influxd, workdir: Path) -> None:
     subprocess.run(["cloud-ingest", "status", "--status-file", str(workdir / "cloud-ingest.status")], check=False)
     # The hourly continuous query fills in an hour once it has ended; recompute the current hour so the demo
     # shows it after 30 s (the receiver does the same for late data).
-    subprocess.run(["cloud-ingest", "setup", "--influx", f"{influx.url}/{DB}", "--backfill", "1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["cloud-ingest", "setup", "--influx", f"{influx.url}/{DB}", "--backfill", "1"], check=True, capture_output=True
+    )
     print("\n=== hourly rollups (InfluxDB, rollups.ruuvi_1h)")
-    series = influx_query(influx, 'SELECT "mean_temperature", "min_temperature", "max_temperature", '
-                                  '"count_temperature" FROM "rollups"."ruuvi_1h" GROUP BY "mac" ORDER BY time DESC LIMIT 1')
+    series = influx_query(
+        influx,
+        'SELECT "mean_temperature", "min_temperature", "max_temperature", '
+        '"count_temperature" FROM "rollups"."ruuvi_1h" GROUP BY "mac" ORDER BY time DESC LIMIT 1',
+    )
     rows = [["mac", "hour", "mean °C", "min °C", "max °C", "count"]]
     for s in series:
         v = s["values"][0]  # type: ignore[index]
@@ -67,8 +74,10 @@ def show(influx: Influxd, workdir: Path) -> None:
     if shutil.which("grafana-server"):
         print("\nGrafana: provision cloud/grafana/ (see ansible/roles/grafana) and open http://localhost:3000")
     else:
-        print("\nGrafana is not installed here. With Grafana, add an InfluxDB datasource for "
-              f"{influx.url} database '{DB}' and import the dashboards in cloud/grafana/.")
+        print(
+            "\nGrafana is not installed here. With Grafana, add an InfluxDB datasource for "
+            f"{influx.url} database '{DB}' and import the dashboards in cloud/grafana/."
+        )
 
 
 def main() -> int:
@@ -97,13 +106,47 @@ def main() -> int:
         influx_url = f"{influx.url}/{DB}"
         subprocess.run(["cloud-ingest", "setup", "--influx", influx_url], check=True)
         logs = {name: open(workdir / f"{name}.log", "ab") for name in ("cloud-ingest", "edge-gw")}  # noqa: SIM115
-        procs.append(subprocess.Popen(
-            ["cloud-ingest", "run", "--mqtt", broker.url, "--influx", influx_url, "--status-file", str(workdir / "cloud-ingest.status")],
-            stdout=logs["cloud-ingest"], stderr=subprocess.STDOUT))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "--source", "simulate", "--tags", str(args.tags), "--rate",
-             str(args.rate), "--gateway-id", "demo-gw", "--mqtt", broker.url, "--db", str(workdir / "edge.db"),
-             "--assume-synced"], stdout=logs["edge-gw"], stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "cloud-ingest",
+                    "run",
+                    "--mqtt",
+                    broker.url,
+                    "--influx",
+                    influx_url,
+                    "--status-file",
+                    str(workdir / "cloud-ingest.status"),
+                ],
+                stdout=logs["cloud-ingest"],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge.cli",
+                    "run",
+                    "--source",
+                    "simulate",
+                    "--tags",
+                    str(args.tags),
+                    "--rate",
+                    str(args.rate),
+                    "--gateway-id",
+                    "demo-gw",
+                    "--mqtt",
+                    broker.url,
+                    "--db",
+                    str(workdir / "edge.db"),
+                    "--assume-synced",
+                ],
+                stdout=logs["edge-gw"],
+                stderr=subprocess.STDOUT,
+            )
+        )
         print(f"cloud-ingest pid {procs[0].pid}, edge-gw pid {procs[1].pid}; logs in {workdir}/")
         deadline = time.monotonic() + (args.seconds if args.seconds is not None else float("inf"))
         next_show = time.monotonic() + min(30.0, (args.seconds or 60) / 2)

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import Influxd, Mosquitto  # noqa: E402
+from servers import Influxd, Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,8 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path) -> Iterator[type[Mosquitto]]:
-    """For tests that need auth/TLS/ACL settings: call `mosquitto_factory(workdir, extra=[...], anonymous=False).start()`."""
+    """For tests that need auth/TLS/ACL settings:
+    `mosquitto_factory(workdir, extra=[...], anonymous=False).start()`."""
     started: list[Mosquitto] = []
 
     class Tracked(Mosquitto):

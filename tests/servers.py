@@ -155,10 +155,12 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"influxd exited: {log.read_text(errors='replace')[-2000:]}")
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as r:
-                    if r.status == 204:
-                        return self
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as r,
+            ):
+                if r.status == 204:
+                    return self
             time.sleep(0.05)
         raise RuntimeError("influxd did not answer /ping")
 

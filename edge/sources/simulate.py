@@ -44,8 +44,24 @@ def _walk(rng: random.Random, value: float, step: float, lo: float, hi: float) -
 class VirtualTag:
     """One virtual tag: its drifting state and the payload of its current measurement."""
 
-    __slots__ = ("advert", "air", "battery", "co2", "humidity", "left", "mac", "mac_bytes", "measurements",
-                 "legacy", "movement", "pm", "pressure", "rssi", "seq", "temperature")
+    __slots__ = (
+        "advert",
+        "air",
+        "battery",
+        "co2",
+        "humidity",
+        "left",
+        "legacy",
+        "mac",
+        "mac_bytes",
+        "measurements",
+        "movement",
+        "pm",
+        "pressure",
+        "rssi",
+        "seq",
+        "temperature",
+    )
 
     def __init__(self, rng: random.Random, seed: int, index: int, air: bool) -> None:
         self.mac_bytes = tag_mac(seed, index)

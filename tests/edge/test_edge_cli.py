@@ -46,7 +46,9 @@ def test_decode_accepts_company_id_and_whole_advert() -> None:
 
 
 def test_decode_derived() -> None:
-    out = json.loads(CliRunner().invoke(cli, ["decode", "--derived", "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"]).output)
+    out = json.loads(
+        CliRunner().invoke(cli, ["decode", "--derived", "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"]).output
+    )
     assert out["dew_point"] == pytest.approx(14.262, abs=0.001)
     assert out["absolute_humidity"] == pytest.approx(11.839, abs=0.001)
 
@@ -54,7 +56,9 @@ def test_decode_derived() -> None:
 @pytest.mark.parametrize("bad", ["zz", "05", "0512", "", "07" + "00" * 23])
 def test_decode_bad_input_exits_2_with_one_line(bad: str) -> None:
     # A real process, so the exit status and stderr are what a shell sees.
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "decode", bad], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "decode", bad], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
@@ -75,7 +79,9 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 
 def test_config_check_hides_secrets(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[gateway]\nid = "gw1"\n[mqtt]\nurl = "mqtt://gw1:topsecret@127.0.0.1:1883"\npassword = "alsosecret"\n')
+    cfg.write_text(
+        '[gateway]\nid = "gw1"\n[mqtt]\nurl = "mqtt://gw1:topsecret@127.0.0.1:1883"\npassword = "alsosecret"\n'
+    )
     cfg.chmod(0o600)
     result = CliRunner().invoke(cli, ["config", "check", "--config", str(cfg)])
     assert result.exit_code == 0, result.output

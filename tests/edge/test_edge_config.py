@@ -51,18 +51,22 @@ def test_sizes_and_durations(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
-        ("[mqtt]\nkeepalive = \"ten\"\n", {}, 'mqtt.keepalive: expected an integer, got a string \'ten\''),
+        ('[mqtt]\nkeepalive = "ten"\n', {}, "mqtt.keepalive: expected an integer, got a string 'ten'"),
         ("[mqtt]\nkeepalive = 1\n", {}, "mqtt.keepalive: must be 5..3600 s, got 1"),
-        ("[mqtt]\nurl = \"http://x\"\n", {}, "mqtt.url: expected mqtt://"),
-        ("[mqtt]\nca_file = \"/nonexistent/ca.pem\"\n", {}, "mqtt.ca_file: /nonexistent/ca.pem does not exist"),
+        ('[mqtt]\nurl = "http://x"\n', {}, "mqtt.url: expected mqtt://"),
+        ('[mqtt]\nca_file = "/nonexistent/ca.pem"\n', {}, "mqtt.ca_file: /nonexistent/ca.pem does not exist"),
         ("[mqtt]\nbogus = 1\n", {}, "mqtt.bogus: unknown key"),
         ("[nope]\nx = 1\n", {}, "nope: unknown section"),
-        ("[store]\npolicy = \"keep-all\"\n", {}, "store.policy: expected drop-oldest or drop-newest"),
-        ("[store]\nmax_bytes = \"lots\"\n", {}, "store.max_bytes: expected a size"),
-        ("[gateway]\nid = \"a b\"\n", {}, "gateway.id: 'a b' must be"),
-        ("[gateway]\nid = \"dlq\"\n", {}, "gateway.id: 'dlq' must be"),
-        ("", {"EDGE_GW_UPLINK_INFLIGHT": "many"}, "uplink.inflight (from $EDGE_GW_UPLINK_INFLIGHT): expected an integer"),
-        ("[source]\nkind = \"wifi\"\n", {}, "source.kind: expected bleak, simulate or replay:FILE"),
+        ('[store]\npolicy = "keep-all"\n', {}, "store.policy: expected drop-oldest or drop-newest"),
+        ('[store]\nmax_bytes = "lots"\n', {}, "store.max_bytes: expected a size"),
+        ('[gateway]\nid = "a b"\n', {}, "gateway.id: 'a b' must be"),
+        ('[gateway]\nid = "dlq"\n', {}, "gateway.id: 'dlq' must be"),
+        (
+            "",
+            {"EDGE_GW_UPLINK_INFLIGHT": "many"},
+            "uplink.inflight (from $EDGE_GW_UPLINK_INFLIGHT): expected an integer",
+        ),
+        ('[source]\nkind = "wifi"\n', {}, "source.kind: expected bleak, simulate or replay:FILE"),
         ("[gateway\n", {}, "is not valid TOML"),
     ],
 )
@@ -90,7 +94,7 @@ def test_password_file_must_be_0600(tmp_path: Path) -> None:
     os.chmod(secret, 0o640)
     p = write(tmp_path, f'[mqtt]\npassword_file = "{secret}"\n')
     cfg = load_config(p, environ={})
-    with pytest.raises(ConfigError, match="mqtt.password_file: .* readable by group or others"):
+    with pytest.raises(ConfigError, match=r"mqtt\.password_file: .* readable by group or others"):
         mqtt_password(cfg)
     os.chmod(secret, 0o600)
     assert mqtt_password(cfg) == "hunter2"

@@ -16,7 +16,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-
 from servers import Mosquitto
 
 EDGE = [sys.executable, "-m", "edge.cli"]
