@@ -101,27 +101,35 @@ def edge_messages(total: int, per_batch: int, gateways: int, t0: int) -> list[tu
 
 
 def sustained(workdir: Path, broker: Mosquitto, url: str, name: str, messages: list[tuple[str, bytes]],
-              readings: int, settings: dict[str, str], qos: int = 1) -> tuple[float, dict[str, int]]:
-    """Readings/s from the receiver's start until its last write, the broker queue pre-loaded."""
-    rx = ReceiverProcess(workdir, broker.port, url, name, settings).start()
-    rx.stop()  # the session exists now; the broker queues for it
+              readings: int, settings: dict[str, str], receivers: int = 1) -> tuple[float, dict[str, int]]:
+    """Readings/s from the receivers' start until the last write, the broker queue pre-loaded. Several receivers
+    share the subscription (mqtt.shared_group)."""
+    if receivers > 1:
+        settings = {**settings, "mqtt.shared_group": name}
+    rxs = [ReceiverProcess(workdir, broker.port, url, f"{name}-{k}", settings) for k in range(receivers)]
+    for rx in rxs:
+        rx.start().stop()  # the session exists now; the broker queues for it
     pub = Publisher(broker.port, client_id=f"pub-{name}")
-    pub.publish(messages, qos=qos, timeout=600)
+    pub.publish(messages, timeout=600)
     pub.close()
-    rx.start()
+    for rx in rxs:
+        rx.start()
     try:
         deadline = time.monotonic() + 600
         while True:
-            st = rx.status()
-            if st and st["written"] + st["duplicates"] >= readings and st["inflight_messages"] == 0:
+            sts = [rx.status() or {} for rx in rxs]
+            total = {k: sum(st.get(k, 0) for st in sts) for k in ("written", "duplicates", "dead_letters",
+                                                                   "inflight_messages")}
+            if total["written"] + total["duplicates"] >= readings and total["inflight_messages"] == 0:
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: only {st and st['written']} of {readings} written")
+                raise RuntimeError(f"{name}: only {total['written']} of {readings} written")
             time.sleep(0.02)
-        rate = readings / ((st["last_write_ns"] - st["started_ns"]) / S)
-        return rate, st
+        span = max(st["last_write_ns"] for st in sts) - min(st["started_ns"] for st in sts)
+        return readings / (span / S), total
     finally:
-        rx.stop()
+        for rx in rxs:
+            rx.stop()
 
 
 def latency(workdir: Path, broker: Mosquitto, influxd: Influxd, db: str, rate: int, seconds: float,
@@ -210,6 +218,8 @@ def main() -> None:
     ap.add_argument("--edge", type=int, default=200_000, help="edge-format readings (500 per message)")
     ap.add_argument("--ruuvi", type=int, default=40_000, help="Ruuvi Gateway messages (one reading each)")
     ap.add_argument("--writers", type=int, default=1, help="receiver batch.writers")
+    ap.add_argument("--receivers", type=int, default=2,
+                    help="also run this many receivers in a shared subscription group on edge traffic (1 = skip)")
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--latency-interval", default="0.1", help="batch.max_interval for the latency run")
@@ -242,6 +252,14 @@ def main() -> None:
             rrate, rst = sustained(work, broker, f"{base}/ruuvigw", "ruuvigw", rmsgs, args.ruuvi, common)
             print(f"cloud-ingest, Ruuvi Gateway traffic (1 reading/message, QoS 1, {args.ruuvi} messages): "
                   f"{rrate:,.0f} readings/s = {rrate / ceiling:.0%} of the ceiling (written {rst['written']})")
+
+            if args.receivers > 1:
+                influxd.query('CREATE DATABASE "ingest2"', method="POST")
+                msgs2 = edge_messages(args.edge, 500, 10, t0 + 1800 * S)
+                rate2, st2 = sustained(work, broker, f"{base}/ingest2", "shared", msgs2, args.edge, common,
+                                       receivers=args.receivers)
+                print(f"cloud-ingest x{args.receivers} in one shared subscription group, edge-format batches: "
+                      f"{rate2:,.0f} readings/s = {rate2 / ceiling:.0%} of the ceiling (written {st2['written']})")
 
             # The machine is shared and noisy: measure the ceiling again and compare with the higher of the two.
             again = influx_ceiling(f"{base}/ceiling2", points=args.ceiling_points)
