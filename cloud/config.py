@@ -45,7 +45,7 @@ class MqttSection:
     client_id: str = "cloud-ingest-1"
     shared_group: str = ""
     qos: int = 1
-    session_expiry: Duration = Duration(7 * 86400.0)  # noqa: RUF009 - an immutable number
+    session_expiry: Duration = Duration(7 * 86400.0)
     receive_maximum: int = 2000
     keepalive: int = 30
     dlq_topic: str = "edge-gw/dlq"
@@ -87,8 +87,8 @@ class InfluxSection:
     org: str = ""
     bucket: str = ""
     measurement: str = "ruuvi"
-    timeout: Duration = Duration(10.0)  # noqa: RUF009 - an immutable number
-    backoff_max: Duration = Duration(30.0)  # noqa: RUF009 - an immutable number
+    timeout: Duration = Duration(10.0)
+    backoff_max: Duration = Duration(30.0)
     gzip: bool = True
 
     def __post_init__(self) -> None:
@@ -110,7 +110,7 @@ class InfluxSection:
 @dataclass
 class BatchSection:
     max_points: int = 5000
-    max_interval: Duration = Duration(10.0)  # noqa: RUF009 - an immutable number
+    max_interval: Duration = Duration(10.0)
     max_messages: int = 0
     queue_batches: int = 4
     writers: int = 1
@@ -127,7 +127,7 @@ class BatchSection:
 @dataclass
 class DedupSection:
     enabled: bool = True
-    window: Duration = Duration(30.0)  # noqa: RUF009 - an immutable number
+    window: Duration = Duration(30.0)
     max_entries: int = 500_000
 
     def __post_init__(self) -> None:
@@ -140,9 +140,9 @@ class FormatsSection:
     edge: list[str] = field(default_factory=lambda: ["edge-gw/+/batch", "edge-gw/+/status"])
     ruuvi_gateway: list[str] = field(default_factory=lambda: ["ruuvi/+/+"])
     flat: list[str] = field(default_factory=lambda: ["sensors/+"])
-    max_payload: Size = Size(1 << 20)  # noqa: RUF009 - an immutable number
-    max_age: Duration = Duration(366 * 86400.0)  # noqa: RUF009 - an immutable number
-    max_ahead: Duration = Duration(300.0)  # noqa: RUF009 - an immutable number
+    max_payload: Size = Size(1 << 20)
+    max_age: Duration = Duration(366 * 86400.0)
+    max_ahead: Duration = Duration(300.0)
 
     def __post_init__(self) -> None:
         for name in FORMAT_NAMES:
@@ -169,8 +169,8 @@ class RollupsSection:
     intervals: list[str] = field(default_factory=lambda: ["1h", "1d"])
     battery_field: str = "battery_voltage"
     cq_resample: str = ""
-    settle: Duration = Duration(10.0)  # noqa: RUF009 - an immutable number
-    late_margin: Duration = Duration(60.0)  # noqa: RUF009 - an immutable number
+    settle: Duration = Duration(10.0)
+    late_margin: Duration = Duration(60.0)
 
     def __post_init__(self) -> None:
         for key in ("raw_duration", "rollup_duration"):
@@ -187,7 +187,7 @@ class RollupsSection:
 
 @dataclass
 class DlqSection:
-    max_payload: Size = Size(65536)  # noqa: RUF009 - an immutable number
+    max_payload: Size = Size(65536)
 
     def __post_init__(self) -> None:
         _check(self.max_payload >= 64, f"dlq.max_payload: must be at least 64 bytes, got {int(self.max_payload)}")
@@ -205,8 +205,8 @@ class MetricsSection:
 @dataclass
 class StatusSection:
     file: str = "/var/lib/cloud-ingest/status.json"
-    interval: Duration = Duration(1.0)  # noqa: RUF009 - an immutable number
-    gateway_offline_after: Duration = Duration(300.0)  # noqa: RUF009 - an immutable number
+    interval: Duration = Duration(1.0)
+    gateway_offline_after: Duration = Duration(300.0)
 
     def __post_init__(self) -> None:
         _check(0.05 <= self.interval <= 300, f"status.interval: must be 50 ms..300 s, got {self.interval}")
