@@ -68,7 +68,7 @@ class Mosquitto:
             f"allow_anonymous {'true' if self.anonymous else 'false'}",
             "persistence true",
             f"persistence_location {self.workdir}/",
-            # The settings docs/mosquitto.md asks for: queue everything for offline persistent sessions,
+            # The settings cloud/mosquitto/cloud-ingest.conf asks for: queue everything for offline persistent sessions,
             # and save the queue often so a broker crash loses little.
             "max_queued_messages 0",
             "max_queued_bytes 0",
