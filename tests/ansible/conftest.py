@@ -60,6 +60,8 @@ class Provisioned:
     root: Root
     ports: dict[str, int]
     workdir: Path
+    collections: Path
+    inventory: Path
     recaps: dict[str, list[dict[str, int]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -132,8 +134,9 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
     try:
         root.create()
         ports = {k: free_port() for k in ("mqtt", "mqtts", "influx", "influx_rpc", "edge_metrics", "cloud_metrics")}
-        p = Provisioned(root, ports, work, seconds={"prepare": prep, "debootstrap": time.monotonic() - t0})
         inventory = write_inventory(work, host_vars(root, ports, certs, archive))
+        p = Provisioned(root, ports, work, coll, inventory,
+                        seconds={"prepare": prep, "debootstrap": time.monotonic() - t0})
         env = ansible_env(work, coll)
         for run in ("first", "second"):
             for book in ("gateways.yml", "cloud.yml"):

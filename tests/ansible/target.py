@@ -7,6 +7,7 @@ are then started by hand from the root (`chroot ROOT ...`), with the installed b
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -149,13 +150,15 @@ def ansible_env(workdir: Path, collections_path: Path) -> dict[str, str]:
     return env
 
 
-def ansible_playbook(playbook: Path, inventory: Path, env: dict[str, str]) -> tuple[dict[str, int], str]:
+def ansible_playbook(playbook: Path, inventory: Path, env: dict[str, str],
+                     extra_vars: dict[str, str] | None = None) -> tuple[dict[str, int], str]:
     """Run a playbook; return the PLAY RECAP counters of the single host and the full output."""
     search = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     exe = shutil.which("ansible-playbook", path=search)
     if exe is None:
         raise TargetError("ansible-playbook is not installed (pip install 'ansible-core==2.19.*')")
-    p = run([exe, "-i", str(inventory), str(playbook)], check=False, env=env, timeout=900)
+    extra = ["-e", json.dumps(extra_vars)] if extra_vars else []
+    p = run([exe, "-i", str(inventory), *extra, str(playbook)], check=False, env=env, timeout=900)
     out = p.stdout + p.stderr
     if p.returncode != 0:
         raise TargetError(f"{playbook.name} failed (rc={p.returncode}):\n{out[-8000:]}")
