@@ -102,7 +102,7 @@ def test_cloud_files_modes_and_users(provisioned: Provisioned) -> None:
         "user cloud-ingest", "topic read edge-gw/#", "topic write edge-gw/dlq", "pattern write edge-gw/%u/#"]
     conf = (root / "etc/mosquitto/mosquitto.conf").read_text().splitlines()
     for line in ("allow_anonymous false", "persistence true", "max_queued_messages 0", "max_queued_bytes 0",
-                 "max_inflight_messages 0", "autosave_interval 30", f"listener {provisioned.ports['mqtt']} 127.0.0.1",
+                 "max_inflight_messages 1000", "queue_qos0_messages true", "autosave_interval 5", f"listener {provisioned.ports['mqtt']} 127.0.0.1",
                  f"listener {provisioned.ports['mqtts']} 127.0.0.1", "certfile /etc/mosquitto/certs/server.crt"):
         assert line in conf
     assert owner(root / "etc/cloud-ingest/cloud-ingest.toml", root) == ("cloud-ingest", "cloud-ingest", "0o600")
