@@ -8,6 +8,7 @@ shared Counters (and so to Prometheus and the store) by the housekeeping loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -148,11 +149,17 @@ class Gateway:
                                   max_delay_s=float(cfg.store.commit_interval))
         self.pipeline = Pipeline(clock, Dedup(float(cfg.dedup.window), cfg.dedup.max_entries), self.writer.put,
                                  derived=cfg.decode.derived)
-        self.source = source if source is not None else open_source(cfg.source.kind, source_options(cfg), counters)
+        options = source_options(cfg)
+        options = dataclasses.replace(options, tags_expected=self._tags_seen_recently(options.expect_s))
+        self.source = source if source is not None else open_source(cfg.source.kind, options, counters)
         self.uplink: Uplink | None = None
         self._pushed = {"adverts_received": 0, "decode_errors": 0, "duplicates": 0}
         self._started_ns = clock.wall_ns()
         self._last_error_logged = ""
+
+    def _tags_seen_recently(self, within_s: float) -> bool:
+        now = self.clock.wall_ns()
+        return any(now - t["last_seen_ns"] <= within_s * 1e9 for t in self.store.report()["tags"] if t["last_seen_ns"])
 
     def _push_counters(self) -> None:
         p = self.pipeline

@@ -37,6 +37,9 @@ class SourceOptions:
     passive: bool = True  # passive scan where BlueZ supports it, else active (logged)
     watchdog_s: float = 60.0  # no advert for this long while tags are expected -> restart the scanner
     expect_s: float = 600.0  # tags count as "expected" for this long after the last advert
+    # Tags were heard recently by an earlier run (from the buffer's per-tag state): the watchdog is armed from the
+    # start, so an adapter that comes up deaf after a restart is recovered too, not only one that goes deaf later.
+    tags_expected: bool = False
     check_s: float = 1.0  # how often the watchdog looks; tests make it small
     reset_pause_s: float = 2.0  # how long an adapter stays powered off during a reset
     # simulate

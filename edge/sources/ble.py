@@ -189,6 +189,8 @@ class BleakSource:
         self.phase = "starting"
         await self._first_start()
         self.phase = "scanning"
+        if self.options.tags_expected:
+            self.watchdog.expect_from(self._loop.time())
         log.info("scanning on %s (%s)", self.adapter, self.mode)
         count = self.options.count
         try:

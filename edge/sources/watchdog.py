@@ -30,6 +30,11 @@ class Watchdog:
         self.last_step = None
         self.steps = 0
 
+    def expect_from(self, now: float) -> None:
+        """Treat `now` as if a tag had just been heard: tags known from before a restart are expected."""
+        if self.last_advert is None:
+            self.advert(now)
+
     def expected(self, now: float) -> bool:
         return self.last_advert is not None and now - self.last_advert <= self.expect_s
 

@@ -49,6 +49,15 @@ def test_steady_adverts_never_trigger() -> None:
         assert w.check(t + 3.9) is None
 
 
+def test_armed_at_start_when_tags_are_known_from_before() -> None:
+    w = Watchdog(stall_s=10, expect_s=60)
+    w.expect_from(100.0)
+    assert w.check(109.0) is None
+    assert w.check(110.0) == RESTART_SCANNER  # deaf from the start: recovered all the same
+    w.expect_from(115.0)  # only arms; it never hides a silence already being handled
+    assert w.check(120.0) == RESET_ADAPTER
+
+
 def test_bad_settings() -> None:
     with pytest.raises(ValueError, match="stall_s <= expect_s"):
         Watchdog(stall_s=10, expect_s=5)
