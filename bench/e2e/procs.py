@@ -1,0 +1,159 @@
+"""Processes of the end-to-end benchmark: the gateway and receiver CLIs as subprocesses, a peak-RSS monitor, and
+small InfluxDB/status readers. Servers (Mosquitto, influxd) come from tests/servers.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[2]
+SNIPPET = REPO / "cloud" / "mosquitto" / "cloud-ingest.conf"
+
+
+def broker_settings() -> list[str]:
+    """The shipped Mosquitto snippet, minus its persistence directory (the private broker sets its own)."""
+    lines = [ln.strip() for ln in SNIPPET.read_text().splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("#") and not ln.startswith("persistence_location")]
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """Peak resident set (VmHWM) of a live process, 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PeakRss:
+    """Polls VmHWM of named processes every 100 ms (VmHWM is itself a peak, so polling only has to catch the
+    process before it exits). Keeps the highest value per name."""
+
+    def __init__(self) -> None:
+        self.peaks_kb: dict[str, int] = {}
+        self._pids: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def watch(self, name: str, pid: int) -> None:
+        with self._lock:
+            self._pids[name] = pid
+        self._sample()
+
+    def _sample(self) -> None:
+        with self._lock:
+            for name, pid in self._pids.items():
+                self.peaks_kb[name] = max(self.peaks_kb.get(name, 0), vm_hwm_kb(pid))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def stop(self) -> dict[str, int]:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        return dict(self.peaks_kb)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any EDGE_GW_/CLOUD_INGEST_ settings of the caller's shell, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_GW_", "CLOUD_INGEST_"))}
+    env.update(extra)
+    return env
+
+
+class Receiver:
+    """`cloud-ingest run` in its own process, with a fast status file to watch its counters."""
+
+    def __init__(self, workdir: Path, mqtt_url: str, influx_url: str, settings: dict[str, str],
+                 client_id: str = "bench-e2e") -> None:
+        self.status_file = workdir / f"{client_id}.status.json"
+        self.log = workdir / f"{client_id}.log"
+        self.args = [sys.executable, "-c", "from cloud.cli import main; main()", "run", "--mqtt", mqtt_url,
+                     "--influx", influx_url, "--client-id", client_id, "--metrics-port", "0",
+                     "--status-file", str(self.status_file), "--log-level", "warning",
+                     "--set", "status.interval=0.1"]
+        for k, v in settings.items():
+            self.args += ["--set", f"{k}={v}"]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Receiver:
+        self.status_file.unlink(missing_ok=True)
+        out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+        deadline = time.monotonic() + 30
+        while not (self.status() or {}).get("mqtt_connected"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"receiver did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        return self
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            return orjson.loads(self.status_file.read_bytes())  # type: ignore[no-any-return]
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return None
+
+    def written(self) -> int:
+        return int((self.status() or {}).get("written", 0))
+
+    def idle(self) -> bool:
+        st = self.status() or {}
+        return st.get("inflight_messages") == 0 and st.get("queue_points") == 0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+
+def gateway_cmd(gateway_id: str, mqtt_url: str, db: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "edge.cli", "run", "--gateway-id", gateway_id, "--mqtt", mqtt_url, "--db", str(db),
+            "--source", "simulate", "--assume-synced", "--log-level", "warning", *extra]
+
+
+def committed_total(db: Path) -> int:
+    """Readings ever committed to a gateway buffer (AUTOINCREMENT ids)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+    finally:
+        conn.close()
+    return int(row[0]) if row else 0
+
+
+def influx_query(base_url: str, q: str, db: str = "ruuvi") -> dict[str, Any]:
+    query = urllib.parse.urlencode({"db": db, "epoch": "ns", "q": q})
+    with urllib.request.urlopen(f"{base_url}/query?{query}", timeout=60) as r:
+        return orjson.loads(r.read())  # type: ignore[no-any-return]
+
+
+def influx_count(base_url: str, gateway_regex: str) -> int:
+    """Points stored for gateways matching the regex (raw retention policy; temperature is in every format the
+    simulator sends)."""
+    res = influx_query(base_url, f'SELECT count("temperature") FROM "ruuvi" WHERE "gateway" =~ /{gateway_regex}/')
+    series = res["results"][0].get("series")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg prints them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
