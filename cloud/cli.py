@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from cloud import __version__
-from cloud.config import Config, check_runtime, load_config
+from cloud.config import Config, check_runtime, check_secrets, load_config
 from edge.config import redact_url
 from edge.settings import ConfigError, as_dict
 
@@ -137,6 +137,10 @@ def retire(config: Path | None, mqtt_url: str | None, influx_url: str | None, cl
         "mqtt.url": mqtt_url, "influx.url": influx_url, "mqtt.client_id": client_id,
         "mqtt.shared_group": shared_group, "metrics.port": "0", "status.file": "",
     }))
+    try:
+        check_secrets(cfg)
+    except ConfigError as e:
+        raise click.ClickException(f"config: {e}") from None
     _setup_logging(cfg.log.level)
     from cloud.receiver import ReceiverError
 
@@ -287,6 +291,10 @@ def config_check(config: Path | None, settings: tuple[str, ...]) -> None:
     Exits 1 with a one-line error naming the bad key.
     """
     cfg = _load(config, _overrides(settings, {}))
+    try:
+        check_secrets(cfg)
+    except ConfigError as e:
+        raise click.ClickException(f"config: {e}") from None
     effective = as_dict(cfg)
     effective["mqtt"]["url"] = redact_url(cfg.mqtt.url)
     effective["influx"]["url"] = redact_url(cfg.influx.url)

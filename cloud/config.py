@@ -254,8 +254,17 @@ def _check_cross(cfg: Config) -> None:
         raise ConfigError(f"mqtt.dlq_topic: {cfg.mqtt.dlq_topic!r} is also a formats topic; dead letters would loop")
 
 
+def check_secrets(cfg: Config) -> None:
+    """Read every credential file now: a missing one, or one others can read, is a one-line error before the
+    receiver starts (not a traceback at the first connect)."""
+    mqtt_credentials(cfg)
+    influx_url(cfg)
+    sink_options(cfg)
+
+
 def check_runtime(cfg: Config) -> None:
     """What only `run` needs: checked there, so that `config check` works on another machine."""
+    check_secrets(cfg)
     status_dir = Path(cfg.status.file).parent
     if cfg.status.file and not status_dir.is_dir():
         raise ConfigError(f"status.file: directory {status_dir} does not exist")

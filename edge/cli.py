@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from edge import __version__, ruuvi
-from edge.config import Config, load_config, redact_url
+from edge.config import Config, load_config, mqtt_password, redact_url
 from edge.settings import ConfigError, as_dict
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,6 +31,15 @@ class BadInput(click.ClickException):
 def _load(config: Path | None, overrides: dict[str, object]) -> Config:
     try:
         return load_config(config, overrides)
+    except ConfigError as e:
+        raise click.ClickException(f"config: {e}") from None
+
+
+def _check_secrets(cfg: Config) -> None:
+    """Read the credential file now: a missing one, or one others can read, is a one-line error before anything
+    starts (not a traceback at the first connect)."""
+    try:
+        mqtt_password(cfg)
     except ConfigError as e:
         raise click.ClickException(f"config: {e}") from None
 
@@ -95,6 +104,7 @@ def run(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id: 
     })
     if not cfg.gateway.id:
         raise click.ClickException("config: gateway.id is required (--gateway-id or [gateway] id)")
+    _check_secrets(cfg)
     _setup_logging(cfg.log.level)
     # sqlite-utils imports numpy when it is installed, only to convert numpy values we never pass; in the daemon
     # that costs 12 MB of RSS (measured). Only here, never in a process that may want numpy for real.
@@ -137,6 +147,7 @@ def flush(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id
     cfg = _load(config, {"gateway.db": str(db) if db else None, "mqtt.url": mqtt_url, "gateway.id": gateway_id})
     if not cfg.gateway.id:
         raise click.ClickException("config: gateway.id is required (--gateway-id or [gateway] id)")
+    _check_secrets(cfg)
     from edge.clock import SystemClock
     from edge.gateway import daemon_pid, mqtt_settings, store_limits, uplink_settings
     from edge.metrics import Counters
@@ -271,6 +282,7 @@ def config_group() -> None:
 def config_check(config: Path | None, connect: bool) -> None:
     """Validate the config (file, EDGE_GW_* variables) and print the effective settings, secrets hidden."""
     cfg = _load(config, {})
+    _check_secrets(cfg)
     effective = as_dict(cfg)
     effective["mqtt"]["url"] = redact_url(cfg.mqtt.url)
     click.echo(json.dumps(effective, indent=2))
