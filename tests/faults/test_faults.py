@@ -1,0 +1,297 @@
+"""The fault suite: seven ways to break the real pipeline, each ending with committed == stored, exactly.
+
+Each test builds its own pipeline (fixture `pipeline`), breaks it, settles it (gateways stopped, buffers flushed,
+the collector holding exactly the committed readings) and records a row of the summary table before asserting, so a
+failing scenario still shows its numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from faults_pipeline import Outcome, Pipeline, Point, compare, compare_shared, sequence, wait_until
+from servers import free_port
+
+Record = Callable[[Outcome], None]
+
+
+def collected(p: Pipeline, gateway: str) -> int:
+    assert p.collector is not None
+    return p.collector.count(gateway)
+
+
+def finish(p: Pipeline, record: Record, scenario: str, started: float, dropped: dict[str, set[Point]] | None = None,
+           note: Callable[[dict[str, set[Point]]], str] | None = None) -> tuple[Outcome, dict[str, set[Point]]]:
+    committed = p.settle(dropped)
+    with contextlib.suppress(TimeoutError):  # a shortfall is reported by the comparison, with the numbers
+        p.wait_stored(sum(len(v) for v in committed.values()))
+    stored = p.stored()
+    sent = sum(gw.committed() for gw in p.gateways)
+    outcome = compare(scenario, sent, committed, stored, started, sum(len(v) for v in (dropped or {}).values()))
+    if note is not None:
+        outcome.note = note(committed)
+    record(outcome)
+    if outcome.lost or outcome.duplicated:
+        p.explain(committed, stored)
+    return outcome, committed
+
+
+def assert_exact(outcome: Outcome, delivered_anyway: int = 0) -> None:
+    assert (outcome.lost, outcome.duplicated) == (0, 0), outcome
+    assert outcome.stored == outcome.sent - outcome.dropped + delivered_anyway, outcome
+
+
+def test_broker_stopped_under_load_then_restarted(pipeline: Pipeline, record: Record) -> None:
+    started = time.monotonic()
+    gw = pipeline.gateway("gw-1")
+    gw.start(seed=11, tags=20, rate=2500)
+    wait_until(lambda: collected(pipeline, "gw-1") >= 500, 30, "readings flowing")
+    pipeline.broker.stop()
+    at_stop = gw.committed()
+    wait_until(lambda: gw.committed() >= at_stop + 2500, 30, "the gateway committing during the outage")
+    assert gw.buffered() >= 2000  # a real backlog built up while the broker was away
+    pipeline.broker.start()  # same port and persistence directory: the sessions survive
+    wait_until(lambda: gw.buffered() < 500, 60, "the backlog drained")
+    wait_until(lambda: pipeline.count_stored() >= at_stop + 2500, 60, "the backlog stored")
+    outcome, _ = finish(pipeline, record, "1-broker-restart", started)
+    assert outcome.sent >= at_stop + 2500
+    assert_exact(outcome)
+
+
+def test_gateway_killed_10_times_while_draining_a_backlog(pipeline: Pipeline, record: Record) -> None:
+    started = time.monotonic()
+    gw = pipeline.gateway("gw-2", **{"uplink.backfill_rate": "1500.0"})
+    # The backlog: a run with no broker to reach, ended once its readings are committed.
+    nowhere = f"mqtt://127.0.0.1:{free_port()}"
+    proc = gw.start(seed=200, tags=40, rate=0, mqtt_url=nowhere, count=30_000)
+    proc.wait(120)
+    backlog = gw.committed()
+    assert backlog > 10_000 and gw.buffered() == backlog, gw.tail()
+    rng = random.Random(2)
+    for i in range(10):
+        before = collected(pipeline, "gw-2")
+        gw.start(seed=201 + i, tags=10, rate=400)  # a new fleet each time: new measurements, never a repeat
+        wait_until(lambda before=before: collected(pipeline, "gw-2") > before + 50, 30,  # type: ignore[misc]
+                   "the restarted gateway forwarding")
+        time.sleep(rng.uniform(0.0, 0.7))
+        draining = gw.buffered()
+        gw.kill()
+        assert draining > 0, f"round {i}: the backlog was already drained"
+    outcome, _ = finish(pipeline, record, "2-gateway-kill9", started)
+    assert gw.starts == 11
+    assert_exact(outcome)
+
+
+def test_influxd_stopped_then_restarted_while_messages_flow(pipeline: Pipeline, record: Record) -> None:
+    started = time.monotonic()
+    gw = pipeline.gateway("gw-3")
+    gw.start(seed=31, tags=20, rate=2000)
+    wait_until(lambda: pipeline.count_stored() >= 500, 30, "points stored")
+    pipeline.influxd.stop()
+    at_stop = collected(pipeline, "gw-3")
+    # Messages keep flowing through the broker while the database is away.
+    wait_until(lambda: collected(pipeline, "gw-3") >= at_stop + 2000, 30, "messages flowing during the outage")
+    pipeline.influxd.start()
+    wait_until(lambda: pipeline.count_stored() >= at_stop + 2000, 60, "the queued points written")
+    outcome, _ = finish(pipeline, record, "3-influxd-restart", started)
+    assert_exact(outcome)
+
+
+def test_receiver_killed_mid_batch(pipeline: Pipeline, record: Record) -> None:
+    started = time.monotonic()
+    rx = pipeline.receiver
+    assert rx is not None
+    gw = pipeline.gateway("gw-4")
+    gw.start(seed=41, tags=20, rate=2500)
+    for _ in range(3):
+        stored_before = max(pipeline.count_stored(), 0)
+
+        def holding() -> bool:
+            st = rx.status()
+            return st.get("pid") == rx.proc.pid and (st.get("inflight_messages", 0) > 0  # type: ignore[union-attr]
+                                                     or st.get("queue_points", 0) > 0)
+
+        wait_until(lambda sb=stored_before: pipeline.count_stored() > sb + 300, 30,  # type: ignore[misc]
+                   "the receiver writing")
+        wait_until(holding, 30, "the receiver holding unacknowledged messages", interval=0.01)
+        rx.kill()
+        assert rx.proc is not None and rx.proc.returncode == -9
+        time.sleep(0.5)  # messages pile up at the broker meanwhile
+        rx.start()
+    outcome, _ = finish(pipeline, record, "4-receiver-kill9", started)
+    assert_exact(outcome)
+
+
+def test_two_gateways_hear_the_same_tags(pipeline: Pipeline, record: Record) -> None:
+    started = time.monotonic()
+    a, b = pipeline.gateway("gw-5a"), pipeline.gateway("gw-5b")
+    a.start(seed=55, tags=20, rate=1000)
+    b.start(seed=55, tags=20, rate=1000)
+    wait_until(lambda: min(collected(pipeline, "gw-5a"), collected(pipeline, "gw-5b")) >= 2000, 60,
+               "both gateways forwarding")
+    committed = pipeline.settle()
+    measurements = {(mac, seq) for points in committed.values() for mac, seq, _t in points}
+    # Both heard (nearly) the same measurements: the overlap is what dedup has to resolve.
+    assert len(measurements) < 0.6 * sum(len(v) for v in committed.values())
+    pipeline.wait_stored(len(measurements))
+    stored = pipeline.stored()
+    outcome = compare_shared("5-two-gateways", committed, stored, started)
+    record(outcome)
+    assert (outcome.lost, outcome.duplicated) == (0, 0), outcome
+    assert outcome.stored == len(measurements)
+    assert {g for g, *_ in stored} == {"gw-5a", "gw-5b"}  # each copy is kept under the gateway that had it first
+
+
+class RowRecorder:
+    """Records every row that is ever visible in a buffer (id -> identity), polling it read-only.
+
+    During an outage nothing is acknowledged, so rows leave only by the byte cap, from the head: a row the cap drops
+    sat in the buffer for at least the time ~2 % of the cap takes to fill, far longer than the poll interval."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.rows: dict[int, Point] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        last = 0
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)) as conn:
+            while not self.stop.is_set():
+                for i, mac, t, seq in conn.execute(
+                        "SELECT id, mac, time_ns, json_extract(fields_json, '$.measurement_sequence_number') "
+                        "FROM readings WHERE id > ? ORDER BY id", (last,)):
+                    self.rows[i] = (mac, seq, t)
+                    last = i
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def dropped_cap(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        row = conn.execute("SELECT value FROM counters WHERE name = 'readings_dropped_cap'").fetchone()
+        return int(row[0]) if row else 0
+
+
+def test_disk_cap_reached_during_an_outage(pipeline: Pipeline, record: Record) -> None:
+    started = time.monotonic()
+    gw = pipeline.gateway("gw-6", **{"store.max_bytes": '"1MiB"'})
+    gw.start(seed=61, tags=20, rate=3000)
+    wait_until(lambda: collected(pipeline, "gw-6") >= 500, 30, "readings flowing")
+    recorder = RowRecorder(gw.db)
+    try:
+        pipeline.broker.stop()
+        # With the broker gone nothing more is acknowledged: this is the head of the queue for the whole outage.
+        with contextlib.closing(sqlite3.connect(f"file:{gw.db}?mode=ro", uri=True)) as conn:
+            oldest, last = conn.execute("SELECT min(id), (SELECT seq FROM sqlite_sequence WHERE name = 'readings') "
+                                        "FROM readings").fetchone()
+        head = int(oldest) if oldest is not None else int(last) + 1
+        wait_until(lambda: dropped_cap(gw.db) >= 1500, 60, "the cap dropping the oldest readings")
+        gw.stop()  # still during the outage, so that every drop happens while the recorder watches
+        time.sleep(0.1)
+    finally:
+        recorder.close()
+    with contextlib.closing(sqlite3.connect(f"file:{gw.db}?mode=ro", uri=True)) as conn:
+        kept = {int(i) for (i,) in conn.execute("SELECT id FROM readings")}
+    status = gw.status()
+    cap = status["dropped"]["cap"]
+    assert cap == dropped_cap(gw.db) > 0 and status["dropped"]["age"] == 0
+    # Which ones were dropped: rows seen in the buffer during the outage that it no longer holds.
+    gone = sorted(i for i in recorder.rows if i >= head and i not in kept)
+    assert len(gone) == cap
+    # Exactly the oldest: the run of consecutive ids from the head of the queue when the outage began.
+    assert gone == list(range(head, head + cap)), (head, gone[:3], gone[-3:])
+    gone_points = {recorder.rows[i] for i in gone}
+    pipeline.broker.start()
+
+    def note(committed: dict[str, set[Point]]) -> str:
+        anyway = len(committed["gw-6"] & gone_points)
+        return (f"{anyway} of the {cap} dropped readings had reached the broker before it stopped (published, "
+                "PUBACK lost) and are stored" if anyway else "")
+
+    outcome, committed = finish(pipeline, record, "6-disk-cap", started, {"gw-6": gone_points}, note)
+    anyway = sorted(i for i in gone if recorder.rows[i] in committed["gw-6"])
+    # Dropped yet delivered can only be what was in flight when the broker stopped: the oldest of the dropped.
+    assert anyway == gone[:len(anyway)]
+    assert_exact(outcome, len(anyway))
+
+
+def inspect(db: Path) -> tuple[str, int]:
+    """Open a copied buffer as a fresh process would after a power cut (no -shm: recovery from the -wal)."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        return str(check), int(row[0]) if row else 0
+
+
+def backfilled_bytes(db: Path) -> int:
+    """How much of the -wal a real power cut cannot take back: the frames a checkpoint already copied into the
+    database file (nBackfill in the -shm's checkpoint info, native byte order). A checkpoint syncs the -wal before it
+    writes the database file, so those frames were on disk; frames after them may not have been (synchronous=NORMAL).
+    """
+    shm = Path(f"{db}-shm").read_bytes()
+    backfill = struct.unpack_from("=I", shm, 96)[0]
+    if backfill == 0:
+        return 0
+    page_size = struct.unpack_from(">H", db.read_bytes()[:100], 16)[0]
+    page_size = 65536 if page_size == 1 else page_size
+    return 32 + backfill * (24 + page_size)
+
+
+def copy_buffer(db: Path, to: Path, wal_bytes: int | None = None) -> Path:
+    """Copy the buffer file and its -wal (optionally only the first wal_bytes of it) into `to`."""
+    to.mkdir(parents=True)
+    target = to / db.name
+    shutil.copyfile(db, target)
+    wal = Path(f"{db}-wal")
+    if wal.exists():
+        data = wal.read_bytes()
+        Path(f"{target}-wal").write_bytes(data if wal_bytes is None else data[:wal_bytes])
+    return target
+
+
+def test_power_cut_copy_of_file_and_wal(pipeline: Pipeline, record: Record, tmp_path: Path) -> None:
+    started = time.monotonic()
+    gw = pipeline.gateway("gw-7")
+    rng = random.Random(7)
+    at_risk: list[int] = []
+    for i in range(5):
+        base = gw.committed()
+        gw.start(seed=70 + i, tags=20, rate=2000)
+        wait_until(lambda base=base: gw.committed() > base + 300, 30, "the gateway committing")  # type: ignore[misc]
+        time.sleep(rng.uniform(0.0, 1.0))
+        known = sequence(gw.db)  # committed before the cut, read from the live file
+        gw.kill()
+        pristine = copy_buffer(gw.db, tmp_path / f"pristine{i}")  # never opened: the machine restarts from it
+        cut = copy_buffer(gw.db, tmp_path / f"cut{i}")
+        wal_size = Path(f"{gw.db}-wal").stat().st_size
+        synced = backfilled_bytes(gw.db)
+        torn = copy_buffer(gw.db, tmp_path / f"torn{i}", wal_bytes=rng.randrange(synced, wal_size + 1))
+        # The copy opens, is intact, and holds every reading committed before the cut (and whatever came after).
+        check, seq_cut = inspect(cut)
+        assert (check, seq_cut >= known) == ("ok", True), (check, seq_cut, known)
+        # Only part of the -wal on disk: still opens and is intact, at an earlier consistent commit.
+        check_t, seq_torn = inspect(torn)
+        assert check_t == "ok" and seq_torn <= seq_cut, (check_t, seq_torn, seq_cut)
+        at_risk.append(seq_cut - seq_torn)
+        # The machine comes back from the copy that was cut at the kill (a fresh, untouched copy of it).
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{gw.db}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(pristine, gw.db)
+        if Path(f"{pristine}-wal").exists():
+            shutil.copyfile(f"{pristine}-wal", f"{gw.db}-wal")
+    print(f"power cut: readings committed only in the cut-off part of the -wal: {at_risk}")
+    outcome, _ = finish(pipeline, record, "7-power-cut", started)
+    assert_exact(outcome)
