@@ -28,7 +28,9 @@ BOOL_FIELDS = frozenset({"calibration_in_progress", "button_pressed", "rtc_runni
 
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 _MAC_BARE = re.compile(r"^[0-9A-Fa-f]{12}$")
-_KNOWN_MACS: dict[str, str] = {}  # every reading carries a MAC, from a few thousand tags: checked once each
+# Every reading carries a MAC, from a few thousand tags: each is checked once. Maps the text as received to the
+# normalised MAC; the edge fast path reads it directly.
+KNOWN_MACS: dict[str, str] = {}
 
 
 def load_object(payload: bytes) -> dict[str, Any]:
@@ -65,26 +67,30 @@ def typed_field(name: str, value: Any) -> FieldValue | None:
     return None
 
 
-_FLOAT, _INT, _BOOL = 1, 2, 3
-_KINDS = {**dict.fromkeys(FLOAT_FIELDS, _FLOAT), **dict.fromkeys(INT_FIELDS, _INT), **dict.fromkeys(BOOL_FIELDS, _BOOL)}
+# The same three sets as one table, for the per-reading loops.
+KIND_FLOAT, KIND_INT, KIND_BOOL = 1, 2, 3
+FIELD_KINDS = {
+    **dict.fromkeys(FLOAT_FIELDS, KIND_FLOAT), **dict.fromkeys(INT_FIELDS, KIND_INT),
+    **dict.fromkeys(BOOL_FIELDS, KIND_BOOL),
+}  # fmt: skip
 
 
 def typed_fields(raw: dict[str, Any]) -> dict[str, FieldValue]:
     """typed_field() over a decoded-fields object, with the common cases inline: this runs for every reading."""
     out: dict[str, FieldValue] = {}
     for k, v in raw.items():
-        kind = _KINDS.get(k)
+        kind = FIELD_KINDS.get(k)
         if kind is None or v is None:
             continue
         t = type(v)
-        if kind == _FLOAT:
+        if kind == KIND_FLOAT:
             if t is float and v - v == 0.0:  # False for nan and inf
                 out[k] = v
                 continue
             if t is int:
                 out[k] = float(v)
                 continue
-        elif kind == _INT:
+        elif kind == KIND_INT:
             if t is int:
                 out[k] = v
                 continue
@@ -99,13 +105,13 @@ def typed_fields(raw: dict[str, Any]) -> dict[str, FieldValue]:
 
 def normalize_mac(text: str, what: str) -> str:
     """`aa:bb:cc:dd:ee:ff` from any case, with or without colons; InvalidMessage otherwise."""
-    known = _KNOWN_MACS.get(text)
+    known = KNOWN_MACS.get(text)
     if known is not None:
         return known
     if _MAC.match(text):
-        if len(_KNOWN_MACS) >= 100_000:
-            _KNOWN_MACS.clear()
-        _KNOWN_MACS[text] = text.lower()
+        if len(KNOWN_MACS) >= 100_000:
+            KNOWN_MACS.clear()
+        KNOWN_MACS[text] = text.lower()
         return text.lower()
     if _MAC_BARE.match(text):
         t = text.lower()

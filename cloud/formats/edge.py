@@ -5,11 +5,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cloud.formats._common import load_object, normalize_mac, require_int, require_str, typed_fields
-from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point
+from cloud.formats._common import (
+    FIELD_KINDS,
+    KIND_BOOL,
+    KIND_FLOAT,
+    KIND_INT,
+    KNOWN_MACS,
+    load_object,
+    normalize_mac,
+    require_int,
+    require_str,
+    typed_fields,
+)
+from cloud.model import FieldValue, GatewayStatus, InvalidMessage, Parsed, Point
 
 WIRE_VERSION = 1
 _STATES = ("online", "offline")
+_DF_TEXT = {n: str(n) for n in (3, 5, 6, 8, 0xC5, 0xE1)}
 
 
 def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
@@ -38,12 +50,73 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
     readings = obj.get("readings")
     if not isinstance(readings, list) or not readings:
         raise InvalidMessage("readings must be a non-empty array")
+    return Parsed(points=_points(readings, gateway, measurement), gateway=gateway)
+
+
+def _points(readings: list[Any], gateway: str, measurement: str) -> list[Point]:
+    """The points of a batch's readings: every reading runs once per point written, so the common shape (a known
+    MAC, the expected JSON types, finite floats) is checked inline here, and anything else goes to _point(), which
+    does the same checks one by one, converts what it can (4.0 -> 4) and words the reason of a dead letter.
+
+    CPU per DF5 reading, parse incl. orjson.loads (bench/bench_parse.py, 3 runs): 2.90-2.97 µs with _point() for
+    every reading, 2.51-2.68 µs with this loop.
+    """
     points: list[Point] = []
+    append = points.append
+    kinds = FIELD_KINDS
+    known_macs = KNOWN_MACS
+    df_text = _DF_TEXT
     for i, r in enumerate(readings):
+        if type(r) is dict:
+            mac = r.get("mac")
+            time_ns = r.get("time_ns")
+            data_format = r.get("data_format")
+            raw = r.get("fields")
+            rssi = r.get("rssi")
+            tag_mac = known_macs.get(mac) if type(mac) is str else None
+            if (
+                tag_mac is not None
+                and type(time_ns) is int
+                and type(data_format) is int
+                and type(raw) is dict
+                and (rssi is None or type(rssi) is int)
+            ):
+                fields: dict[str, FieldValue] = {}
+                for k, v in raw.items():
+                    kind = kinds.get(k)
+                    if kind is None or v is None:
+                        continue
+                    t = type(v)
+                    if kind == KIND_FLOAT:
+                        if t is float and v - v == 0.0:  # False for nan and inf
+                            fields[k] = v
+                            continue
+                        if t is int:
+                            fields[k] = float(v)
+                            continue
+                    elif kind == KIND_INT:
+                        if t is int:
+                            fields[k] = v
+                            continue
+                    elif kind == KIND_BOOL and t is bool:
+                        fields[k] = v
+                        continue
+                    break  # not the usual form: _point() converts it or words the reason
+                else:
+                    if rssi is not None:
+                        fields["rssi"] = rssi
+                    if fields:
+                        text = df_text.get(data_format) or str(data_format)
+                        append(
+                            Point(
+                                measurement, {"mac": tag_mac, "gateway": gateway, "data_format": text}, fields, time_ns
+                            )
+                        )
+                    continue
         p = _point(r, i, gateway, measurement)
         if p is not None:
-            points.append(p)
-    return Parsed(points=points, gateway=gateway)
+            append(p)
+    return points
 
 
 def _point(r: Any, i: int, gateway: str, measurement: str) -> Point | None:
