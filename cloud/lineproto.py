@@ -17,16 +17,28 @@ Tags are written sorted by key (what InfluxDB prefers); field order is kept. Flo
 shortest text that reads back as the same double; ints get the `i` suffix; bools are `true`/`false`.
 Timestamps are ns.
 The encoded series key (measurement + tags) is cached, since a few thousand tags send all the points.
+
+Speed: every point written goes through `Encoder.line()`, so for each set of field keys it sees (a handful: one
+per Ruuvi data format) it compiles a small function that formats all fields in one f-string, after checking that
+every value still has the type it was compiled for and that the floats are finite; anything else takes the general
+per-field loop, which gives the same bytes. CPU per DF5 point (bench/bench_parse.py, 3 runs): 2.51-2.57 µs with
+the loop alone, 2.09-2.18 µs with the compiled format (2.4 -> 1.6 µs for one point encoded over and over: the rest
+is fetching a batch's points from memory).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cloud.model import FieldValue, Point
 
 _MAX_CACHE = 100_000
+_MAX_FORMATS = 1000  # compiled field formats; the keys of flat sensor JSON are free-form
+_MAX_FORMAT_FIELDS = 100
+
+# (series key, fields, time_ns) -> the line, or None when a value is not of the compiled type or not finite.
+_FieldsFormat = Callable[[str, dict[str, FieldValue], int], str | None]
 
 _NAME_SPECIAL = re.compile(r"[\\,= \n\r]")
 _MEAS_SPECIAL = re.compile(r"[\\, \n\r]")
@@ -59,12 +71,43 @@ class EncodeError(ValueError):
     """A point that cannot be written at all (no fields, or a non-finite float)."""
 
 
+def compile_fields_format(keys: tuple[str, ...], types: tuple[type, ...]) -> _FieldsFormat | None:
+    """A function formatting fields with exactly these keys, in this order, whose values have these types (float,
+    int or bool; None for any other type). The generated source holds only generated names: the escaped keys are
+    passed in as closure variables, never pasted into the code."""
+    if not keys or len(keys) > _MAX_FORMAT_FIELDS or any(t not in (float, int, bool) for t in types):
+        return None
+    names = [f"v{i}" for i in range(len(keys))]
+    checks = " and ".join(f"type({n}) is {t.__name__}" for n, t in zip(names, types, strict=True))
+    floats = [n for n, t in zip(names, types, strict=True) if t is float]
+    texts = {float: "{k%d}{v%d!r}", int: "{k%d}{v%d}i", bool: "{k%d}{BOOL[v%d]}"}
+    body = ",".join(texts[t] % (i, i) for i, t in enumerate(types))
+    src = [
+        f"def make({', '.join(f'k{i}' for i in range(len(keys)))}, BOOL):",
+        "    def fields_format(series, fields, t):",
+        f"        {', '.join(names)}, = fields.values()",
+        f"        if not ({checks}):",
+        "            return None",
+    ]
+    if floats:
+        src += [
+            f"        s = {' + '.join(floats)}",
+            "        if s - s != 0.0:  # nan or inf somewhere (or an overflowing sum: the general loop decides)",
+            "            return None",
+        ]
+    src += [f"        return f'{{series}} {body} {{t}}'", "    return fields_format"]
+    namespace: dict[str, Callable[..., _FieldsFormat]] = {}
+    exec("\n".join(src), {}, namespace)  # the source holds generated names only (see above)
+    return namespace["make"](*(escape_key(k) + "=" for k in keys), ("false", "true"))
+
+
 class Encoder:
     """Line protocol encoder with a series-key cache; `encode()` below uses one module-wide instance."""
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self._field_keys: dict[str, str] = {}
+        self._formats: dict[tuple[str, ...], _FieldsFormat | None] = {}
 
     def series_key(self, measurement: str, tags: dict[str, str]) -> str:
         key = (measurement, tuple(tags.items()))
@@ -110,6 +153,25 @@ class Encoder:
         raise EncodeError(f"field {name!r} has unsupported type {t.__name__}")
 
     def line(self, p: Point) -> str:
+        fields = p.fields
+        series = self._series.get((p.measurement, tuple(p.tags.items())))
+        if series is None:
+            series = self.series_key(p.measurement, p.tags)
+        keys = tuple(fields)
+        try:
+            fmt = self._formats[keys]
+        except KeyError:
+            fmt = None
+            if len(self._formats) < _MAX_FORMATS:
+                fmt = self._formats[keys] = compile_fields_format(keys, tuple(map(type, fields.values())))
+        if fmt is not None:
+            text = fmt(series, fields, p.time_ns)
+            if text is not None:
+                return text
+        return self._line(series, p)
+
+    def _line(self, series: str, p: Point) -> str:
+        """The general case, field by field."""
         if not p.fields:
             raise EncodeError("point has no fields")
         keys = self._field_keys
@@ -126,7 +188,7 @@ class Encoder:
                 parts.append(f"{ek}={v!r}")
             else:
                 parts.append(self.field_text(k, v))
-        return f"{self.series_key(p.measurement, p.tags)} {','.join(parts)} {p.time_ns}"
+        return f"{series} {','.join(parts)} {p.time_ns}"
 
     def encode(self, points: Sequence[Point]) -> bytes:
         """All points as newline-terminated lines; EncodeError on the first point that can't be encoded."""
