@@ -35,7 +35,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from servers import Influxd, Mosquitto, free_port
+from servers import Influxd, Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 SNIPPET = REPO / "cloud" / "mosquitto" / "cloud-ingest.conf"
@@ -89,7 +89,7 @@ class Collector:
         self.lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fault-collector", clean_session=False)
         self.client.max_inflight_messages_set(1000)
-        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.reconnect_delay_set(1, 1)
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
