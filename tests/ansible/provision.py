@@ -1,4 +1,4 @@
-"""One provisioned target per test session: debootstrap root, both playbooks run twice, daemons started on demand.
+"""The provisioned test target: debootstrap root, both playbooks run twice, daemons started on demand (fixtures).
 
 The root (about 40 s to make) and the playbook runs are shared by every test in tests/ansible and removed at the end
 of the session. Needs root (debootstrap, chroot, mount), debootstrap, ansible-core and network access to the Debian

@@ -36,6 +36,7 @@ def test_role_variables_are_prefixed_commented_and_in_the_readme(role: str) -> N
     for f in (ANSIBLE / "roles" / role).rglob("*.yml"):
         internal |= set(re.findall(rf"register: ({role}_[a-z0-9_]+)", f.read_text()))
         internal |= set(re.findall(rf"loop_var: ({role}_[a-z0-9_]+)", f.read_text()))
+        internal |= set(re.findall(rf"set_fact:\n\s+({role}_[a-z0-9_]+):", f.read_text()))
     role_vars = ANSIBLE / "roles" / role / "vars" / "main.yml"
     if role_vars.exists():
         internal |= set(yaml.safe_load(role_vars.read_text()))

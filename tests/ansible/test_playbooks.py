@@ -18,11 +18,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import HOST, SECRETS, Daemons, Provisioned
+from provision import HOST, SECRETS, Daemons, Provisioned
 from servers import _stop
 from target import ANSIBLE_DIR, ansible_env, ansible_playbook
 
 UNITS = ("edge-gw.service", "cloud-ingest.service")
+# The session fixture (debootstrap and four playbook runs, about 2-3 minutes) is set up inside the first test.
+pytestmark = pytest.mark.timeout(900)
 
 
 def owner(path: Path, root: Path) -> tuple[str, str, str]:
@@ -102,7 +104,8 @@ def test_cloud_files_modes_and_users(provisioned: Provisioned) -> None:
         "user cloud-ingest", "topic read edge-gw/#", "topic write edge-gw/dlq", "pattern write edge-gw/%u/#"]
     conf = (root / "etc/mosquitto/mosquitto.conf").read_text().splitlines()
     for line in ("allow_anonymous false", "persistence true", "max_queued_messages 0", "max_queued_bytes 0",
-                 "max_inflight_messages 1000", "queue_qos0_messages true", "autosave_interval 5", f"listener {provisioned.ports['mqtt']} 127.0.0.1",
+                 "max_inflight_messages 1000", "queue_qos0_messages true", "autosave_interval 5",
+                 f"listener {provisioned.ports['mqtt']} 127.0.0.1",
                  f"listener {provisioned.ports['mqtts']} 127.0.0.1", "certfile /etc/mosquitto/certs/server.crt"):
         assert line in conf
     assert owner(root / "etc/cloud-ingest/cloud-ingest.toml", root) == ("cloud-ingest", "cloud-ingest", "0o600")

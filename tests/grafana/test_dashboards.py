@@ -11,7 +11,7 @@ import jinja2
 import plot_dashboards as pd
 import pytest
 import yaml
-from conftest import Filled
+from pipeline import Filled
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "cloud" / "grafana"
