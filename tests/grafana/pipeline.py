@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -164,6 +165,11 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
         yield Filled(pd.Sources(db.url, f"http://127.0.0.1:{vm_port}"), tags[0].mac,
                      next(t.mac for t in tags if t.air), work, history)
     finally:
+        # Signal everything first, then wait: each one's shutdown (edge-gw's final commit, cloud-ingest's last write
+        # and rollup flush) overlaps the others' instead of adding up.
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in reversed(procs):
             _stop(p)
         broker.stop()
