@@ -34,6 +34,7 @@ from sec_deploy import (
     Listener,
     LoggingInfluxd,
     Secrets,
+    connect,
     make_ca,
     make_cert,
     run,
@@ -214,3 +215,257 @@ def test_pipeline_over_mqtts_counts_every_reading(dep: Deployment) -> None:
         assert report["counters"]["readings_acked"] == committed
     finally:
         watcher.close()
+
+
+def _check_connect(dep: Deployment, cfg: Path) -> subprocess.CompletedProcess[str]:
+    return run([*EDGE, "config", "check", "--config", str(cfg), "--connect"], dep.transcript, timeout=30)
+
+
+def _refused(p: subprocess.CompletedProcess[str]) -> str:
+    """The one-line error of a refused `config check --connect`."""
+    assert p.returncode == 1, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: broker: "), p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    return last
+
+
+def test_wrong_ca_password_or_client_certificate_is_refused(dep: Deployment) -> None:
+    c = dep.certs
+    ok = _check_connect(dep, dep.edge_config("gw-a"))
+    assert ok.returncode == 0 and ok.stderr.strip().splitlines()[-2:] == ["broker: connected", "config ok"]
+    mtls = {"url": f"mqtts://127.0.0.1:{dep.broker.mtls_port}", "cert_file": str(c / "gw-a-client.crt"),
+            "key_file": str(c / "gw-a-client.key")}
+    ok = _check_connect(dep, dep.edge_config("gw-a", **mtls))
+    assert ok.returncode == 0 and ok.stderr.strip().splitlines()[-2:] == ["broker: connected", "config ok"]
+
+    # The broker's certificate is not signed by the CA the gateway trusts.
+    last = _refused(_check_connect(dep, dep.edge_config("gw-a", ca_file=str(c / "rogue-ca.crt"))))
+    assert "certificate verify failed" in last
+    # A wrong password, and a user the password file does not know.
+    wrong = secret_file(dep.root / "wrong.pw", "not-the-password")
+    broker = f"mqtts://gw-a@127.0.0.1:{dep.broker.port}"
+    assert _refused(_check_connect(dep, dep.edge_config("gw-a", password_file=str(wrong)))) == (
+        f"Error: broker: broker {broker} refused the connection: Not authorized "
+        "(check the username 'gw-a' and its password)")
+    last = _refused(_check_connect(dep, dep.edge_config("gw-a", username="gw-zz")))
+    assert "refused the connection: Not authorized (check the username 'gw-zz' and its password)" in last
+    # Mutual TLS: a client certificate from another CA, and none at all, are refused during the handshake.
+    rogue = {**mtls, "cert_file": str(c / "rogue-client.crt"), "key_file": str(c / "rogue-client.key")}
+    last = _refused(_check_connect(dep, dep.edge_config("gw-a", **rogue)))
+    assert "closed before CONNACK" in last or "cannot connect" in last, last
+    none = {"url": mtls["url"]}
+    last = _refused(_check_connect(dep, dep.edge_config("gw-a", **none)))
+    assert "closed before CONNACK" in last or "cannot connect" in last, last
+    # The broker says why, each time.
+    log = dep.broker.log.read_text(errors="replace")
+    assert log.count("Client <unknown> disconnected, not authorised.") == 2
+    for why in ("tlsv1 alert unknown ca", "certificate verify failed", "peer did not return a certificate"):
+        assert log.count(f"SSL routines::{why}") == 1, why
+
+
+def _batch(gateway: str, seq: int, mac: str, time_ns: int) -> bytes:
+    reading = {"mac": mac, "time_ns": time_ns, "clock_synced": True, "rssi": -60, "data_format": 5,
+               "raw": "", "fields": {"data_format": 5, "temperature": 21.5}}
+    return json.dumps({"v": 1, "gateway": gateway, "seq": seq, "readings": [reading]},
+                      separators=(",", ":")).encode()
+
+
+def test_gateway_cannot_publish_as_another(dep: Deployment) -> None:
+    watcher = Listener(dep.broker, dep.ca, RECEIVER, dep.secrets.mqtt[RECEIVER], ["edge-gw/#"], "sec-acl-watch")
+    # A gateway cannot read the others' traffic either. Mosquitto 2.0 grants a wildcard subscription and applies
+    # the read ACL to each message it would deliver: the spy gets nothing, not even its own gateway's batch.
+    spy = Listener(dep.broker, dep.ca, "gw-a", dep.secrets.mqtt["gw-a"], ["edge-gw/#"], "sec-acl-spy")
+    assert spy.granted == [1]
+    now = time.time_ns()
+    try:
+        # MQTT 3.1.1 has no error for a refused PUBLISH, so the proof is what a subscriber receives.
+        # One connection each: Mosquitto 2.0.11 answers a denied QoS 1 PUBLISH from a 3.1.1 client with a PUBACK
+        # that carries the v5 reason code 0x87, and paho then drops the connection ("Unspecified error").
+        for topic, payload in (("edge-gw/gw-b/batch", _batch("gw-b", 1, "aa:bb:cc:00:00:0b", now)),
+                               ("edge-gw/gw-b/status", b'{"v":1,"gateway":"gw-b","state":"offline"}'),
+                               ("edge-gw/dlq", b'{"forged":true}'),
+                               ("edge-gw/gw-a/batch", _batch("gw-a", 1, "aa:bb:cc:00:00:0a", now))):
+            _publish_once(dep, "gw-a", topic, payload)
+        # The broker handled (and acknowledged) each forged PUBLISH before A's own was sent: had it delivered
+        # one, the watcher would have it before A's own batch.
+        wait_until(lambda: len(watcher.on("edge-gw/gw-a/batch")) == 1, 10, "gw-a's own batch")
+        assert [t for t, _ in watcher.messages] == ["edge-gw/gw-a/batch"]
+        wait_until(lambda: ("gw-a", "aa:bb:cc:00:00:0a") in {(g, m) for _, m, g in dep.stored()}, 10, "A stored")
+        assert "gw-b" not in {g for _, _, g in dep.stored()}
+        # The retained status of the gateway that ran before; none for B.
+        assert [t for t, _ in watcher.retained] == ["edge-gw/gw-a/status"]
+        assert spy.messages == spy.retained == []
+        # MQTT 5 says so: PUBACK reason code 0x87, not authorised, and the connection stays up.
+        codes: list[int] = []
+        a5 = tls_client("sec-acl-gw-a5", "gw-a", dep.secrets.mqtt["gw-a"], dep.ca, v5=True)
+        a5.on_publish = lambda _c, _u, _mid, rc, _p: codes.append(int(rc.value))
+        connect(a5, dep.broker.port)
+        try:
+            for gw in ("gw-b", "gw-a"):
+                a5.publish(f"edge-gw/{gw}/batch", _batch(gw, 2, "aa:bb:cc:00:00:0e", now), qos=1).wait_for_publish(10)
+                connect(a5, dep.broker.port)  # Mosquitto closes the connection after refusing a PUBLISH
+        finally:
+            a5.loop_stop()
+            a5.disconnect()
+        assert codes == [0x87, 0]
+        wait_until(lambda: len(watcher.on("edge-gw/gw-a/batch")) == 2, 10, "gw-a's second batch")
+        assert [t for t, _ in watcher.messages] == ["edge-gw/gw-a/batch"] * 2
+    finally:
+        spy.close()
+        watcher.close()
+    log = dep.broker.log.read_text(errors="replace")
+    for topic in ("edge-gw/gw-b/batch", "edge-gw/gw-b/status", "edge-gw/dlq"):
+        assert f"Denied PUBLISH from sec-acl-gw-a (d0, q1, r0, m1, '{topic}'" in log
+
+
+def _publish_once(dep: Deployment, user: str, topic: str, payload: bytes) -> None:
+    c = tls_client("sec-acl-gw-a", user, dep.secrets.mqtt[user], dep.ca)
+    connect(c, dep.broker.port)
+    try:
+        c.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_gateway_logged_in_as_another_keeps_its_readings(dep: Deployment) -> None:
+    """gateway.id gw-b with gw-a's login: the broker refuses every publish under edge-gw/gw-b/ and drops the
+    connection, before the gateway could take a PUBACK for a batch. Nothing is lost: it all stays buffered."""
+    cfg = dep.edge_config("gw-a")
+    cfg.write_text(cfg.read_text().replace('id = "gw-a"', 'id = "gw-b"').replace("gw-a.db", "gw-b.db"))
+    p = run([*EDGE, "run", "--config", str(cfg), "--source", "simulate", "--tags", "3", "--rate", "300",
+             "--count", "60", "--drain", "3"], dep.transcript, timeout=60)
+    assert p.returncode == 1
+    committed = int(re.fullmatch(r"adverts=60 committed=(\d+) drained=no",  # type: ignore[union-attr]
+                                 p.stderr.strip().splitlines()[-1]).group(1))
+    with sqlite3.connect(dep.root / "gw-b.db") as conn:
+        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == committed > 0
+    assert "gw-b" not in {g for _, _, g in dep.stored()}
+    assert "Denied PUBLISH from edge-gw-gw-b" in dep.broker.log.read_text(errors="replace")
+
+
+def test_receiver_dead_letters_a_batch_whose_gateway_differs_from_the_topic(dep: Deployment) -> None:
+    before = dep.cloud_status()
+    assert before["dead_letters"] == 0
+    dlq = Listener(dep.broker, dep.ca, RECEIVER, dep.secrets.mqtt[RECEIVER], ["edge-gw/dlq"], "sec-dlq")
+    a = tls_client("sec-forge-gw-a", "gw-a", dep.secrets.mqtt["gw-a"], dep.ca)
+    connect(a, dep.broker.port)
+    forged = _batch("gw-b", 7, "aa:bb:cc:00:00:0c", time.time_ns())
+    try:
+        # The ACL lets A write its own topic; the payload claims to be B.
+        a.publish("edge-gw/gw-a/batch", forged, qos=1).wait_for_publish(10)
+        wait_until(lambda: len(dlq.on("edge-gw/dlq")) == 1, 10, "the dead letter")
+    finally:
+        a.loop_stop()
+        a.disconnect()
+        dlq.close()
+    record = json.loads(dlq.on("edge-gw/dlq")[0])
+    assert {k: record[k] for k in ("v", "receiver", "stage", "reason", "topic", "payload_encoding", "payload",
+                                   "payload_size", "truncated")} == {
+        "v": 1, "receiver": "cloud-ingest-sec", "stage": "parse",
+        "reason": "gateway 'gw-b' in the payload differs from 'gw-a' in the topic",
+        "topic": "edge-gw/gw-a/batch", "payload_encoding": "utf-8", "payload": forged.decode(),
+        "payload_size": len(forged), "truncated": False}
+    wait_until(lambda: dep.cloud_status()["dead_letters"] == 1, 5, "status dead_letters == 1")
+    assert dep.metric('cloud_ingest_dead_letters_total{stage="parse"}') == 1.0
+    assert "aa:bb:cc:00:00:0c" not in {m for _, m, _ in dep.stored()}
+    assert "dead letter (parse) from edge-gw/gw-a/batch: gateway 'gw-b' in the payload differs" in dep.receiver.text()  # type: ignore[union-attr]
+
+
+def test_influx_write_only_and_read_only_users(dep: Deployment) -> None:
+    # A recent time: the raw retention policy (90 d) refuses older points with a 400.
+    line = b"ruuvi,mac=aa:bb:cc:00:00:ff,gateway=gw-perm,data_format=5 temperature=1.5 %d\n" % time.time_ns()
+    select = {"db": "ruuvi", "q": "SELECT count(temperature) FROM raw.ruuvi"}
+    # The receiver's user writes, and cannot read.
+    assert dep.influx_http("/write", "ingest", body=line, db="ruuvi", rp="raw")[0] == 204
+    status, body = dep.influx_http("/query", "ingest", **select)
+    assert (status, json.loads(body)["error"]) == (403, 'error authorizing query: ingest not authorized to execute '
+                                                        'statement \'SELECT count(temperature) FROM raw.ruuvi\', '
+                                                        'requires READ on ruuvi')
+    # The dashboards' user reads, and cannot write.
+    status, body = dep.influx_http("/query", "grafana", **select)
+    assert status == 200 and "error" not in json.loads(body)["results"][0]
+    status, body = dep.influx_http("/write", "grafana", body=line.replace(b"gw-perm", b"gw-perm2"), db="ruuvi")
+    assert (status, json.loads(body)["error"]) == (403, '"grafana" user is not authorized to write to database "ruuvi"')
+    # Wrong passwords, and no credentials at all.
+    assert dep.influx_http("/query", "grafana", "wrong", **select)[0] == 401
+    assert dep.influx_http("/write", "ingest", "wrong", body=line, db="ruuvi")[0] == 401
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{dep.influx.url}/query?{urllib.parse.urlencode(select)}", timeout=10)
+    assert e.value.code == 401
+    gateways = {g for _, _, g in dep.stored()}
+    assert "gw-perm" in gateways and "gw-perm2" not in gateways
+
+
+def test_credential_files_must_be_private(dep: Deployment) -> None:
+    """Both daemons refuse a password file others can read, with one line naming it, before they start."""
+    loose = secret_file(dep.root / "loose.pw", dep.secrets.mqtt["gw-a"], mode=0o640)
+    want = f"Error: config: mqtt.password_file: {loose} is readable by group or others (mode 0640); chmod 600 it"
+    cfg = dep.edge_config("gw-a", password_file=str(loose))
+    for cmd in (["config", "check", "--config", str(cfg)],
+                ["run", "--config", str(cfg), "--source", "simulate", "--count", "10", "--db", str(dep.root / "x.db")],
+                ["flush", "--config", str(cfg), "--timeout", "5"]):
+        p = run([*EDGE, *cmd], dep.transcript, timeout=30)
+        assert (p.returncode, p.stderr.strip().splitlines()) == (1, [want]), cmd
+    assert not (dep.root / "x.db").exists()  # refused before it opened anything
+
+    # A config file with the password inline must be private itself.
+    inline = dep.edge_config("gw-a", password_file="", password=dep.secrets.mqtt["gw-a"])
+    os.chmod(inline, 0o644)
+    p = run([*EDGE, "config", "check", "--config", str(inline)], dep.transcript)
+    assert (p.returncode, p.stderr.strip()) == (1, f"Error: config: mqtt.password is set inline in {inline}, which "
+                                                   f"is readable by group or others (mode 0644); chmod 600 {inline} "
+                                                   "or use a password file")
+
+    cloud = dep.cloud_config()
+    status_dir = dep.root / "status-refused"
+    status_dir.mkdir()
+    for key in ("mqtt.password_file", "influx.password_file"):
+        sets = ["--set", f"{key}={loose}", "--set", f"status.file={status_dir}/status.json", "--set", "metrics.port=0"]
+        for cmd in (["config", "check"], ["run"], ["retire"]):
+            p = run([*CLOUD, *cmd, "--config", str(cloud), *sets], dep.transcript, timeout=30)
+            assert (p.returncode, p.stderr.strip().splitlines()) == (1, [want.replace("mqtt.password_file", key)]), cmd
+    assert list(status_dir.iterdir()) == []
+    os.chmod(cloud, 0o640)
+    p = run([*CLOUD, "config", "check", "--config", str(cloud)], dep.transcript)
+    assert p.returncode == 0  # no password inline: the file may be readable, the password files are not
+    assert oct(dep.broker.workdir.joinpath("edge-gw.passwd").stat().st_mode & 0o777) == "0o600"
+
+
+def test_no_secret_in_any_log_or_status(dep: Deployment) -> None:
+    """Last: every process ran at debug level. Grep all they printed or logged, and every status view."""
+    t = dep.transcript
+    edge_cfg = dep.edge_config("gw-a")
+    for cmd in (["status", "--config", str(edge_cfg)], ["status", "--config", str(edge_cfg), "--json"],
+                ["config", "check", "--config", str(edge_cfg), "--connect"]):
+        assert run([*EDGE, *cmd], t).returncode == 0, cmd
+    # The password in the URL instead of a file: redacted too.
+    url = f"mqtts://gw-a:{dep.secrets.mqtt['gw-a']}@127.0.0.1:{dep.broker.port}"
+    in_url = dep.edge_config("gw-a", password_file="", url=url)
+    assert run([*EDGE, "config", "check", "--config", str(in_url), "--connect"], t).returncode == 0
+    cloud = dep.cloud_config()
+    for cmd in (["status", "--config", str(cloud)], ["status", "--config", str(cloud), "--json"],
+                ["config", "check", "--config", str(cloud)]):
+        assert run([*CLOUD, *cmd], t).returncode == 0, cmd
+    influx_in_url = f"http://ingest:{dep.secrets.influx['ingest']}@127.0.0.1:{dep.influx.port}/ruuvi"
+    assert run([*CLOUD, "config", "check", "--config", str(cloud), "--set", f"influx.url={influx_in_url}",
+                "--set", "influx.password_file="], t).returncode == 0
+    dep.metric("cloud_ingest_dead_letters_total")  # /metrics goes into the transcript
+    assert dep.receiver is not None and dep.receiver.stop() == 0
+    dep.influx.stop()
+    dep.broker.stop()
+    texts = {"commands": "\n".join(t), "cloud-ingest run": dep.receiver.text(),
+             "mosquitto log": dep.broker.log.read_text(errors="replace"),
+             "mosquitto stdout": (dep.broker.workdir / "mosquitto.stdout").read_text(errors="replace"),
+             "influxd log": (dep.influx.workdir / "influxd.log").read_text(errors="replace"),
+             "cloud status file": (dep.root / "cloud-status.json").read_text()}
+    # The logs are really at debug level and cover what was run.
+    assert " DEBUG " in texts["cloud-ingest run"] and " DEBUG " in texts["commands"]
+    assert "u'gw-a'" in texts["mosquitto log"] and "Sending PUBACK" in texts["mosquitto log"]
+    assert "CREATE USER ingest WITH PASSWORD [REDACTED]" in texts["influxd log"]
+    assert sum(len(v) for v in texts.values()) > 50_000
+    leaks = [(where, name) for where, text in texts.items() for name, secret in
+             [*dep.secrets.mqtt.items(), *dep.secrets.influx.items()] if secret in text]
+    assert leaks == []
+
