@@ -10,7 +10,6 @@ import json
 import os
 import re
 import sqlite3
-import ssl
 import subprocess
 import sys
 import time
@@ -21,13 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from sec_deploy import (
     CLOUD,
     DEPLOY,
     EDGE,
-    GATEWAYS,
     RECEIVER,
     Broker,
     Daemon,
@@ -42,7 +39,7 @@ from sec_deploy import (
     tls_client,
     wait_until,
 )
-from servers import free_port, have, series_values
+from servers import free_port, have
 
 pytestmark = pytest.mark.skipif(not (have("mosquitto") and have("influxd") and have("openssl")
                                      and have("mosquitto_passwd")),
