@@ -54,11 +54,14 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "7-power-cut": (
         "Power cut: kill and copy the SQLite file and its -wal",
         "Five times, a streaming gateway is killed with SIGKILL at a random moment and its buffer file and -wal "
-        "(not the -shm) are copied; the copy must open, pass `PRAGMA integrity_check`, and hold every reading "
-        "committed before the kill (its sequence is at least the one read from the live file just before). The "
-        "gateway then continues from the copy, as a machine would after the power came back. Each time the -wal "
-        "copy is also cut at a random byte (only part of it reached the disk): that copy must open and pass the "
-        "integrity check too, with a consistent earlier state."),
+        "(not the -shm, so opening it runs WAL recovery) are copied. The copy must open, pass "
+        "`PRAGMA integrity_check`, and its sequence must be at least the one read from the live file just before "
+        "the kill. The gateway then continues from an untouched copy, as a machine would after the power came "
+        "back; the final set check proves that every reading of that lineage arrived and that nothing else did. "
+        "Each time a second copy has its -wal cut at a random byte at or after the frames a checkpoint had already "
+        "copied into the database file (the part a real power cut cannot take back, read from the -shm's "
+        "nBackfill): it too must open and pass the integrity check, at an earlier consistent commit. How many "
+        "committed readings lay in the cut-off part is reported below the table."),
 }
 
 RESULTS: list[Outcome] = []

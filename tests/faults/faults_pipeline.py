@@ -122,13 +122,23 @@ class Collector:
 def sequence(db: Path) -> int:
     """Readings ever committed to a buffer (its AUTOINCREMENT high-water mark); read-only, never checkpoints."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        try:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):  # a gateway that is still creating its buffer
+                return 0
+            raise
         return int(row[0]) if row else 0
 
 
 def buffered(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
-        return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+        try:
+            return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return 0
+            raise
 
 
 @dataclass
