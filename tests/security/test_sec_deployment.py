@@ -166,8 +166,10 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         influx.start()
         url = ["--url", influx.url]
         run([*CREATE_USERS, "admin", *url, "--admin-password-file", str(files["admin"])], transcript, check=True)
+        # As deploy/README.md says: the receiver cannot re-run rollups, so the CQs cover late data themselves.
         run([*CLOUD, "setup", "--influx", f"http://admin@127.0.0.1:{influx.port}/ruuvi",
-             "--set", f"influx.password_file={files['admin']}"], transcript, check=True)
+             "--set", f"influx.password_file={files['admin']}", "--set", "rollups.cq_resample=RESAMPLE FOR 2d"],
+            transcript, check=True)
         run([*CREATE_USERS, "users", *url, "--admin-password-file", str(files["admin"]),
              "--ingest-password-file", str(files["ingest"]), "--grafana-password-file", str(files["grafana"])],
             transcript, check=True)
@@ -393,6 +395,10 @@ def test_influx_write_only_and_read_only_users(dep: Deployment) -> None:
     assert e.value.code == 401
     gateways = {g for _, _, g in dep.stored()}
     assert "gw-perm" in gateways and "gw-perm2" not in gateways
+    # The admin made the rollup CQs with the RESAMPLE clause deploy/README.md recommends.
+    status, body = dep.influx_http("/query", "admin", q="SHOW CONTINUOUS QUERIES")
+    cqs = [v[1] for s in json.loads(body)["results"][0]["series"] if s["name"] == "ruuvi" for v in s["values"]]
+    assert status == 200 and len(cqs) == 2 and all(" RESAMPLE FOR 2d BEGIN " in q for q in cqs), cqs
 
 
 def test_credential_files_must_be_private(dep: Deployment) -> None:
