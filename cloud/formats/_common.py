@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -101,6 +102,42 @@ def typed_fields(raw: dict[str, Any]) -> dict[str, FieldValue]:
         if tv is not None:
             out[k] = tv
     return out
+
+
+FieldsConverter = Callable[[dict[str, Any]], "dict[str, FieldValue] | None"]
+
+
+def compile_fields_converter(keys: tuple[str, ...]) -> FieldsConverter:
+    """typed_fields() for a decoded-fields object with exactly these keys in this order, as straight-line code:
+    a value of the usual JSON type is taken (an int for a float field becomes a float), null is left out, and
+    anything else (a float for an int field, a wrong type, nan or inf) returns None for the caller's exact path.
+    The generated source holds only generated names; the keys are passed in as closure variables."""
+    lines = [f"def make({', '.join(f'k{i}' for i in range(len(keys)))}):", "    def convert(raw):"]
+    if keys:
+        lines.append(f"        {', '.join(f'v{i}' for i in range(len(keys)))}, = raw.values()")
+    lines.append("        out = {}")
+    for i, key in enumerate(keys):
+        v, k = f"v{i}", f"k{i}"
+        kind = FIELD_KINDS.get(key)
+        if kind == KIND_FLOAT:
+            lines += [
+                f"        if type({v}) is float and {v} - {v} == 0.0:",  # False for nan and inf
+                f"            out[{k}] = {v}",
+                f"        elif type({v}) is int:",
+                f"            out[{k}] = float({v})",
+            ]
+        elif kind is not None:
+            lines += [
+                f"        if type({v}) is {'int' if kind == KIND_INT else 'bool'}:",
+                f"            out[{k}] = {v}",
+            ]
+        else:
+            continue
+        lines += [f"        elif {v} is not None:", "            return None"]
+    lines += ["        return out", "    return convert"]
+    namespace: dict[str, Callable[..., FieldsConverter]] = {}
+    exec("\n".join(lines), {}, namespace)  # the source holds generated names only (see above)
+    return namespace["make"](*keys)
 
 
 def normalize_mac(text: str, what: str) -> str:
