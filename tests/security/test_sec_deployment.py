@@ -272,6 +272,9 @@ def _batch(gateway: str, seq: int, mac: str, time_ns: int) -> bytes:
 
 def test_gateway_cannot_publish_as_another(dep: Deployment) -> None:
     watcher = Listener(dep.broker, dep.ca, RECEIVER, dep.secrets.mqtt[RECEIVER], ["edge-gw/#"], "sec-acl-watch")
+    # What a receiver in a shared subscription group (mqtt.shared_group) subscribes to: the ACL allows it too.
+    shared = Listener(dep.broker, dep.ca, RECEIVER, dep.secrets.mqtt[RECEIVER], ["$share/sec/edge-gw/+/batch"],
+                      "sec-acl-shared")
     # A gateway cannot read the others' traffic either. Mosquitto 2.0 grants a wildcard subscription and applies
     # the read ACL to each message it would deliver: the spy gets nothing, not even its own gateway's batch.
     spy = Listener(dep.broker, dep.ca, "gw-a", dep.secrets.mqtt["gw-a"], ["edge-gw/#"], "sec-acl-spy")
@@ -295,6 +298,8 @@ def test_gateway_cannot_publish_as_another(dep: Deployment) -> None:
         # The retained status of the gateway that ran before; none for B.
         assert [t for t, _ in watcher.retained] == ["edge-gw/gw-a/status"]
         assert spy.messages == spy.retained == []
+        wait_until(lambda: len(shared.messages) == 1, 10, "the shared subscriber's copy")
+        assert [t for t, _ in shared.messages] == ["edge-gw/gw-a/batch"]
         # MQTT 5 says so: PUBACK reason code 0x87, not authorised, and the connection stays up.
         codes: list[int] = []
         a5 = tls_client("sec-acl-gw-a5", "gw-a", dep.secrets.mqtt["gw-a"], dep.ca, v5=True)
@@ -312,6 +317,7 @@ def test_gateway_cannot_publish_as_another(dep: Deployment) -> None:
         assert [t for t, _ in watcher.messages] == ["edge-gw/gw-a/batch"] * 2
     finally:
         spy.close()
+        shared.close()
         watcher.close()
     log = dep.broker.log.read_text(errors="replace")
     for topic in ("edge-gw/gw-b/batch", "edge-gw/gw-b/status", "edge-gw/dlq"):
