@@ -107,10 +107,6 @@ def padded_batch(gateway: str, readings: list[Any], size: int) -> bytes:
 def test_bad_messages_on_every_topic_are_dead_lettered_and_good_ones_still_written(
         mosquitto: Any, influxd: Any, tmp_path: Path) -> None:
     influxd.query('CREATE DATABASE "ruuvi"', method="POST")
-    rx = ReceiverProcess(tmp_path, mosquitto.url, f"{influxd.url}/ruuvi", free_port(),
-                         f"formats.max_payload={LIMIT}", "batch.max_interval=100ms").start()
-    dlq = Subscriber(mosquitto.port, "edge-gw/dlq", "dlq-reader")
-    pub = Publisher(mosquitto.port, "bad-publisher")
     now = time.time_ns()
     bad: dict[str, tuple[bytes, str]] = {}  # topic -> (payload, reason prefix)
     case = 0
@@ -127,7 +123,12 @@ def test_bad_messages_on_every_topic_are_dead_lettered_and_good_ones_still_writt
     bad["edge-gw/gw-over/batch"] = (padded_batch("gw-over", [reading(0xA2, 0, 0, now - 30 * S)], LIMIT + 1),
                                     f"payload of {LIMIT + 1} bytes exceeds {LIMIT}")
     assert len(bad) == len(GENERIC) * 5 + 12 + 1
+    rx = ReceiverProcess(tmp_path, mosquitto.url, f"{influxd.url}/ruuvi", free_port(),
+                         f"formats.max_payload={LIMIT}", "batch.max_interval=100ms")
     try:
+        rx.start()
+        dlq = Subscriber(mosquitto.port, "edge-gw/dlq", "dlq-reader")
+        pub = Publisher(mosquitto.port, "bad-publisher")
         pub.publish((topic, payload) for topic, (payload, _) in bad.items())
         # Over the broker's max_packet_size: Mosquitto drops the sender's connection and the message never
         # reaches the receiver (an MQTT 3.1.1 client, so paho does not refuse to send it first).
@@ -178,9 +179,9 @@ def test_bad_messages_on_every_topic_are_dead_lettered_and_good_ones_still_writt
         assert rx.metric("cloud_ingest_points_written_total") == want_points
         assert rx.proc is not None and rx.proc.poll() is None  # still running
         assert mosquitto.proc.poll() is None
-    finally:
         pub.close()
         dlq.close()
+    finally:
         code = rx.stop()
     assert code == 0  # and it shuts down cleanly
     assert "Client huge-publisher disconnected due to oversize packet." in mosquitto.log.read_text()
