@@ -521,18 +521,24 @@ class Receiver:
         mq = self.cfg.mqtt
         if urlsplit(mq.url).scheme != "mqtts":
             return False
-        ctx = ssl.create_default_context(cafile=mq.ca_file or None)
-        if mq.cert_file:
-            ctx.load_cert_chain(mq.cert_file, mq.key_file)
+        try:
+            ctx = ssl.create_default_context(cafile=mq.ca_file or None)
+            if mq.cert_file:
+                ctx.load_cert_chain(mq.cert_file, mq.key_file)
+        except (ssl.SSLError, OSError) as e:
+            # A file that does not load never starts to: say which one, once, instead of retrying forever.
+            raise ReceiverError(f"MQTT TLS setup failed (mqtt.ca_file={mq.ca_file or '-'}, "
+                                f"mqtt.cert_file={mq.cert_file or '-'}): {e}") from None
         return ctx
 
     async def _connect(self, stop: asyncio.Event) -> None:
         parts = urlsplit(self.cfg.mqtt.url)
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         delay = 0.5
+        ssl_context = self._ssl_context()
         while not stop.is_set():
             try:
-                await self._client.connect(parts.hostname, port, ssl=self._ssl_context(),
+                await self._client.connect(parts.hostname, port, ssl=ssl_context,
                                            keepalive=self.cfg.mqtt.keepalive, version=MQTTv50)
                 return
             except OSError as e:
