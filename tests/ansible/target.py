@@ -151,7 +151,7 @@ def ansible_env(workdir: Path, collections_path: Path) -> dict[str, str]:
 
 
 def ansible_playbook(playbook: Path, inventory: Path, env: dict[str, str],
-                     extra_vars: dict[str, str] | None = None) -> tuple[dict[str, int], str]:
+                     extra_vars: dict[str, object] | None = None) -> tuple[dict[str, int], str]:
     """Run a playbook; return the PLAY RECAP counters of the single host and the full output."""
     search = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     exe = shutil.which("ansible-playbook", path=search)

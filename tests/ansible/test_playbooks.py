@@ -292,3 +292,49 @@ def test_upgrade_in_place_restarts_and_keeps_the_buffer(provisioned: Provisioned
             break
         time.sleep(0.3)
     assert now["results"][0]["series"][0]["values"][0][1] == before_n + buffered
+
+
+def test_password_rotation_rehashes_and_resets_only_what_changed(provisioned: Provisioned, daemons: Daemons) -> None:
+    """New secrets in the inventory: the broker's hash file and the InfluxDB password change, nothing else breaks."""
+    if "cloud-ingest" not in daemons.procs:
+        pytest.skip("needs the daemons of the end-to-end test")
+    r, ports = provisioned.root, provisioned.ports
+    # The role starts its own temporary influxd on the same data directory in a chroot: stop ours first.
+    _stop(daemons.procs.pop("influxd"))
+    new_gw, new_grafana = "gw-rotated 2", "grafana-rotated'2"
+    recap, out = ansible_playbook(ANSIBLE_DIR / "playbooks" / "cloud.yml", provisioned.inventory,
+                                  ansible_env(provisioned.workdir, provisioned.collections),
+                                  extra_vars={"vault_gateway_mqtt_passwords": {HOST: new_gw},
+                                              "vault_influxdb_grafana_password": new_grafana})
+    assert recap["failed"] == 0, out[-4000:]
+
+    def outcomes(task: str) -> list[str]:
+        """The first result line of each run of the task (an included task runs once per loop item)."""
+        return [re.findall(r"^(changed|ok|skipping): ", seg, re.M)[0] for seg in out.split(f"TASK [{task}]")[1:]]
+
+    assert outcomes("mosquitto : Write the clear-text password list (root only; the broker reads the hashed file).") \
+        == ["changed"]
+    assert outcomes("mosquitto : Hash the password file.") == ["changed"]
+    assert outcomes("mosquitto : Write the ACL.") == ["ok"]
+    assert outcomes("influxdb : Create the admin user.") == ["skipping"]
+    # Included once per user: the receiver's password is unchanged, Grafana's is set anew.
+    assert outcomes("influxdb : Create the user or set its password.") == ["skipping", "changed"]
+    assert outcomes("grafana : Provision the datasources.") == ["changed"]
+
+    daemons.start("influxd", r.chroot("/usr/bin/influxd", "-config", "/etc/influxdb/influxdb.conf", user="influxdb"),
+                  ports["influx"])
+    assert _influx(ports["influx"], "SHOW DATABASES", "grafana", new_grafana)[0] == 200
+    assert _influx(ports["influx"], "SHOW DATABASES", "grafana", SECRETS["grafana"])[0] == 401
+    assert _influx(ports["influx"], "SHOW DATABASES", "cloud_ingest", SECRETS["receiver_influx"])[0] == 200
+
+    _stop(daemons.procs.pop("mosquitto"))
+    daemons.start("mosquitto", r.chroot("/usr/sbin/mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"), ports["mqtts"])
+
+    def publish(password: str) -> int:
+        return subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(ports["mqtts"]), "--cafile",
+                               str(provisioned.workdir / "certs/ca.crt"), "-u", HOST, "-P", password, "-q", "1",
+                               "-t", f"edge-gw/{HOST}/rotation", "-m", "x"],
+                              capture_output=True, check=False).returncode
+
+    assert publish(new_gw) == 0
+    assert publish(SECRETS["gateway"]) != 0
