@@ -22,6 +22,7 @@ printed at start and end). All servers are private, on loopback, in a temporary 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -236,22 +237,27 @@ def drain(b: Bench, backlog: int, rx_settings: dict[str, str]) -> None:
 
 
 def report(r: dict[str, Any]) -> None:
-    s = r["sustained"]
     print(f"\nload average at start {r['load_start']}, at end {r['load_end']} (2 shared cores)")
-    print(f"sustained: {s['readings_per_s']:,} readings/s into InfluxDB, first receive time to last write "
-          f"({s['stored']:,} stored of {s['committed']:,} committed by {s['gateways']} gateways in {s['seconds']} s; "
-          f"{s['steady_readings_per_s']:,}/s between 10 and 90 % written; receiver {s['receiver_settings']})")
+    if "sustained" in r:
+        s = r["sustained"]
+        print(f"sustained: {s['readings_per_s']:,} readings/s into InfluxDB, first receive time to last write "
+              f"({s['stored']:,} stored of {s['committed']:,} committed by {s['gateways']} gateways in "
+              f"{s['seconds']} s; "
+              f"{s['steady_readings_per_s']:,}/s between 10 and 90 % written; receiver {s['receiver_settings']})")
     for label in ("default", "low"):
+        if f"latency_{label}" not in r:
+            continue
         lat = r[f"latency_{label}"]
         print(f"latency [{label}] at {lat['readings_per_s']:,} readings/s: p50 {lat['p50_ms']} ms, p99 "
               f"{lat['p99_ms']} ms, max {lat['max_ms']} ms ({lat['points_measured']:,} points; stored "
               f"{lat['stored']:,} of {lat['committed']:,}; poll every {lat['poll_period_ms']} ms; receiver "
               f"{lat['receiver_settings'] or 'defaults'}, gateway {lat['gateway_env'] or 'defaults'})")
-    d = r["drain"]
-    print(f"drain: {d['stored']:,} of {d['buffered']:,} buffered readings in InfluxDB after {d['seconds']} s = "
-          f"{d['readings_per_s']:,} readings/s ({d['steady_readings_per_s']:,}/s between 10 and 90 %; flush exited "
-          f"after {d['flush_exit_seconds']} s; buffer filled in {d['fill_seconds']} s; dropped {d['dropped']}; "
-          f"receiver {d['receiver_settings']})")
+    d = r.get("drain")
+    if d:
+        print(f"drain: {d['stored']:,} of {d['buffered']:,} buffered readings in InfluxDB after {d['seconds']} s = "
+              f"{d['readings_per_s']:,} readings/s ({d['steady_readings_per_s']:,}/s between 10 and 90 %; flush "
+              f"exited after {d['flush_exit_seconds']} s; buffer filled in {d['fill_seconds']} s; dropped "
+              f"{d['dropped']}; receiver {d['receiver_settings']})")
     print("peak RSS (VmHWM):")
     for name, kb in r["peak_rss_kb"].items():
         print(f"  {name:<55} {kb / 1024:8.1f} MiB")
@@ -267,10 +273,13 @@ def main() -> None:
     ap.add_argument("--low-commit", default="20ms", help="gateway store.commit_interval, low-latency run")
     ap.add_argument("--backlog", type=int, default=1_000_000, help="readings in the drain run")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
+    ap.add_argument("--only", help="comma-separated phases to run: sustained, latency, drain (default all)")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    ap.add_argument("--keep", type=Path, help="copy the logs of every process into this folder at the end")
     args = ap.parse_args()
     if args.quick:
         args.adverts, args.latency_seconds, args.backlog = 50_000, 4.0, 50_000
+    phases = set(args.only.split(",")) if args.only else {"sustained", "latency", "drain"}
     results: dict[str, Any] = {"load_start": loadavg()}
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         work = Path(tmp)
@@ -284,22 +293,31 @@ def main() -> None:
         try:
             subprocess.run([sys.executable, "-c", "from cloud.cli import main; main()", "setup", "--influx",
                             b.influx_url], check=True, capture_output=True, env=clean_env())
-            print(f"[{time.strftime('%H:%M:%S')}] sustained ...", flush=True)
             # Throughput runs use the low-latency receiver setting too: under load, size and window close the
             # batches anyway, and the default 10 s timer would only add a wait for the very last partial batch.
             fast = {"batch.max_interval": args.low_interval}
-            sustained(b, args.gateways, args.adverts, fast)
-            print(f"[{time.strftime('%H:%M:%S')}] latency, default settings ...", flush=True)
-            latency(b, "default", {}, {}, args.latency_rate, args.latency_seconds)
-            print(f"[{time.strftime('%H:%M:%S')}] latency, low-latency settings ...", flush=True)
-            latency(b, "low", {"batch.max_interval": args.low_interval},
-                    {"EDGE_GW_STORE_COMMIT_INTERVAL": args.low_commit}, args.latency_rate, args.latency_seconds)
-            print(f"[{time.strftime('%H:%M:%S')}] drain ...", flush=True)
-            drain(b, args.backlog, fast)
+            if "sustained" in phases:
+                print(f"[{time.strftime('%H:%M:%S')}] sustained ...", flush=True)
+                sustained(b, args.gateways, args.adverts, fast)
+            if "latency" in phases:
+                print(f"[{time.strftime('%H:%M:%S')}] latency, default settings ...", flush=True)
+                latency(b, "default", {}, {}, args.latency_rate, args.latency_seconds)
+                print(f"[{time.strftime('%H:%M:%S')}] latency, low-latency settings ...", flush=True)
+                latency(b, "low", {"batch.max_interval": args.low_interval},
+                        {"EDGE_GW_STORE_COMMIT_INTERVAL": args.low_commit}, args.latency_rate, args.latency_seconds)
+            if "drain" in phases:
+                print(f"[{time.strftime('%H:%M:%S')}] drain ...", flush=True)
+                drain(b, args.backlog, fast)
         finally:
             results["peak_rss_kb"] = peaks.stop()
             broker.stop()
             influxd.stop()
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                logs = [*work.glob("*.log"), work / "mosquitto" / "mosquitto.log", work / "influxd" / "influxd.log"]
+                for log in logs:
+                    if log.exists():
+                        shutil.copy(log, args.keep / log.name)
     results["load_end"] = loadavg()
     report(results)
     if args.json:
