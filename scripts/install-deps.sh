@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics dbus openssl
-              gcc make cmake clang libclang-rt-14-dev nodejs npm)
+              gcc make cmake clang libclang-rt-14-dev nodejs npm debootstrap systemd)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
