@@ -192,6 +192,11 @@ class Session:
                 self.lost = self.lost or self._disconnected or paho.error_string(rc)
                 self.close(graceful=False)
                 msg = f"connection to {s.describe()} closed before CONNACK: {self.lost or paho.error_string(rc)}"
+                if s.tls:
+                    # TLS 1.3 checks the client certificate after the client's side of the handshake, so a refused
+                    # (or missing) one shows up only as this closed connection.
+                    mine = f"cert_file {s.cert_file}" if s.cert_file else "no cert_file is set"
+                    msg += f" (a broker that refuses the client certificate does this; {mine})"
                 raise UplinkError(msg)
             if cancelled():
                 self.close(graceful=False)
