@@ -107,20 +107,18 @@ class Influx:
         return self.first_column("SHOW USERS")
 
 
-def run(statement: str, user: str, values: dict[str, str], db: Influx, existing: set[str]) -> None:
-    """CREATE USER for a user that exists becomes SET PASSWORD, so that the script can run again."""
-    if statement.startswith("CREATE USER") and user in existing:
-        db.query(f"SET PASSWORD FOR {ident(user)} = {literal(values[user_key(statement)])}")
+def run(statement: str, values: dict[str, str], db: Influx, existing: set[str]) -> None:
+    """One template statement. CREATE USER for a user that exists becomes SET PASSWORD, so that the script can run
+    again."""
+    keys = _FIELD.findall(statement)  # CREATE USER {name} WITH PASSWORD {name_password} ...
+    if statement.startswith("CREATE USER") and values[keys[0]] in existing:
+        user = ident(values[keys[0]])
+        db.query(f"SET PASSWORD FOR {user} = {literal(values[keys[1]])}")
         if "ALL PRIVILEGES" in statement:
-            db.query(f"GRANT ALL PRIVILEGES TO {ident(user)}")
+            db.query(f"GRANT ALL PRIVILEGES TO {user}")
     else:
         db.query(fill(statement, values))
-    shown = fill(statement.split(" WITH PASSWORD", maxsplit=1)[0], values)
-    print(f"ok: {shown}")
-
-
-def user_key(statement: str) -> str:
-    return str(_FIELD.findall(statement)[1])  # CREATE USER {name} WITH PASSWORD {name_password}
+    print(f"ok: {fill(statement.split(' WITH PASSWORD', maxsplit=1)[0], values)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             except Failed:
                 existing = set()  # no admin yet, or a wrong password: try the one unauthenticated statement
             db = admin if existing else Influx(a.url)
-            run(todo[0], a.admin_user, values, db, existing)
+            run(todo[0], values, db, existing)
             return 0
         if not (a.ingest_password_file and a.grafana_password_file):
             raise Failed("users needs --ingest-password-file and --grafana-password-file")
@@ -158,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             raise Failed(f"database {a.db} does not exist yet: run cloud-ingest setup as the admin first")
         existing = db.users()
         for statement in todo[1:]:
-            name = values[_FIELD.findall(statement)[0 if statement.startswith("CREATE") else 1]]
-            run(statement, name, values, db, existing)
+            run(statement, values, db, existing)
     except Failed as e:
         print(f"create_users.py: {e}", file=sys.stderr)
         return 1
