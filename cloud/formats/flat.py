@@ -66,7 +66,10 @@ def _time_ns(ts: Any, received_ns: int) -> int:
     if type(ts) in (int, float):
         if not math.isfinite(ts):
             raise InvalidMessage("timestamp is not finite")
-        ns: int = round(ts * 1_000_000_000)
+        scaled = ts * 1_000_000_000
+        if not math.isfinite(scaled):  # e.g. 1e308 seconds: round() would raise OverflowError
+            raise InvalidMessage(f"timestamp {ts!r} is out of range")
+        ns: int = round(scaled)
         return ns
     if not isinstance(ts, str):
         raise InvalidMessage(f"timestamp must be ISO 8601 or Unix seconds, got {type(ts).__name__}")
