@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from badinput_support import df5, ruuvi_message
+from badinput_support import ruuvi_message
 
 from cloud.formats import Router, edge
 from cloud.formats._common import FIELD_KINDS
@@ -155,7 +155,3 @@ def test_parsers_and_encoder_on_generated_bad_messages() -> None:
     assert outcomes["invalid"] > RUNS // 4 and outcomes["points"] > RUNS // 10, outcomes
     print(f"parsers: {RUNS} messages {outcomes} in {took:.1f} s")
 
-
-def test_df5_helper_is_the_payload_the_vectors_decode() -> None:
-    # The builder above relies on ruuvi_message carrying a decodable DF5 advert.
-    assert len(df5(1, bytes(6))) == 24

@@ -90,6 +90,8 @@ def specific(now_ns: int) -> list[tuple[str, Callable[[str], bytes], str]]:
         ("flat", const(b'{"sensor_id":[1],"temperature":1.0}'), "sensor_id [1] differs from"),
         ("flat", const(b'{"temperature":1.0,"timestamp":"2999-01-01T00:00:00Z"}'), "timestamp 32472144000000000000"),
         ("flat", const(b'{"temperature":1.0,"timestamp":"1971-01-01T00:00:00Z"}'), "timestamp 31536000000000000"),
+        # Found by test_badinput_parsers.py: the nanoseconds overflowed (OverflowError, "internal parser error").
+        ("flat", const(b'{"temperature":1.0,"timestamp":-1e308}'), "timestamp -1e+308 is out of range"),
     ]
 
 
@@ -122,7 +124,7 @@ def test_bad_messages_on_every_topic_are_dead_lettered_and_good_ones_still_writt
     under = padded_batch("gw-under", [reading(0xA1, i, i, now - 30 * S + i) for i in range(50)], LIMIT)
     bad["edge-gw/gw-over/batch"] = (padded_batch("gw-over", [reading(0xA2, 0, 0, now - 30 * S)], LIMIT + 1),
                                     f"payload of {LIMIT + 1} bytes exceeds {LIMIT}")
-    assert len(bad) == len(GENERIC) * 5 + 12 + 1
+    assert len(bad) == len(GENERIC) * 5 + 13 + 1
     rx = ReceiverProcess(tmp_path, mosquitto.url, f"{influxd.url}/ruuvi", free_port(),
                          f"formats.max_payload={LIMIT}", "batch.max_interval=100ms")
     try:
