@@ -61,9 +61,9 @@ def _points(readings: list[Any], gateway: str, measurement: str) -> list[Point]:
     set; anything else goes to _point(), which does the same checks one by one, converts what it can (4.0 -> 4)
     and words the reason of a dead letter.
 
-    CPU per DF5 reading, parse incl. orjson.loads (bench/bench_parse.py, 3 runs each): 2.90-2.97 µs with _point()
-    for every reading; 2.51-2.68 µs inline with a per-field loop over a kind table; 2.21-2.28 µs (vs 2.50-2.59 in
-    the same runs) with the compiled converter. DF5/E1/DF6 mix: 3.29 -> 2.76 µs.
+    CPU per DF5 reading, parse incl. orjson.loads (bench/bench_parse.py, 3 runs each, same machine and load):
+    3.02-3.12 µs with _point() for every reading, 2.40-2.46 µs now (an inline per-field loop over a kind table
+    instead of the compiled converter: about 0.3 µs more). DF5/E1/DF6 mix: 4.0 -> 3.1 µs.
     """
     points: list[Point] = []
     append = points.append
