@@ -308,3 +308,7 @@ def config_check(config: Path | None, settings: tuple[str, ...]) -> None:
 
 def main() -> None:
     cli(prog_name="cloud-ingest")
+
+
+if __name__ == "__main__":
+    main()

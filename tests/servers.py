@@ -183,14 +183,17 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         params = {"q": q}
         if db:
             params["db"] = db
-        if user:
-            params["u"] = user
-            params["p"] = password
         data = urllib.parse.urlencode(params).encode()
         if method == "GET":
             req = urllib.request.Request(f"{self.url}/query?{data.decode()}")
         else:
             req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")
+        if user:
+            # Basic auth, not u=/p= parameters: those end up in influxd's access log.
+            import base64
+
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())  # type: ignore[no-any-return]
 
