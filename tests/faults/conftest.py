@@ -16,19 +16,20 @@ from faults_pipeline import REPO, Outcome, Pipeline
 SCENARIOS: dict[str, tuple[str, str]] = {
     "1-broker-restart": (
         "Broker stopped under load, then restarted",
-        "A gateway commits ~1000 readings/s. Mosquitto is stopped (SIGTERM) for 3 s while the gateway keeps "
-        "committing to its buffer, then started again on the same port and persistence directory. The gateway "
-        "reconnects and drains its backlog next to live data; the receiver's persistent session resumes."),
+        "A gateway commits ~1000 readings/s. Mosquitto is stopped (SIGTERM) until the gateway has committed 2500 "
+        "more readings to its buffer (about 2.5 s), then started again on the same port and persistence "
+        "directory. The gateway reconnects and drains its backlog next to live data; the receiver's persistent "
+        "session resumes."),
     "2-gateway-kill9": (
         "Gateway SIGKILLed 10 times while draining a backlog",
         "A gateway first buffers a backlog with no broker reachable. Then it is started 10 times against the broker "
-        "(backfill capped at 2000 readings/s, new live readings arriving too) and each time killed with SIGKILL at a "
+        "(backfill capped at 1500 readings/s, new live readings arriving too) and each time killed with SIGKILL at a "
         "random moment after it has started forwarding. Readings it had not committed yet vanish with the process, "
         "legitimately; every committed one must arrive."),
     "3-influxd-restart": (
         "influxd stopped, then restarted while messages flow",
-        "A gateway streams; influxd is stopped for 3 s (the receiver retries without acknowledging, the broker "
-        "queues) and started again."),
+        "A gateway streams; influxd is stopped (SIGTERM) while 2000 more readings pass the broker (about 2 s; the "
+        "receiver retries without acknowledging, the broker queues) and started again."),
     "4-receiver-kill9": (
         "Receiver SIGKILLed mid-batch",
         "A gateway streams; `cloud-ingest run` is killed with SIGKILL three times at a moment its status shows "

@@ -72,9 +72,10 @@ def test_gateway_killed_10_times_while_draining_a_backlog(pipeline: Pipeline, re
     # The backlog: a run with no broker to reach, ended once its readings are committed.
     nowhere = f"mqtt://127.0.0.1:{free_port()}"
     proc = gw.start(seed=200, tags=40, rate=0, mqtt_url=nowhere, count=30_000)
-    proc.wait(120)
+    assert proc.wait(120) == 1, gw.tail()  # 1: the buffer was not drained, as there was nowhere to send it
     backlog = gw.committed()
-    assert backlog > 10_000 and gw.buffered() == backlog, gw.tail()
+    assert f"adverts=30000 committed={backlog} drained=no" in gw.tail()
+    assert backlog > 10_000 and gw.buffered() == backlog
     rng = random.Random(2)
     for i in range(10):
         before = collected(pipeline, "gw-2")
