@@ -17,25 +17,16 @@ from typing import Any
 import orjson
 
 REPO = Path(__file__).resolve().parents[2]
-SNIPPET = REPO / "cloud" / "mosquitto" / "cloud-ingest.conf"
+for _p in (REPO, REPO / "tests", REPO / "tests" / "cloud"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
+from test_receiver_support import broker_settings  # noqa: E402
 
-def broker_settings() -> list[str]:
-    """The shipped Mosquitto snippet, minus its persistence directory (the private broker sets its own)."""
-    lines = [ln.strip() for ln in SNIPPET.read_text().splitlines()]
-    return [ln for ln in lines if ln and not ln.startswith("#") and not ln.startswith("persistence_location")]
+from bench.bench_pipeline import vm_hwm_kb  # noqa: E402
 
-
-def vm_hwm_kb(pid: int) -> int:
-    """Peak resident set (VmHWM) of a live process, 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+__all__ = ["PeakRss", "Receiver", "broker_settings", "clean_env", "committed_total", "gateway_cmd", "influx_count",
+           "influx_query", "loadavg", "vm_hwm_kb"]
 
 
 class PeakRss:

@@ -190,7 +190,7 @@ def latency(b: Bench, label: str, rx_settings: dict[str, str], gw_env: dict[str,
     # Steady state: the first 2 s are start-up (connect, first commits), and the last 2 s end in a partial batch
     # that waits for the receiver's timer (10 s by default), which a continuous stream never does.
     steady = sorted(s for t, s in samples if first + 2 * NS <= t <= last - 2 * NS)
-    q100 = statistics.quantiles(steady, n=100)
+    q100 = statistics.quantiles(steady, n=100, method="inclusive")
     b.results[f"latency_{label}"] = {
         "receiver_settings": rx_settings, "gateway_env": gw_env, "committed": committed, "stored": stored,
         "readings_per_s": round(committed / ((last - first) / NS)), "points_measured": len(steady),

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,28 @@ from edge import ruuvi
 from edge.model import Reading
 from edge.wire import encode_batch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
+from test_receiver_support import Subscriber, wait_until
+
+__all__ = [
+    "CLOUD_INGEST",
+    "EDGE_GW",
+    "Publisher",
+    "ReceiverProcess",
+    "S",
+    "Subscriber",
+    "clean_env",
+    "df5",
+    "edge_batch",
+    "influx_count",
+    "influx_rows",
+    "mac_bytes",
+    "one_line_error",
+    "reading",
+    "ruuvi_message",
+    "wait_until",
+]
+
 CLOUD_INGEST = [sys.executable, "-c", "from cloud.cli import main; main()"]
 EDGE_GW = [sys.executable, "-m", "edge.cli"]
 S = 1_000_000_000
@@ -33,14 +55,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_GW_", "CLOUD_INGEST_"))}
     env.update(extra)
     return env
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def df5(seq: int, mac: bytes, temp_c: float = 21.5) -> bytes:
@@ -89,22 +103,6 @@ class Publisher:
         deadline = time.monotonic() + timeout
         for info in infos:
             info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class Subscriber:
-    def __init__(self, port: int, topic: str, client_id: str) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe(topic, qos=1)
-        self.client.loop_start()
-        wait_until(self.client.is_connected, 10, f"{client_id} connected")
-        time.sleep(0.2)
 
     def close(self) -> None:
         self.client.disconnect()

@@ -23,6 +23,11 @@ def cli(cmd: list[str], *args: str, **env: str) -> subprocess.CompletedProcess[s
                           env=clean_env(**env))
 
 
+def buffered(db: Path) -> int:
+    res = cli(EDGE_GW, "status", "--json", "--db", str(db))
+    return int(orjson.loads(res.stdout)["buffer"]["rows"]) if res.returncode == 0 else 0
+
+
 def toml(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -120,7 +125,7 @@ def test_unreachable_broker(tmp_path: Path) -> None:
             assert rx.poll() is None
         finally:
             os.kill(rx.pid, signal.SIGTERM)
-            assert rx.wait(20) == 0
+            assert rx.wait(20) == 0, rx_log.read_text()
     text = rx_log.read_text()
     assert "Traceback" not in text
     assert f"WARNING cloud.receiver: cannot reach the broker at 127.0.0.1:{port} ([Errno 111] " in text
@@ -134,10 +139,11 @@ def test_unreachable_broker(tmp_path: Path) -> None:
                               stdout=out, stderr=subprocess.STDOUT, env=clean_env())
         try:
             wait_until(lambda: f"127.0.0.1:{port}" in log.read_text(), 15, "the broker warning")
+            wait_until(lambda: buffered(db) > 0, 15, "readings buffered meanwhile")
             assert gw.poll() is None
         finally:
             os.kill(gw.pid, signal.SIGTERM)
-            assert gw.wait(20) == 0
+            assert gw.wait(20) == 0, log.read_text()
     text = log.read_text()
     assert "Traceback" not in text
     warnings = [ln for ln in text.splitlines() if f"127.0.0.1:{port}" in ln and " WARNING " in ln]
