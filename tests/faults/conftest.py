@@ -40,6 +40,14 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "the same time. cloud-ingest's cross-gateway dedup must store each measurement (mac, sequence) once, "
         "as one of the copies a gateway committed. Sent counts both gateways' readings; stored must equal the "
         "distinct measurements."),
+    "5b-two-gateways-rx-restart": (
+        "Two gateways hear the same tags, and the receiver restarts (known limit)",
+        "As 5, but `cloud-ingest run` is restarted once (SIGTERM, then started again) while both gateways stream. "
+        "Nothing is lost, but the receiver's cross-gateway dedup memory does not survive the restart "
+        "(docs/cloud-ingest.md, Known limits), so measurements whose first copy was written just before the "
+        "restart are written a second time under the other gateway's tag: they show up as duplicated. The test is "
+        "marked xfail until cloud-ingest keeps or rebuilds that memory (e.g. from the last `dedup.window` of raw "
+        "points at start-up)."),
     "6-disk-cap": (
         "Disk cap reached during an outage",
         "A gateway with `store.max_bytes = 1MiB` commits ~1200 readings/s while the broker is down, until its "
@@ -103,9 +111,10 @@ def write_doc(results: list[Outcome]) -> Path:
         "",
         "`tests/faults/` runs the real pipeline (simulated `edge-gw run` gateways -> Mosquitto with",
         "`cloud/mosquitto/cloud-ingest.conf` -> `cloud-ingest run` -> influxd, all as real processes) and breaks it in",
-        "seven ways. Every scenario ends by comparing the exact set of (mac, measurement sequence, receive time)",
-        "committed at the gateways with the set of raw points in InfluxDB. Run it with `pytest tests/faults`; the",
-        "table below is written by that run (the suite rewrites this file whenever all seven scenarios ran).",
+        "the seven ways of issue 4, plus one known limit (5b). Every scenario ends by comparing the exact set of",
+        "(mac, measurement sequence, receive time) committed at the gateways with the set of raw points in InfluxDB.",
+        "Run it with `pytest tests/faults`; the table below is written by that run (the suite rewrites this file",
+        "whenever every scenario ran).",
         "",
         f"Last run: {now}, Python {platform.python_version()}, {os.cpu_count()} CPUs.",
         "",
