@@ -23,10 +23,16 @@ _LAYOUT = struct.Struct(">xhHHHHBBBBBB")
 LUX_DELTA = math.log(65536) / 254
 
 
-def luminosity(code: int) -> float | None:
-    if code == 0xFF:
-        return None
+def _lux(code: int) -> float:
     return round(math.exp(code * LUX_DELTA) - 1, 2)
+
+
+# The 255 possible values, computed once: exp() per advert was a tenth of the DF6 decode.
+_LUX_TABLE: tuple[float | None, ...] = (*(_lux(code) for code in range(255)), None)
+
+
+def luminosity(code: int) -> float | None:
+    return _LUX_TABLE[code]
 
 
 def decode(payload: bytes) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class VirtualTag:
         self.humidity = _walk(rng, self.humidity, 0.1, 5.0, 95.0)
         self.pressure = _walk(rng, self.pressure, 3.0, 95_000.0, 105_000.0)
         self.measurements += 1
-        rssi = self.rssi - rng.randrange(4)
+        rssi = self.rssi - rng.getrandbits(2)
         if self.air:
             self.seq = (self.seq + 1) % 0xFFFFFF
             self.co2 = _walk(rng, self.co2, 5.0, 400.0, 2500.0)
