@@ -25,16 +25,27 @@ from test_receiver_support import broker_settings  # noqa: E402
 
 from bench.bench_pipeline import vm_hwm_kb  # noqa: E402
 
-__all__ = ["PeakRss", "Receiver", "broker_settings", "clean_env", "committed_total", "gateway_cmd", "influx_count",
-           "influx_query", "loadavg", "vm_hwm_kb"]
+__all__ = ["PeakRss", "Receiver", "broker_settings", "clean_env", "committed_total", "cpu_seconds", "gateway_cmd",
+           "influx_count", "influx_query", "loadavg", "vm_hwm_kb"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc/<pid>/stat; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class PeakRss:
-    """Polls VmHWM of named processes every 100 ms (VmHWM is itself a peak, so polling only has to catch the
-    process before it exits). Keeps the highest value per name."""
+    """Polls VmHWM and CPU time of named processes every 100 ms (VmHWM is itself a peak and CPU time only grows,
+    so polling only has to catch the process before it exits). Keeps the highest value per name."""
 
     def __init__(self) -> None:
         self.peaks_kb: dict[str, int] = {}
+        self.cpu_s: dict[str, float] = {}
         self._pids: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -50,6 +61,7 @@ class PeakRss:
         with self._lock:
             for name, pid in self._pids.items():
                 self.peaks_kb[name] = max(self.peaks_kb.get(name, 0), vm_hwm_kb(pid))
+                self.cpu_s[name] = max(self.cpu_s.get(name, 0.0), cpu_seconds(pid))
 
     def _loop(self) -> None:
         while not self._stop.wait(0.1):

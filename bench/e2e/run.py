@@ -13,7 +13,7 @@ One run prints:
    newly counted point gets "poll time - bucket middle";
 3. the drain time of a backlog of `--backlog` readings: a gateway buffer filled with the broker unreachable
    (`edge-gw run --rate 0 --count ...`), then `edge-gw flush`, timed until every reading is in InfluxDB;
-4. peak RSS (VmHWM) of every process.
+4. peak RSS (VmHWM) and CPU time of every process (servers: over the whole run).
 
 Not a test. Everything runs on this machine's cores together (the VM is shared; figures vary, see the load average
 printed at start and end). All servers are private, on loopback, in a temporary directory, and stopped by PID.
@@ -258,9 +258,9 @@ def report(r: dict[str, Any]) -> None:
               f"{d['readings_per_s']:,} readings/s ({d['steady_readings_per_s']:,}/s between 10 and 90 %; flush "
               f"exited after {d['flush_exit_seconds']} s; buffer filled in {d['fill_seconds']} s; dropped "
               f"{d['dropped']}; receiver {d['receiver_settings']})")
-    print("peak RSS (VmHWM):")
+    print("peak RSS (VmHWM) and CPU time (user + system) of each process:")
     for name, kb in r["peak_rss_kb"].items():
-        print(f"  {name:<55} {kb / 1024:8.1f} MiB")
+        print(f"  {name:<55} {kb / 1024:8.1f} MiB {r['cpu_s'].get(name, 0.0):8.1f} s")
 
 
 def main() -> None:
@@ -272,6 +272,8 @@ def main() -> None:
     ap.add_argument("--low-interval", default="100ms", help="receiver batch.max_interval, low-latency run")
     ap.add_argument("--low-commit", default="20ms", help="gateway store.commit_interval, low-latency run")
     ap.add_argument("--backlog", type=int, default=1_000_000, help="readings in the drain run")
+    ap.add_argument("--set", dest="throughput_set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="extra cloud-ingest setting for the sustained and drain runs (repeatable)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
     ap.add_argument("--only", help="comma-separated phases to run: sustained, latency, drain (default all)")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -295,7 +297,7 @@ def main() -> None:
                             b.influx_url], check=True, capture_output=True, env=clean_env())
             # Throughput runs use the low-latency receiver setting too: under load, size and window close the
             # batches anyway, and the default 10 s timer would only add a wait for the very last partial batch.
-            fast = {"batch.max_interval": args.low_interval}
+            fast = {"batch.max_interval": args.low_interval, **dict(kv.split("=", 1) for kv in args.throughput_set)}
             if "sustained" in phases:
                 print(f"[{time.strftime('%H:%M:%S')}] sustained ...", flush=True)
                 sustained(b, args.gateways, args.adverts, fast)
@@ -310,6 +312,7 @@ def main() -> None:
                 drain(b, args.backlog, fast)
         finally:
             results["peak_rss_kb"] = peaks.stop()
+            results["cpu_s"] = {name: round(v, 1) for name, v in peaks.cpu_s.items()}
             broker.stop()
             influxd.stop()
             if args.keep:
