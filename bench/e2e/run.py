@@ -96,7 +96,7 @@ def wait_written(rx: Receiver, target: int, procs: list[subprocess.Popen[bytes]]
             raise RuntimeError(f"receiver exited with {rx.proc.returncode}")
         for p in procs:
             if p.poll() not in (None, 0):
-                raise RuntimeError(f"{p.args} exited with {p.returncode}")
+                raise RuntimeError(f"{p.args!r} exited with {p.returncode}")
         time.sleep(0.02)
     done_ns = time.time_ns()
     if trace is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge import ruuvi
 from edge.model import Reading
@@ -90,7 +90,7 @@ def ruuvi_message(gw_mac: str, tag_mac: bytes, seq: int, ts_s: int) -> tuple[str
 class Publisher:
     """paho MQTT v5; publish() waits until the broker acknowledged every QoS 1 message."""
 
-    def __init__(self, port: int, client_id: str, protocol: int = paho.MQTTv5) -> None:
+    def __init__(self, port: int, client_id: str, protocol: MQTTProtocolVersion = paho.MQTTv5) -> None:
         self.disconnects: list[Any] = []
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         self.client.on_disconnect = lambda c, u, flags, rc, props=None: self.disconnects.append(rc)
