@@ -129,6 +129,7 @@ class DedupSection:
     enabled: bool = True
     window: Duration = Duration(30.0)
     max_entries: int = 500_000
+    state_file: str = ""  # "" = next to status.file (<status name>.dedup.sqlite); none if that is "" too
 
     def __post_init__(self) -> None:
         _check(self.window > 0, f"dedup.window: must be positive, got {self.window}")
@@ -268,6 +269,21 @@ def check_runtime(cfg: Config) -> None:
     status_dir = Path(cfg.status.file).parent
     if cfg.status.file and not status_dir.is_dir():
         raise ConfigError(f"status.file: directory {status_dir} does not exist")
+    state = dedup_state_file(cfg)
+    if cfg.dedup.state_file and state is not None and not state.parent.is_dir():
+        raise ConfigError(f"dedup.state_file: directory {state.parent} does not exist")
+
+
+def dedup_state_file(cfg: Config) -> Path | None:
+    """Where the dedup memory is kept across restarts: dedup.state_file, else next to status.file."""
+    if not cfg.dedup.enabled:
+        return None
+    if cfg.dedup.state_file:
+        return Path(cfg.dedup.state_file)
+    if cfg.status.file:
+        status_file = Path(cfg.status.file)
+        return status_file.with_name(f"{status_file.stem}.dedup.sqlite")
+    return None
 
 
 def mqtt_credentials(cfg: Config) -> tuple[str, str]:

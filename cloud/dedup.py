@@ -11,13 +11,14 @@ since replacing a written point would need a DELETE. Every dropped copy is count
 
 The memory is bounded: the oldest `max_entries` measurements are forgotten first. A copy that arrives after its
 measurement was forgotten (a gateway replaying an hours-old backlog under heavy traffic) is written again, under its
-own `gateway` tag. Pure: no I/O, no clock.
+own `gateway` tag. Pure: no I/O, no clock. `remember()` loads what an earlier run wrote (cloud/dedup_journal.py keeps
+that on disk), so a restart does not start with an empty memory.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cloud.model import Point
@@ -25,6 +26,9 @@ from cloud.model import Point
 SEQ_FIELD = "measurement_sequence_number"
 
 _Key = tuple[str, str, int]
+
+# One written point as the journal keeps it: (measurement, mac, sequence number, gateway receive time, gateway).
+Entry = tuple[str, str, int, int, str]
 
 
 # What is remembered per measurement: (gateway receive time, gateway, which filter() call kept it, its index in
@@ -54,6 +58,19 @@ class Dedup:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def remember(self, entries: Iterable[Entry]) -> None:
+        """Seed the memory with points written before, oldest first, as if filter() had kept them."""
+        seen = self._seen
+        max_entries = self.max_entries
+        for measurement, mac, seq, t, gateway in entries:
+            key = (measurement, mac, seq)
+            if key in seen:
+                del seen[key]  # a later write of the key (the sequence number wrapped) is the newer entry
+            # Call 0 is no filter() call: a remembered copy is never replaced by an earlier one of a later batch.
+            seen[key] = (t, gateway, 0, -1)
+            if len(seen) > max_entries:
+                seen.popitem(last=False)
 
     def filter(self, points: Sequence[Point]) -> DedupResult:
         """Return the points to write, in their original order, and what was dropped."""

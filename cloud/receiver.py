@@ -19,6 +19,9 @@ How nothing is lost (docs/cloud-ingest.md explains the broker side):
   past the client's Receive Maximum once PUBACKs start to flow (measured here; eclipse-mosquitto/mosquitto#2301).
 - After a disconnect, messages not yet being written are dropped from memory (the broker resends them), so a
   flapping connection cannot pile up copies.
+- Dedup survives restarts: each written batch's points go to the dedup journal (cloud/dedup_journal.py) after the
+  database write and before the batch's PUBACKs, and a new process loads the journal first. Never before the write:
+  a journaled point counts as written, so its redelivered copy would be dropped.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ from gmqtt.mqtt.constants import MQTTv50
 
 from cloud import dlq, status
 from cloud.batcher import Batch, Batcher
-from cloud.config import Config, mqtt_credentials
+from cloud.config import Config, dedup_state_file, mqtt_credentials
 from cloud.dedup import Dedup
+from cloud.dedup_journal import DedupJournal, JournalError
 from cloud.formats import Router
 from cloud.lineproto import encode
 from cloud.metrics import Metrics
@@ -111,6 +115,11 @@ class Receiver:
         )
         self.dedup = Dedup(window_s=float(cfg.dedup.window), max_entries=cfg.dedup.max_entries) \
             if cfg.dedup.enabled else None
+        self.journal: DedupJournal | None = None
+        self._journal_failed = False
+        state_file = dedup_state_file(cfg)
+        if self.dedup is not None and state_file is not None:
+            self._open_journal(self.dedup, state_file)
         self.counts = status.Status()  # the running totals; snapshot() adds the live state
         self.last_write_ns = 0
         self.last_batch_points = 0
@@ -133,6 +142,29 @@ class Receiver:
         self._last_message = 0.0
         self._status_failed = False
         self._restore_counts()
+
+    def _open_journal(self, dedup: Dedup, path: Path) -> None:
+        t0 = time.monotonic()
+        try:
+            self.journal = DedupJournal(path, max_entries=self.cfg.dedup.max_entries)
+            dedup.remember(self.journal.load())
+        except JournalError as e:
+            raise ReceiverError(str(e)) from None
+        log.info("dedup: %d measurements remembered from %s (%.2f s)", len(dedup), path, time.monotonic() - t0)
+
+    def _journal(self, written: list[Point]) -> None:
+        assert self.journal is not None
+        try:
+            self.journal.record(written)
+        except JournalError as e:
+            # The memory in this process is still right; only a restart could now write a copy twice.
+            if not self._journal_failed:
+                log.error("cannot record written points for dedup (a restart may write copies again): %s", e)
+            self._journal_failed = True
+        else:
+            if self._journal_failed:
+                log.info("dedup state file writable again")
+            self._journal_failed = False
 
     # ---- MQTT callbacks ---------------------------------------------------------------------------------------
 
@@ -367,14 +399,18 @@ class Receiver:
                     self.counts.gateways[gw].duplicates += n
         if points:
             outcome: WriteOutcome = await self.sink.write(points)
+            written = points
             if outcome.rejected:
                 self._dead_letter_points(batch, outcome.rejected)
+                bad = {id(p) for p, _ in outcome.rejected}
+                written = [p for p in points if id(p) not in bad]
+            if self.journal is not None and written:
+                self._journal(written)  # before this batch's PUBACKs (_writer acknowledges after _write)
             self.counts.written += outcome.written
             m.points_written.inc(outcome.written)
             if self.rollups is not None and outcome.written:
-                bad = {id(p) for p, _ in outcome.rejected}
                 try:
-                    await self.rollups.after_write([p for p in points if id(p) not in bad])
+                    await self.rollups.after_write(written)
                 except SinkAuthError:
                     raise
                 except Exception:
@@ -596,6 +632,8 @@ class Receiver:
             self.write_status()
             with contextlib.suppress(Exception):
                 await self.sink.close()
+            if self.journal is not None:
+                self.journal.close()
             loop.set_exception_handler(previous_handler)
         if self._fatal is not None:
             detail = str(self._fatal) or type(self._fatal).__name__
