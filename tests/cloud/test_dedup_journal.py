@@ -1,0 +1,225 @@
+"""The dedup journal: a real SQLite file keeps the dedup memory across restarts, and a receiver killed with -9 does
+not write the other gateway's copy of a measurement it had already written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_receiver_kill import cloud_ingest, run_args, wait_subscribed
+from test_receiver_support import Publisher, create_db, edge_batch, mac_text, now_ns, reading, stored, wait_until
+
+from cloud.config import check_runtime, dedup_state_file, load_config
+from cloud.dedup import Dedup
+from cloud.dedup_journal import DedupJournal, JournalError, entries
+from cloud.model import Point
+from edge.settings import ConfigError
+
+S = 1_000_000_000
+MS = 1_000_000
+T0 = 1_763_900_000 * S
+
+
+def p(gw: str, tag: int, seq: int | None, t: int) -> Point:
+    fields: dict[str, float | int | bool | str] = {"temperature": 20.0}
+    if seq is not None:
+        fields["measurement_sequence_number"] = seq
+    return Point("ruuvi", {"mac": f"aa:aa:aa:aa:aa:{tag:02x}", "gateway": gw, "data_format": "5"}, fields, t)
+
+
+def restarted(path: Path, max_entries: int = 1000) -> tuple[Dedup, DedupJournal]:
+    """What a new receiver process does at start-up."""
+    d = Dedup(window_s=30, max_entries=max_entries)
+    j = DedupJournal(path, max_entries=max_entries)
+    d.remember(j.load())
+    return d, j
+
+
+def test_entries_are_the_points_dedup_can_match() -> None:
+    pts = [p("gw-a", 1, 7, T0), p("gw-a", 2, None, T0), p("gw-b", 3, 65535, T0 + 5)]
+    pts.append(Point("ruuvi", {"gateway": "gw-a"}, {"measurement_sequence_number": 1}, T0))  # no mac
+    pts.append(Point("ruuvi", {"mac": "m"}, {"measurement_sequence_number": True}, T0))  # a bool is not a number
+    pts.append(Point("other", {"mac": "m"}, {"measurement_sequence_number": 9}, T0 + 1))  # no gateway tag
+    assert entries(pts) == [("ruuvi", "aa:aa:aa:aa:aa:01", 7, T0, "gw-a"),
+                            ("ruuvi", "aa:aa:aa:aa:aa:03", 65535, T0 + 5, "gw-b"),
+                            ("other", "m", 9, T0 + 1, "")]
+
+
+def test_after_a_restart_the_other_gateways_copy_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite"
+    d, j = restarted(path)
+    first = [p("gw-a", i, 100 + i, T0 + i * MS) for i in range(5)] + [p("gw-a", 9, None, T0)]
+    kept = d.filter(first).kept
+    assert j.record(kept) == 5
+    j.close()
+
+    d2, j2 = restarted(path)
+    assert len(d2) == 5
+    copies = [p("gw-b", i, 100 + i, T0 + i * MS + 200 * MS) for i in range(5)]
+    new = p("gw-b", 5, 105, T0 + 5 * MS)
+    r = d2.filter([*copies, new])
+    assert r.kept == [new]
+    assert r.duplicates == {"gw-b": 5}
+    # gw-a's own copy again (MQTT redelivery of a message written but not acknowledged before the kill)
+    r = d2.filter([p("gw-a", 0, 100, T0)])
+    assert r.kept == [] and r.redeliveries == 1
+    # outside the window it is a new measurement (the sequence number wrapped)
+    late = p("gw-b", 1, 101, T0 + 31 * S)
+    assert d2.filter([late]).kept == [late]
+    j2.close()
+
+
+def test_the_file_keeps_what_the_memory_holds_and_no_more(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite"
+    d, j = restarted(path, max_entries=10)
+    batches = [[p("gw-a", b * 4 + i, b * 4 + i, T0 + (b * 4 + i) * MS) for i in range(4)] for b in range(5)]
+    for batch in batches:
+        j.record(d.filter(batch).kept)
+    # The newest batches that hold 10 entries: 3 batches of 4 (2 would hold only 8).
+    assert j.stored_entries() == 12
+    with sqlite3.connect(path) as conn:
+        assert [n for (n,) in conn.execute("SELECT n FROM batches ORDER BY id")] == [4, 4, 4]
+    j.close()
+
+    d2, j2 = restarted(path, max_entries=10)
+    assert len(d2) == 10
+    # Both memories forgot the same oldest 10 measurements and hold the same newest 10.
+    newest = [p("gw-b", i, i, T0 + i * MS + S) for i in range(10, 20)]
+    oldest = [p("gw-b", i, i, T0 + i * MS + S) for i in range(10)]
+    for memory in (d2, d):
+        r = memory.filter(newest)
+        assert r.kept == [] and r.duplicates == {"gw-b": 10}
+        assert memory.filter(oldest).kept == oldest
+    j2.close()
+
+
+def test_the_order_of_the_memory_survives(tmp_path: Path) -> None:
+    # A key written again later (its sequence number wrapped) is the newest entry, as in the running memory.
+    path = tmp_path / "dedup.sqlite"
+    d, j = restarted(path, max_entries=2)
+    for batch in ([p("gw-a", 1, 5, T0)], [p("gw-a", 2, 5, T0 + 1)], [p("gw-a", 1, 5, T0 + 60 * S)]):
+        j.record(d.filter(batch).kept)
+    j.close()
+    d2, j2 = restarted(path, max_entries=2)
+    r = d2.filter([p("gw-b", 1, 5, T0 + 60 * S + 1), p("gw-b", 2, 5, T0 + 2)])
+    assert r.kept == [] and r.duplicates == {"gw-b": 2}
+    j2.close()
+
+
+def test_the_file_stops_growing(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite"
+    d, j = restarted(path, max_entries=1000)
+
+    def pages() -> int:
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return int(conn.execute("PRAGMA page_count").fetchone()[0])
+
+    for b in range(100, 400):  # entries of one size throughout: 3-digit sequence numbers and gateway ids
+        j.record(d.filter([p(f"gw-{b}", i, b, T0 + b * S + i) for i in range(100)]).kept)
+        if b == 149:
+            after_50 = pages()
+    assert j.stored_entries() == 1000
+    assert pages() <= after_50 + 1  # the pages of deleted batches are reused
+    j.close()
+
+
+def test_an_unreadable_file_is_set_aside_and_the_receiver_starts_empty(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    d, j = restarted(path)
+    assert len(d) == 0
+    assert j.record([p("gw-a", 1, 1, T0)]) == 1
+    j.close()
+    aside = [f.name for f in tmp_path.iterdir() if f.name.startswith("dedup.sqlite.bad-")]
+    assert len(aside) == 1
+    assert (tmp_path / aside[0]).read_bytes() == b"this is not a database" * 100
+    assert len(restarted(path)[0]) == 1
+
+
+def test_a_newer_format_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    d, j = restarted(path)
+    assert len(d) == 0
+    j.close()
+    assert len([f for f in tmp_path.iterdir() if f.name.startswith("dedup.sqlite.bad-")]) == 1
+
+
+def test_a_file_that_cannot_be_created_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match=r"dedup state file .*missing/dedup.sqlite: unable to open"):
+        DedupJournal(tmp_path / "missing" / "dedup.sqlite", max_entries=10)
+
+
+def test_where_the_state_file_is(tmp_path: Path) -> None:
+    def cfg(**o: object) -> Any:
+        return load_config(None, o, environ={})
+
+    status = cfg(**{"status.file": "/var/lib/ci/status.json"})
+    assert dedup_state_file(status) == Path("/var/lib/ci/status.dedup.sqlite")
+    assert dedup_state_file(cfg(**{"dedup.state_file": "/x/d.sqlite"})) == Path("/x/d.sqlite")
+    assert dedup_state_file(cfg(**{"status.file": ""})) is None
+    assert dedup_state_file(cfg(**{"dedup.enabled": "false"})) is None
+    bad = cfg(**{"status.file": str(tmp_path / "s.json"), "dedup.state_file": str(tmp_path / "no" / "d.sqlite")})
+    with pytest.raises(ConfigError, match=r"^dedup.state_file: directory .*/no does not exist$"):
+        check_runtime(bad)
+
+
+# ---- the receiver as a real process --------------------------------------------------------------------------
+
+
+def status_of(tmp: Path) -> dict[str, Any]:
+    try:
+        return json.loads((tmp / "status.json").read_bytes())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def test_receiver_killed_with_9_does_not_write_the_other_gateways_copy(mosquitto_factory: Any, influxd: Any,
+                                                                      tmp_path: Path) -> None:
+    mosquitto = mosquitto_factory(tmp_path / "mq").start()
+    url = create_db(influxd)
+    log = tmp_path / "rx.log"
+    rx = cloud_ingest(*run_args(mosquitto.port, url, tmp_path, "--set", "status.interval=0.1"), log=log)
+    pub = Publisher(mosquitto.port)
+    t0 = now_ns() - 60 * S
+    tags = 50
+    try:
+        wait_subscribed(log)
+        pub.publish([("edge-gw/gw-a/batch", edge_batch("gw-a", 1, [reading(i, 300 + i, t0 + i * MS)
+                                                                   for i in range(tags)]))])
+        # Acknowledged means journaled: the PUBACK goes out only after the journal's commit.
+        wait_until(lambda: status_of(tmp_path).get("written") == tags
+                   and status_of(tmp_path).get("inflight_messages") == 0, 30, "gw-a's batch written and acked")
+        os.kill(rx.pid, signal.SIGKILL)
+        rx.wait(10)
+        assert rx.returncode == -signal.SIGKILL
+        assert (tmp_path / "status.dedup.sqlite").is_file()
+
+        rx = cloud_ingest(*run_args(mosquitto.port, url, tmp_path, "--set", "status.interval=0.1"), log=log)
+        wait_subscribed(log)
+        # gw-b heard the same measurements 0.3 s later, and one more that gw-a missed.
+        copies = [reading(i, 300 + i, t0 + i * MS + 300 * MS) for i in range(tags)]
+        extra = reading(tags, 300 + tags, t0 + tags * MS)
+        pub.publish([("edge-gw/gw-b/batch", edge_batch("gw-b", 1, [*copies, extra]))])
+        wait_until(lambda: status_of(tmp_path).get("duplicates") == tags
+                   and status_of(tmp_path).get("inflight_messages") == 0, 30, "gw-b's batch handled")
+        pts = stored(influxd)
+        assert sorted((x["time"], x["mac"], x["gateway"]) for x in pts) == sorted(
+            [(t0 + i * MS, mac_text(i), "gw-a") for i in range(tags)] + [(t0 + tags * MS, mac_text(tags), "gw-b")])
+        st = status_of(tmp_path)
+        assert st["written"] == tags + 1
+        assert st["gateways"]["gw-b"]["duplicates"] == tags
+        assert f"dedup: {tags} measurements remembered from {tmp_path / 'status.dedup.sqlite'}" in log.read_text()
+    finally:
+        pub.close()
+        if rx.poll() is None:
+            rx.send_signal(signal.SIGTERM)
+            rx.wait(30)
+    assert rx.returncode == 0, log.read_text()[-3000:]
