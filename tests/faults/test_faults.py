@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from faults_pipeline import Outcome, Pipeline, Point, compare, compare_shared, sequence, wait_until
 from servers import free_port
 
@@ -154,10 +153,6 @@ def test_two_gateways_hear_the_same_tags(pipeline: Pipeline, record: Record) -> 
     assert {g for g, *_ in stored} <= {"gw-5a", "gw-5b"}
 
 
-@pytest.mark.xfail(reason="KNOWN LIMIT, not yet fixed (docs/cloud-ingest.md, Known limits): cloud-ingest's "
-                   "cross-gateway dedup memory (cloud/dedup.py) lives only in the receiver process, so after a "
-                   "restart a measurement whose first copy was written before it is written again under the other "
-                   "gateway's tag", strict=False)
 def test_two_gateways_across_a_receiver_restart(pipeline: Pipeline, record: Record) -> None:
     started = time.monotonic()
     rx = pipeline.receiver
@@ -177,10 +172,11 @@ def test_two_gateways_across_a_receiver_restart(pipeline: Pipeline, record: Reco
         pipeline.wait_stored(len(measurements), timeout=20)
     outcome = compare_shared("5b-two-gateways-rx-restart", committed, pipeline.stored(), started)
     outcome.note = (f"{outcome.sent} readings committed by the two gateways are {len(measurements)} measurements; "
-                    "the receiver restarts once (known limit: its dedup memory starts empty)")
+                    "the receiver restarts once and loads its dedup memory from dedup.state_file")
     record(outcome)
     assert outcome.lost == 0, outcome
     assert outcome.duplicated == 0, outcome
+    assert outcome.stored == len(measurements)
 
 
 class RowRecorder:
