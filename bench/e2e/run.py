@@ -57,6 +57,10 @@ NS = 1_000_000_000
 BUCKET_NS = 10_000_000
 
 
+# Every gateway of a run simulates its own fleet (its own seed, so its own MACs): the receiver's cross-gateway
+# dedup, whose memory now survives restarts, would otherwise drop one phase's readings as copies of another's.
+
+
 @dataclass
 class Bench:
     work: Path
@@ -143,7 +147,7 @@ def sustained(b: Bench, gateways: int, adverts: int, rx_settings: dict[str, str]
                               "receiver_settings": rx_settings}
 
 
-def latency(b: Bench, label: str, rx_settings: dict[str, str], gw_env: dict[str, str], rate: int,
+def latency(b: Bench, label: str, seed: int, rx_settings: dict[str, str], gw_env: dict[str, str], rate: int,
             seconds: float) -> None:
     rx = b.receiver(f"latency {label}", rx_settings)
     gw = f"lat-{label}"
@@ -151,8 +155,8 @@ def latency(b: Bench, label: str, rx_settings: dict[str, str], gw_env: dict[str,
     adverts_rate = rate * ADVERTS_PER_READING
     start_ns = time.time_ns()
     proc = b.spawn(f"edge-gw run [latency {label}]",
-                   gateway_cmd(gw, b.broker.url, db, "--tags", "1000", "--rate", f"{adverts_rate:g}",
-                               "--count", str(int(adverts_rate * seconds)), "--drain", "120"),
+                   gateway_cmd(gw, b.broker.url, db, "--tags", "1000", "--seed", str(seed), "--rate",
+                               f"{adverts_rate:g}", "--count", str(int(adverts_rate * seconds)), "--drain", "120"),
                    env=clean_env(**gw_env))
     counted: dict[int, int] = {}
     samples: list[tuple[int, float]] = []  # (bucket start, seconds from receive time to queryable)
@@ -179,7 +183,8 @@ def latency(b: Bench, label: str, rx_settings: dict[str, str], gw_env: dict[str,
                         samples.extend([(t, (seen_ns - t - BUCKET_NS // 2) / NS)] * new)
             time.sleep(0.02)
             if time.monotonic() - poll_started > seconds + 120:
-                raise RuntimeError("latency run did not finish")
+                raise RuntimeError(f"latency run did not finish: {sum(counted.values())} points counted of "
+                                   f"{committed_total(db)} committed (receiver status {rx.status()})")
         poll_s = (time.monotonic() - poll_started) / polls
     finally:
         rx.stop()
@@ -205,8 +210,8 @@ def drain(b: Bench, backlog: int, rx_settings: dict[str, str]) -> None:
     adverts = int(backlog * ADVERTS_PER_READING * 1.02)
     t = time.monotonic()
     fill = b.spawn("edge-gw run [drain, fill with the broker unreachable]",
-                   gateway_cmd("drain", f"mqtt://127.0.0.1:{free_port()}", db, "--tags", "1000", "--rate", "0",
-                               "--count", str(adverts)), env=env)
+                   gateway_cmd("drain", f"mqtt://127.0.0.1:{free_port()}", db, "--tags", "1000", "--seed", "201",
+                               "--rate", "0", "--count", str(adverts)), env=env)
     if fill.wait(900) != 0:
         raise RuntimeError(f"fill exited with {fill.returncode}")
     fill_s = time.monotonic() - t
@@ -303,9 +308,9 @@ def main() -> None:
                 sustained(b, args.gateways, args.adverts, fast)
             if "latency" in phases:
                 print(f"[{time.strftime('%H:%M:%S')}] latency, default settings ...", flush=True)
-                latency(b, "default", {}, {}, args.latency_rate, args.latency_seconds)
+                latency(b, "default", 101, {}, {}, args.latency_rate, args.latency_seconds)
                 print(f"[{time.strftime('%H:%M:%S')}] latency, low-latency settings ...", flush=True)
-                latency(b, "low", {"batch.max_interval": args.low_interval},
+                latency(b, "low", 102, {"batch.max_interval": args.low_interval},
                         {"EDGE_GW_STORE_COMMIT_INTERVAL": args.low_commit}, args.latency_rate, args.latency_seconds)
             if "drain" in phases:
                 print(f"[{time.strftime('%H:%M:%S')}] drain ...", flush=True)
