@@ -88,7 +88,8 @@ class DedupJournal:
                 raise JournalError(f"dedup state file {self.path}: {e2}") from None
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        # One user at a time (the receiver's event loop), which need not be the thread that opened it.
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
