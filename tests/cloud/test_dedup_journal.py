@@ -223,3 +223,13 @@ def test_receiver_killed_with_9_does_not_write_the_other_gateways_copy(mosquitto
             rx.send_signal(signal.SIGTERM)
             rx.wait(30)
     assert rx.returncode == 0, log.read_text()[-3000:]
+
+
+def test_run_with_a_state_file_that_cannot_be_opened_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    log = tmp_path / "rx.log"
+    rx = cloud_ingest(*run_args(9, "http://127.0.0.1:9/ruuvi", tmp_path, "--set",
+                                f"dedup.state_file={tmp_path / 'adir'}"), log=log)
+    assert rx.wait(30) == 1
+    last = log.read_text().splitlines()[-1]
+    assert last == f"Error: dedup state file {tmp_path / 'adir'}: unable to open database file"
