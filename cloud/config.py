@@ -269,8 +269,8 @@ def check_runtime(cfg: Config) -> None:
     status_dir = Path(cfg.status.file).parent
     if cfg.status.file and not status_dir.is_dir():
         raise ConfigError(f"status.file: directory {status_dir} does not exist")
-    state = dedup_state_file(cfg)
-    if cfg.dedup.state_file and state is not None and not state.parent.is_dir():
+    state = dedup_state_file(cfg)  # by default in the status directory, checked above
+    if state is not None and not state.parent.is_dir():
         raise ConfigError(f"dedup.state_file: directory {state.parent} does not exist")
 
 
