@@ -25,8 +25,8 @@ from test_receiver_support import broker_settings  # noqa: E402
 
 from bench.bench_pipeline import vm_hwm_kb  # noqa: E402
 
-__all__ = ["PeakRss", "Receiver", "broker_settings", "clean_env", "committed_total", "cpu_seconds", "gateway_cmd",
-           "influx_count", "influx_query", "loadavg", "vm_hwm_kb"]
+__all__ = ["PeakRss", "Receiver", "Receivers", "broker_settings", "clean_env", "committed_total", "cpu_seconds",
+           "gateway_cmd", "influx_count", "influx_query", "loadavg", "vm_hwm_kb"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -85,15 +85,22 @@ class Receiver:
     """`cloud-ingest run` in its own process, with a fast status file to watch its counters."""
 
     def __init__(self, workdir: Path, mqtt_url: str, influx_url: str, settings: dict[str, str],
-                 client_id: str = "bench-e2e") -> None:
+                 client_id: str = "bench-e2e", shared_group: str = "") -> None:
+        self.client_id = client_id
         self.status_file = workdir / f"{client_id}.status.json"
         self.log = workdir / f"{client_id}.log"
-        self.args = [sys.executable, "-c", "from cloud.cli import main; main()", "run", "--mqtt", mqtt_url,
-                     "--influx", influx_url, "--client-id", client_id, "--metrics-port", "0",
-                     "--status-file", str(self.status_file), "--log-level", "warning",
-                     "--set", "status.interval=0.1"]
+        # Every receiver keeps its own dedup journal (members of a shared group must never share one); named
+        # explicitly rather than left to the default next to the status file, so retire() uses the same one.
+        common = ["--mqtt", mqtt_url, "--influx", influx_url, "--client-id", client_id,
+                  "--set", f"dedup.state_file={workdir / f'{client_id}.dedup.sqlite'}"]
+        if shared_group:
+            common += ["--shared-group", shared_group]
         for k, v in settings.items():
-            self.args += ["--set", f"{k}={v}"]
+            common += ["--set", f"{k}={v}"]
+        cli = [sys.executable, "-c", "from cloud.cli import main; main()"]
+        self.args = [*cli, "run", *common, "--metrics-port", "0", "--status-file", str(self.status_file),
+                     "--log-level", "warning", "--set", "status.interval=0.1"]
+        self.retire_args = [*cli, "retire", *common, "--idle", "0.5"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Receiver:
@@ -124,6 +131,52 @@ class Receiver:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(60)
+
+    def retire(self) -> None:
+        """End the stopped receiver's persistent session (`cloud-ingest retire`): otherwise Mosquitto keeps
+        queueing its share of a shared group, or a full copy of a plain subscription, in later phases."""
+        with open(self.log, "ab") as out:
+            subprocess.run(self.retire_args, stdout=out, stderr=subprocess.STDOUT, env=clean_env(), check=True,
+                           timeout=120)
+
+
+class Receivers:
+    """The receivers of one phase: one plain `cloud-ingest run`, or N members of one shared subscription group
+    (each its own client id, status file and dedup journal). Counters are summed over the members."""
+
+    def __init__(self, members: list[Receiver]) -> None:
+        self.members = members
+
+    def start(self) -> Receivers:
+        try:
+            for rx in self.members:
+                rx.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def statuses(self) -> list[dict[str, Any] | None]:
+        return [rx.status() for rx in self.members]
+
+    def written(self) -> int:
+        return sum(rx.written() for rx in self.members)
+
+    def idle(self) -> bool:
+        return all(rx.idle() for rx in self.members)
+
+    def check_running(self) -> None:
+        for rx in self.members:
+            if rx.proc is not None and rx.proc.poll() is not None:
+                raise RuntimeError(f"receiver {rx.client_id} exited with {rx.proc.returncode}")
+
+    def stop(self) -> None:
+        for rx in self.members:
+            rx.stop()
+
+    def retire(self) -> None:
+        for rx in self.members:
+            rx.retire()
 
 
 def gateway_cmd(gateway_id: str, mqtt_url: str, db: Path, *extra: str) -> list[str]:

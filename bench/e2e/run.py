@@ -15,6 +15,12 @@ One run prints:
    (`edge-gw run --rate 0 --count ...`), then `edge-gw flush`, timed until every reading is in InfluxDB;
 4. peak RSS (VmHWM) and CPU time of every process (servers: over the whole run).
 
+`--receivers N` (default 1) runs the sustained and drain phases with N `cloud-ingest run` processes in one shared
+subscription group (`--shared-group bench-e2e`; each its own client id, status file and dedup journal); their
+`written` counters are summed, and each figure says how many receivers produced it. The latency phase keeps one
+receiver. With N > 1 every receiver's session is retired (`cloud-ingest retire`) after its phase, so that no stopped
+session goes on taking a share (or a copy) of a later phase's traffic.
+
 Not a test. Everything runs on this machine's cores together (the VM is shared; figures vary, see the load average
 printed at start and end). All servers are private, on loopback, in a temporary directory, and stopped by PID.
 """
@@ -43,6 +49,7 @@ from servers import Influxd, Mosquitto, free_port  # noqa: E402
 from bench.e2e.procs import (  # noqa: E402
     PeakRss,
     Receiver,
+    Receivers,
     broker_settings,
     clean_env,
     committed_total,
@@ -68,16 +75,36 @@ class Bench:
     influxd: Influxd
     peaks: PeakRss
     results: dict[str, Any] = field(default_factory=dict)
+    receivers: int = 1  # in the throughput phases (sustained, drain)
 
     @property
     def influx_url(self) -> str:
         return f"{self.influxd.url}/ruuvi"
 
-    def receiver(self, name: str, settings: dict[str, str]) -> Receiver:
-        rx = Receiver(self.work, self.broker.url, self.influx_url, settings).start()
-        assert rx.proc is not None
-        self.peaks.watch(f"cloud-ingest run [{name}]", rx.proc.pid)
-        return rx
+    def receiver(self, name: str, settings: dict[str, str], n: int = 1) -> Receivers:
+        """One plain receiver (client id bench-e2e, as before --receivers existed), or `n` members of the shared
+        group bench-e2e. The names under which their peak RSS and CPU are kept go to the phase's results."""
+        if n == 1:
+            members = [Receiver(self.work, self.broker.url, self.influx_url, settings)]
+        else:
+            members = [Receiver(self.work, self.broker.url, self.influx_url, settings, client_id=f"bench-e2e-{i}",
+                                shared_group="bench-e2e") for i in range(1, n + 1)]
+        group = Receivers(members).start()
+        for i, rx in enumerate(members, 1):
+            assert rx.proc is not None
+            label = name if n == 1 else f"{name}, {i}/{n}"
+            self.peaks.watch(f"cloud-ingest run [{label}]", rx.proc.pid)
+        return group
+
+    def receiver_names(self, name: str, n: int) -> list[str]:
+        return [f"cloud-ingest run [{name}]"] if n == 1 else [f"cloud-ingest run [{name}, {i}/{n}]"
+                                                             for i in range(1, n + 1)]
+
+    def done_with(self, rx: Receivers) -> None:
+        """Stop the phase's receivers; with --receivers > 1 also end their sessions (see the module doc)."""
+        rx.stop()
+        if self.receivers > 1:
+            rx.retire()
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.work / f"{name.replace(' ', '_')}.log", "ab")  # noqa: SIM115 - lives as long as the process
@@ -86,18 +113,17 @@ class Bench:
         return proc
 
 
-def wait_written(rx: Receiver, target: int, procs: list[subprocess.Popen[bytes]], timeout: float,
+def wait_written(rx: Receivers, target: int, procs: list[subprocess.Popen[bytes]], timeout: float,
                  trace: list[tuple[int, int]] | None = None) -> int:
-    """Block until the receiver has written `target` points; return time.time_ns() of that moment. `trace` gets
-    (time_ns, points written) every 20 ms."""
+    """Block until the receivers together have written `target` points; return time.time_ns() of that moment.
+    `trace` gets (time_ns, points written by all) every 20 ms."""
     deadline = time.monotonic() + timeout
     while (written := rx.written()) < target:
         if trace is not None:
             trace.append((time.time_ns(), written))
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out: receiver wrote {written} of {target}")
-        if rx.proc is not None and rx.proc.poll() is not None:
-            raise RuntimeError(f"receiver exited with {rx.proc.returncode}")
+            raise RuntimeError(f"timed out: receivers wrote {written} of {target}")
+        rx.check_running()
         for p in procs:
             if p.poll() not in (None, 0):
                 raise RuntimeError(f"{p.args!r} exited with {p.returncode}")
@@ -119,7 +145,7 @@ def steady_rate(trace: list[tuple[int, int]], base: int, total: int) -> int:
 
 
 def sustained(b: Bench, gateways: int, adverts: int, rx_settings: dict[str, str]) -> None:
-    rx = b.receiver("sustained", rx_settings)
+    rx = b.receiver("sustained", rx_settings, b.receivers)
     trace: list[tuple[int, int]] = []
     try:
         base = rx.written()
@@ -135,13 +161,16 @@ def sustained(b: Bench, gateways: int, adverts: int, rx_settings: dict[str, str]
             raise RuntimeError(f"a gateway failed: {[p.returncode for p in procs]}")
         committed = sum(committed_total(db) for db in dbs)
         done_ns = wait_written(rx, base + committed, [], 300, trace)
+        statuses = rx.statuses()
     finally:
-        rx.stop()
+        b.done_with(rx)
     stored = influx_count(b.influxd.url, "^sus-")
     first = influx_query(b.influxd.url, "SELECT first(\"temperature\") FROM \"ruuvi\" WHERE \"gateway\" =~ /^sus-/")
     first_ns = int(first["results"][0]["series"][0]["values"][0][0])
     secs = (done_ns - first_ns) / NS
-    b.results["sustained"] = {"gateways": gateways, "adverts": adverts * gateways, "committed": committed,
+    b.results["sustained"] = {"receivers": b.receivers, "receiver_names": b.receiver_names("sustained", b.receivers),
+                              "written_per_receiver": [st.get("written", 0) if st else 0 for st in statuses],
+                              "gateways": gateways, "adverts": adverts * gateways, "committed": committed,
                               "stored": stored, "seconds": round(secs, 2), "readings_per_s": round(stored / secs),
                               "steady_readings_per_s": steady_rate(trace, base, committed),
                               "receiver_settings": rx_settings}
@@ -184,10 +213,10 @@ def latency(b: Bench, label: str, seed: int, rx_settings: dict[str, str], gw_env
             time.sleep(0.02)
             if time.monotonic() - poll_started > seconds + 120:
                 raise RuntimeError(f"latency run did not finish: {sum(counted.values())} points counted of "
-                                   f"{committed_total(db)} committed (receiver status {rx.status()})")
+                                   f"{committed_total(db)} committed (receiver status {rx.statuses()})")
         poll_s = (time.monotonic() - poll_started) / polls
     finally:
-        rx.stop()
+        b.done_with(rx)
     committed = committed_total(db)
     stored = influx_count(b.influxd.url, f"^{gw}$")
     first = min(t for t, _ in samples)
@@ -219,7 +248,7 @@ def drain(b: Bench, backlog: int, rx_settings: dict[str, str]) -> None:
     report = orjson.loads(subprocess.run([sys.executable, "-m", "edge.cli", "status", "--json", "--db", str(db)],
                                          check=True, capture_output=True, env=env).stdout)
     buffered, dropped = report["buffer"]["rows"], report["dropped"]
-    rx = b.receiver("drain", rx_settings)
+    rx = b.receiver("drain", rx_settings, b.receivers)
     trace: list[tuple[int, int]] = []
     try:
         base = rx.written()
@@ -228,27 +257,41 @@ def drain(b: Bench, backlog: int, rx_settings: dict[str, str]) -> None:
                         [sys.executable, "-m", "edge.cli", "flush", "--db", str(db), "--mqtt", b.broker.url,
                          "--gateway-id", "drain", "--timeout", "900"], env=env)
         stored_ns = wait_written(rx, base + buffered, [flush], 900, trace)
+        statuses = rx.statuses()
         flush.wait(900)
         acked_ns = time.time_ns()  # upper bound: flush exits once the last PUBACK deleted the last row
     finally:
-        rx.stop()
+        b.done_with(rx)
     stored = influx_count(b.influxd.url, "^drain$")
     secs = (stored_ns - t0) / NS
-    b.results["drain"] = {"adverts": adverts, "fill_seconds": round(fill_s, 1), "committed": committed,
+    b.results["drain"] = {"receivers": b.receivers, "receiver_names": b.receiver_names("drain", b.receivers),
+                          "written_per_receiver": [st.get("written", 0) if st else 0 for st in statuses],
+                          "adverts": adverts, "fill_seconds": round(fill_s, 1), "committed": committed,
                           "buffered": buffered, "dropped": dropped, "stored": stored,
                           "flush_exit_seconds": round((acked_ns - t0) / NS, 2), "seconds": round(secs, 2),
                           "readings_per_s": round(stored / secs),
                           "steady_readings_per_s": steady_rate(trace, base, buffered), "receiver_settings": rx_settings}
 
 
+def per_receiver(r: dict[str, Any], phase: dict[str, Any]) -> str:
+    """'N receiver(s): written, peak RSS and CPU of each', for the line of a throughput figure."""
+    parts = [f"{w:,} written, {r['peak_rss_kb'].get(name, 0) / 1024:.1f} MiB peak RSS, "
+             f"{r['cpu_s'].get(name, 0.0):.1f} s CPU"
+             for name, w in zip(phase["receiver_names"], phase["written_per_receiver"], strict=True)]
+    n = phase["receivers"]
+    return f"{n} receiver{'s' if n > 1 else ''}: " + "; ".join(parts)
+
+
 def report(r: dict[str, Any]) -> None:
     print(f"\nload average at start {r['load_start']}, at end {r['load_end']} (2 shared cores)")
     if "sustained" in r:
         s = r["sustained"]
-        print(f"sustained: {s['readings_per_s']:,} readings/s into InfluxDB, first receive time to last write "
+        print(f"sustained [{s['receivers']} receiver(s)]: {s['readings_per_s']:,} readings/s into InfluxDB, "
+              f"first receive time to last write "
               f"({s['stored']:,} stored of {s['committed']:,} committed by {s['gateways']} gateways in "
               f"{s['seconds']} s; "
               f"{s['steady_readings_per_s']:,}/s between 10 and 90 % written; receiver {s['receiver_settings']})")
+        print(f"  {per_receiver(r, s)}")
     for label in ("default", "low"):
         if f"latency_{label}" not in r:
             continue
@@ -259,10 +302,12 @@ def report(r: dict[str, Any]) -> None:
               f"{lat['receiver_settings'] or 'defaults'}, gateway {lat['gateway_env'] or 'defaults'})")
     d = r.get("drain")
     if d:
-        print(f"drain: {d['stored']:,} of {d['buffered']:,} buffered readings in InfluxDB after {d['seconds']} s = "
+        print(f"drain [{d['receivers']} receiver(s)]: {d['stored']:,} of {d['buffered']:,} buffered readings in "
+              f"InfluxDB after {d['seconds']} s = "
               f"{d['readings_per_s']:,} readings/s ({d['steady_readings_per_s']:,}/s between 10 and 90 %; flush "
               f"exited after {d['flush_exit_seconds']} s; buffer filled in {d['fill_seconds']} s; dropped "
               f"{d['dropped']}; receiver {d['receiver_settings']})")
+        print(f"  {per_receiver(r, d)}")
     print("peak RSS (VmHWM) and CPU time (user + system) of each process:")
     for name, kb in r["peak_rss_kb"].items():
         print(f"  {name:<55} {kb / 1024:8.1f} MiB {r['cpu_s'].get(name, 0.0):8.1f} s")
@@ -279,15 +324,19 @@ def main() -> None:
     ap.add_argument("--backlog", type=int, default=1_000_000, help="readings in the drain run")
     ap.add_argument("--set", dest="throughput_set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="extra cloud-ingest setting for the sustained and drain runs (repeatable)")
+    ap.add_argument("--receivers", type=int, default=1,
+                    help="cloud-ingest processes in one shared group for the sustained and drain runs (default 1)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
     ap.add_argument("--only", help="comma-separated phases to run: sustained, latency, drain (default all)")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     ap.add_argument("--keep", type=Path, help="copy the logs of every process into this folder at the end")
     args = ap.parse_args()
+    if args.receivers < 1:
+        ap.error("--receivers must be at least 1")
     if args.quick:
         args.adverts, args.latency_seconds, args.backlog = 50_000, 4.0, 50_000
     phases = set(args.only.split(",")) if args.only else {"sustained", "latency", "drain"}
-    results: dict[str, Any] = {"load_start": loadavg()}
+    results: dict[str, Any] = {"load_start": loadavg(), "receivers": args.receivers}
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         work = Path(tmp)
         peaks = PeakRss()
@@ -296,7 +345,7 @@ def main() -> None:
         assert broker.proc is not None and influxd.proc is not None
         peaks.watch("mosquitto", broker.proc.pid)
         peaks.watch("influxd", influxd.proc.pid)
-        b = Bench(work, broker, influxd, peaks, results)
+        b = Bench(work, broker, influxd, peaks, results, args.receivers)
         try:
             subprocess.run([sys.executable, "-c", "from cloud.cli import main; main()", "setup", "--influx",
                             b.influx_url], check=True, capture_output=True, env=clean_env())
