@@ -41,13 +41,11 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "as one of the copies a gateway committed. Sent counts both gateways' readings; stored must equal the "
         "distinct measurements."),
     "5b-two-gateways-rx-restart": (
-        "Two gateways hear the same tags, and the receiver restarts (known limit)",
+        "Two gateways hear the same tags, and the receiver restarts",
         "As 5, but `cloud-ingest run` is restarted once (SIGTERM, then started again) while both gateways stream. "
-        "Nothing is lost, but the receiver's cross-gateway dedup memory does not survive the restart "
-        "(docs/cloud-ingest.md, Known limits), so measurements whose first copy was written just before the "
-        "restart are written a second time under the other gateway's tag: they show up as duplicated. The test is "
-        "marked xfail until cloud-ingest keeps or rebuilds that memory (e.g. from the last `dedup.window` of raw "
-        "points at start-up)."),
+        "The receiver's cross-gateway dedup memory survives the restart (its journal, `dedup.state_file`, records "
+        "every written measurement before the batch is acknowledged), so a measurement whose first copy was written "
+        "just before the restart is not written again under the other gateway's tag."),
     "6-disk-cap": (
         "Disk cap reached during an outage",
         "A gateway with `store.max_bytes = 1MiB` commits ~1200 readings/s while the broker is down, until its "
@@ -111,7 +109,8 @@ def write_doc(results: list[Outcome]) -> Path:
         "",
         "`tests/faults/` runs the real pipeline (simulated `edge-gw run` gateways -> Mosquitto with",
         "`cloud/mosquitto/cloud-ingest.conf` -> `cloud-ingest run` -> influxd, all as real processes) and breaks it in",
-        "the seven ways of issue 4, plus one known limit (5b). Every scenario ends by comparing the exact set of",
+        "the seven ways of issue 4, plus a receiver restart with two gateways (5b). Every scenario ends by",
+        "comparing the exact set of",
         "(mac, measurement sequence, receive time) committed at the gateways with the set of raw points in InfluxDB.",
         "Run it with `pytest tests/faults`; the table below is written by such a run with `EDGE_GW_WRITE_DOCS=1`",
         "set (the suite rewrites this file only then, when every scenario ran).",
