@@ -98,10 +98,13 @@ class Pipeline:
         self._e1_seen: dict[str, int] = {}
         self._window_ns = dedup.window_ns
         self._max_macs = dedup.max_entries
+        # Bound once: this runs for every advert.
+        self._mono_ns = clock.mono_ns
+        self._wall_ns = clock.wall_ns
 
     def __call__(self, adv: Advert) -> None:
         self.adverts += 1
-        mono = self.clock.mono_ns()
+        mono = self._mono_ns()
         # A tag re-sends a measurement with the very same bytes: catch those before decoding (most adverts are
         # such repeats). Anything else goes through decode and the (mac, sequence) dedup.
         last = self._last_payload.get(adv.mac)
@@ -133,8 +136,7 @@ class Pipeline:
             return
         if self.derived:
             fields.update(ruuvi.derived(fields))
-        self.put(Reading(adv.mac, self.clock.wall_ns(), mono, self.synced, adv.rssi, fields["data_format"],
-                         adv.payload, fields))
+        self.put(Reading(adv.mac, self._wall_ns(), mono, self.synced, adv.rssi, fmt, adv.payload, fields))
 
 
 class Gateway:

@@ -175,8 +175,9 @@ class SimulatedSource:
                 burst = 2048
             if count is not None:
                 burst = min(burst, count - self.emitted)
+            next_advert = fleet.next
             for _ in range(burst):
-                emit(fleet.next())
+                emit(next_advert())
             self.emitted += max(burst, 0)
             if rate > 0:
                 wait = (self.emitted - base) / rate - (loop.time() - start)
