@@ -13,7 +13,7 @@ from cloud.formats import FormatsConfig
 from cloud.rollups import INTERVALS, RollupConfig
 from cloud.setup import duration_ns
 from cloud.sink import SinkError, SinkOptions
-from edge.config import LogSection, redact_url
+from edge.config import LogSection, MqttConnection, redact_url
 from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file
 
 ENV_PREFIX = "CLOUD_INGEST"
@@ -34,30 +34,16 @@ def _valid_filter(topic: str) -> bool:
 
 
 @dataclass
-class MqttSection:
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str = ""
-    password: str = ""
-    password_file: str = ""
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
+class MqttSection(MqttConnection):
     client_id: str = "cloud-ingest-1"
     shared_group: str = ""
     qos: int = 1
     session_expiry: Duration = Duration(7 * 86400.0)
     receive_maximum: int = 2000
-    keepalive: int = 30
     dlq_topic: str = "edge-gw/dlq"
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        _check(parts.scheme in ("mqtt", "mqtts") and bool(parts.hostname),
-               f"mqtt.url: expected mqtt://[user[:pass]@]host[:port] or mqtts://..., got {redact_url(self.url)!r}")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ConfigError(f"mqtt.url: bad port in {redact_url(self.url)!r}") from None
+        super().__post_init__()
         _check(_CLIENT_ID.fullmatch(self.client_id) is not None,
                f"mqtt.client_id: {self.client_id!r} must be 1-128 characters of A-Z a-z 0-9 . _ - "
                "(a fixed id is what keeps the persistent session)")
@@ -69,13 +55,8 @@ class MqttSection:
                f"restarts; got {self.session_expiry}")
         _check(2 <= self.receive_maximum <= 65535,
                f"mqtt.receive_maximum: must be 2..65535, got {self.receive_maximum}")
-        _check(5 <= self.keepalive <= 3600, f"mqtt.keepalive: must be 5..3600 s, got {self.keepalive}")
         _check(_valid_filter(self.dlq_topic) and "+" not in self.dlq_topic and "#" not in self.dlq_topic,
                f"mqtt.dlq_topic: {self.dlq_topic!r} must be a plain topic name")
-        for key in ("ca_file", "cert_file", "key_file", "password_file"):
-            path = getattr(self, key)
-            _check(not path or Path(path).is_file(), f"mqtt.{key}: {path} does not exist")
-        _check(bool(self.cert_file) == bool(self.key_file), "mqtt.cert_file and mqtt.key_file go together")
 
 
 @dataclass

@@ -89,7 +89,9 @@ class StoreSection:
 
 
 @dataclass
-class MqttSection:
+class MqttConnection:
+    """The broker connection settings both daemons share ([mqtt] in edge-gw and cloud-ingest), and their checks."""
+
     url: str = "mqtt://127.0.0.1:1883"
     username: str = ""
     password: str = ""
@@ -97,9 +99,7 @@ class MqttSection:
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
-    client_id: str = ""
     keepalive: int = 30
-    topic_prefix: str = "edge-gw"
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -112,15 +112,24 @@ class MqttSection:
         except ValueError:
             raise ConfigError(f"mqtt.url: bad port in {redact_url(self.url)!r}") from None
         _check(5 <= self.keepalive <= 3600, f"mqtt.keepalive: must be 5..3600 s, got {self.keepalive}")
+        for key in ("ca_file", "cert_file", "key_file", "password_file"):
+            path = getattr(self, key)
+            _check(not path or Path(path).is_file(), f"mqtt.{key}: {path} does not exist")
+        _check(bool(self.cert_file) == bool(self.key_file), "mqtt.cert_file and mqtt.key_file go together")
+
+
+@dataclass
+class MqttSection(MqttConnection):
+    client_id: str = ""
+    topic_prefix: str = "edge-gw"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         _check(
             re.fullmatch(r"[A-Za-z0-9._/-]+", self.topic_prefix) is not None
             and not self.topic_prefix.startswith("ruuvi"),
             f"mqtt.topic_prefix: {self.topic_prefix!r} must be a plain topic path that does not start with 'ruuvi'",
         )
-        for key in ("ca_file", "cert_file", "key_file", "password_file"):
-            path = getattr(self, key)
-            _check(not path or Path(path).is_file(), f"mqtt.{key}: {path} does not exist")
-        _check(bool(self.cert_file) == bool(self.key_file), "mqtt.cert_file and mqtt.key_file go together")
 
 
 @dataclass
