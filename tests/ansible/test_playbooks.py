@@ -101,7 +101,8 @@ def test_cloud_files_modes_and_users(provisioned: Provisioned) -> None:
     assert all(h.startswith("$7$101$") for h in hashed.values())  # PBKDF2-SHA512, salted
     acl = (root / "etc/mosquitto/edge-gw.acl").read_text()
     assert [x for x in acl.splitlines() if x and not x.startswith("#")] == [
-        "user cloud-ingest", "topic read edge-gw/#", "topic write edge-gw/dlq", "pattern write edge-gw/%u/#"]
+        "user cloud-ingest", "topic read edge-gw/#", "topic read ruuvi/#", "topic read sensors/#",
+        "topic write edge-gw/dlq", "pattern write edge-gw/%u/#"]
     conf = (root / "etc/mosquitto/mosquitto.conf").read_text().splitlines()
     for line in ("allow_anonymous false", "persistence true", "max_queued_messages 0", "max_queued_bytes 0",
                  "max_inflight_messages 1000", "queue_qos0_messages true", "autosave_interval 5",
