@@ -14,6 +14,7 @@ from cloud.rollups import INTERVALS, RollupConfig
 from cloud.setup import duration_ns
 from cloud.sink import SinkError, SinkOptions
 from edge.config import LogSection, MqttConnection, redact_url
+from edge.config import MetricsSection as EdgeMetricsSection
 from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file
 
 ENV_PREFIX = "CLOUD_INGEST"
@@ -176,12 +177,8 @@ class DlqSection:
 
 
 @dataclass
-class MetricsSection:
-    port: int = 9466
-    addr: str = "127.0.0.1"
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.port <= 65535, f"metrics.port: must be 0 (off) or a TCP port, got {self.port}")
+class MetricsSection(EdgeMetricsSection):
+    port: int = 9466  # the receiver serves /metrics by default; the gateway only when asked
 
 
 @dataclass

@@ -32,7 +32,8 @@ def _wait_tcp(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"port {port} not ready after {timeout}s: {log.read_text(errors='replace')[-2000:]}")
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+def stop_pid(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Stop a process by its PID with `sig`; SIGKILL it if it has not exited after `timeout` seconds."""
     if proc is None or proc.poll() is not None:
         return
     os.kill(proc.pid, sig)
@@ -95,7 +96,7 @@ class Mosquitto:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        _stop(self.proc, sig)
+        stop_pid(self.proc, sig)
         self.proc = None
 
     def kill(self) -> None:
@@ -165,7 +166,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         raise RuntimeError("influxd did not answer /ping")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        _stop(self.proc, sig, timeout=20)
+        stop_pid(self.proc, sig, timeout=20)
         self.proc = None
 
     def kill(self) -> None:

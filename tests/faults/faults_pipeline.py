@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import servers
 from paho.mqtt.enums import CallbackAPIVersion
 from servers import Influxd, Mosquitto
 
@@ -70,14 +71,7 @@ def clean_env() -> dict[str, str]:
 
 
 def stop_pid(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    os.kill(proc.pid, sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    servers.stop_pid(proc, sig, timeout)  # the daemons get longer than the servers' default to flush on SIGTERM
 
 
 class Collector:
