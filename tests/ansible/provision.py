@@ -23,7 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from servers import _stop, _wait_tcp, free_port
+from servers import _wait_tcp, free_port, stop_pid
 from target import (
     ANSIBLE_DIR,
     Root,
@@ -172,7 +172,7 @@ class Daemons:
 
     def stop_all(self) -> None:
         for proc in reversed(list(self.procs.values())):
-            _stop(proc)
+            stop_pid(proc)
 
 
 @pytest.fixture(scope="session")

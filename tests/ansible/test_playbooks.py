@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from provision import HOST, SECRETS, Daemons, Provisioned
-from servers import _stop
+from servers import stop_pid
 from target import ANSIBLE_DIR, ansible_env, ansible_playbook
 
 UNITS = ("edge-gw.service", "cloud-ingest.service")
@@ -256,7 +256,7 @@ def test_upgrade_in_place_restarts_and_keeps_the_buffer(provisioned: Provisioned
     if "cloud-ingest" not in daemons.procs:
         pytest.skip("needs the daemons of the end-to-end test")
     r, ports = provisioned.root, provisioned.ports
-    _stop(daemons.procs.pop("mosquitto"))
+    stop_pid(daemons.procs.pop("mosquitto"))
     gw = subprocess.run(r.chroot("/opt/edge-gw/bin/edge-gw", "run", "--config", "/etc/edge-gw/edge-gw.toml",
                                  "--source", "simulate", "--tags", "5", "--seed", "2", "--rate", "400",
                                  "--count", "200", "--assume-synced", user="edge-gw"),
@@ -301,7 +301,7 @@ def test_password_rotation_rehashes_and_resets_only_what_changed(provisioned: Pr
         pytest.skip("needs the daemons of the end-to-end test")
     r, ports = provisioned.root, provisioned.ports
     # The role starts its own temporary influxd on the same data directory in a chroot: stop ours first.
-    _stop(daemons.procs.pop("influxd"))
+    stop_pid(daemons.procs.pop("influxd"))
     new_gw, new_grafana = "gw-rotated 2", "grafana-rotated'2"
     recap, out = ansible_playbook(ANSIBLE_DIR / "playbooks" / "cloud.yml", provisioned.inventory,
                                   ansible_env(provisioned.workdir, provisioned.collections),
@@ -328,7 +328,7 @@ def test_password_rotation_rehashes_and_resets_only_what_changed(provisioned: Pr
     assert _influx(ports["influx"], "SHOW DATABASES", "grafana", SECRETS["grafana"])[0] == 401
     assert _influx(ports["influx"], "SHOW DATABASES", "cloud_ingest", SECRETS["receiver_influx"])[0] == 200
 
-    _stop(daemons.procs.pop("mosquitto"))
+    stop_pid(daemons.procs.pop("mosquitto"))
     daemons.start("mosquitto", r.chroot("/usr/sbin/mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"), ports["mqtts"])
 
     def publish(password: str) -> int:

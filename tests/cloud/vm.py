@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import _stop, free_port, have
+from servers import free_port, have, stop_pid
 
 
 @dataclass
@@ -56,7 +56,7 @@ class VictoriaMetrics:
         raise RuntimeError("victoria-metrics did not answer /health")
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_pid(self.proc)
         self.proc = None
 
     def export(self, match: str) -> list[dict[str, Any]]:

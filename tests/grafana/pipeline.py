@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 import plot_dashboards as pd
-from servers import Influxd, Mosquitto, _stop, _wait_tcp, free_port, have
+from servers import Influxd, Mosquitto, _wait_tcp, free_port, have, stop_pid
 
 LIVE_GATEWAY = "gw-live-1"
 HISTORY_GATEWAY = "gw-history-1"
@@ -171,7 +171,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in reversed(procs):
-            _stop(p)
+            stop_pid(p)
         broker.stop()
         db.stop()
 

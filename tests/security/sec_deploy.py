@@ -19,7 +19,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from servers import Influxd, _stop, _wait_tcp, free_port
+from servers import Influxd, _wait_tcp, free_port, stop_pid
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -118,7 +118,7 @@ class Broker:
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_pid(self.proc)
         self.proc = None
 
 
