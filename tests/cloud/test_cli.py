@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_commands import all_commands
 from click.testing import CliRunner
 
 from cloud import status
@@ -19,20 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "cloud-ingest.md"
 
 
-def commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
-    out: list[tuple[str, click.Command]] = []
-    for name, cmd in sorted(group.commands.items()):
-        path = f"{prefix}{name}"
-        out.append((path, cmd))
-        if isinstance(cmd, click.Group):
-            out.extend(commands(cmd, path + " "))
-    return out
-
-
 def test_every_command_has_help_and_is_documented() -> None:
     doc = DOC.read_text()
     runner = CliRunner()
-    found = commands(cli)
+    found = all_commands(cli)
     assert {p for p, _ in found} >= {"run", "setup", "status", "config", "config check"}
     for path, cmd in found:
         assert cmd.help and len(cmd.help.strip()) > 20, path

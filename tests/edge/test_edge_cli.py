@@ -10,22 +10,13 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_commands import all_commands
 from click.testing import CliRunner
 
 from edge.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((REPO / "tests/vectors/ruuvi.json").read_text())
-
-
-def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
-    out: list[tuple[str, click.Command]] = []
-    for name, cmd in sorted(group.commands.items()):
-        full = f"{prefix}{name}"
-        out.append((full, cmd))
-        if isinstance(cmd, click.Group):
-            out.extend(all_commands(cmd, full + " "))
-    return out
 
 
 @pytest.mark.parametrize("vector", [v for v in VECTORS if "expected" in v], ids=lambda v: f"{v['format']}-{v['name']}")
