@@ -1,5 +1,11 @@
 # edge-gw: `make demo` runs the whole pipeline locally; `make test` runs every test suite (what .ci/run calls).
+# The interpreter that makes the project's virtual environment (.venv); everything then runs from that venv,
+# because Debian's own python3 refuses pip installs outside one (PEP 668).
 PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The venv's console scripts (edge-gw, cloud-ingest, mpremote, ansible-playbook) come first, as if it were activated.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
 .PHONY: help install test lint typecheck pytest demo bench mpy firmware clean
@@ -12,27 +18,30 @@ help:
 	@echo "make mpy       compile the MicroPython gateway with mpy-cross into build/micropython"
 
 install:
-	bash scripts/install-deps.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
 
-test: lint typecheck pytest
+test: $(PY) lint typecheck pytest
+
+$(PY):
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
 
 lint:
-	$(PYTHON) -m ruff check edge cloud tests bench
+	$(PY) -m ruff check edge cloud tests bench
 
 typecheck:
-	$(PYTHON) -m mypy
+	$(PY) -m mypy
 
 pytest:
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
-	$(PYTHON) scripts/demo.py
+	$(PY) scripts/demo.py
 
 bench:
-	$(PYTHON) bench/run_all.py
+	$(PY) bench/run_all.py
 
 mpy:
-	$(PYTHON) -m edge.cli mpy build
+	$(PY) -m edge.cli mpy build
 
 clean:
-	rm -rf build .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build .demo .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""The edge-gw wire format, version 1 (docs/wire-format.md): canonical batch and status payloads, and the topics.
+"""The edge-gw wire format, version 1.1 (docs/wire-format.md): canonical batch, status and confirmation payloads,
+and the topics.
 
 Two encoders build the same bytes: `encode_batch` from `Reading`s (decoded fields as a dict), and
 `encode_stored_batch` from the store's `StoredReading`s, which splices the stored `fields_json` verbatim. The second
@@ -8,7 +9,7 @@ one is the uplink's hot path, so it never parses or re-encodes the fields of a r
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import orjson
@@ -150,3 +151,65 @@ def encode_stored_batch(
         parts.append(part)
         size += n
     return (head + ",".join(parts) + "]}").encode(), len(parts)
+
+
+# ---- the cloud's confirmation (wire format 1.1) ---------------------------------------------------------------------
+
+CONFIRM_MAX_RANGES = 64
+MAX_SEQ = (1 << 53) - 1
+
+
+def confirm_topic(prefix: str, gateway_id: str) -> str:
+    return f"{check_prefix(prefix)}/{check_gateway_id(gateway_id)}/confirm"
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Batch seqs as ascending inclusive ranges, adjacent and repeated seqs merged."""
+    ranges: list[tuple[int, int]] = []
+    for s in sorted(set(seqs)):
+        if ranges and s == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], s)
+        else:
+            ranges.append((s, s))
+    return ranges
+
+
+def encode_confirms(gateway_id: str, seqs: Iterable[int]) -> list[bytes]:
+    """The canonical confirmation messages for `seqs`: one per CONFIRM_MAX_RANGES ranges (none for no seqs)."""
+    header = f'{{"v":{WIRE_VERSION},"gateway":"{check_gateway_id(gateway_id)}","seqs":['
+    ranges = seq_ranges(seqs)
+    for first, last in ranges:
+        if not 0 <= first <= last <= MAX_SEQ:
+            msg = f"confirm seq {first}..{last}: expected 0 <= seq < 2**53"
+            raise WireError(msg)
+    return [
+        (header + ",".join(f"[{a},{b}]" for a, b in ranges[i:i + CONFIRM_MAX_RANGES]) + "]}").encode()
+        for i in range(0, len(ranges), CONFIRM_MAX_RANGES)
+    ]
+
+
+def parse_confirm(payload: bytes, gateway_id: str) -> list[tuple[int, int]]:
+    """The seq ranges of a confirmation addressed to `gateway_id`; WireError for anything else (it deletes nothing)."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        msg = f"confirmation is not JSON: {exc}"
+        raise WireError(msg) from None
+    if not isinstance(obj, dict) or type(obj.get("v")) is not int or obj["v"] != WIRE_VERSION:
+        msg = "confirmation: expected an object with v = 1"
+        raise WireError(msg)
+    if obj.get("gateway") != gateway_id:
+        msg = f"confirmation for gateway {obj.get('gateway')!r}, not {gateway_id!r}"
+        raise WireError(msg)
+    seqs = obj.get("seqs")
+    if not isinstance(seqs, list) or not 1 <= len(seqs) <= CONFIRM_MAX_RANGES:
+        msg = f"confirmation: seqs must be 1 to {CONFIRM_MAX_RANGES} ranges"
+        raise WireError(msg)
+    ranges: list[tuple[int, int]] = []
+    for r in seqs:
+        if (not isinstance(r, list) or len(r) != 2 or type(r[0]) is not int or type(r[1]) is not int
+                or not 0 <= r[0] <= r[1] <= MAX_SEQ):
+            msg = f"confirmation: bad range {r!r}: expected [first, last] with 0 <= first <= last < 2**53"
+            raise WireError(msg)
+        ranges.append((r[0], r[1]))
+    return ranges

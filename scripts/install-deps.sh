@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics dbus openssl
+APT_PACKAGES=(python3-venv mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics dbus openssl
               gcc make cmake clang libclang-rt-14-dev nodejs npm debootstrap systemd)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -32,9 +32,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$created_policy" = 0 ] || as_root rm -f /usr/sbin/policy-rc.d
 fi
 
-PY=${PYTHON:-python3}
-echo "== pip install -e .[test]"
-$PY -m pip install -q --disable-pip-version-check -e '.[test]'
+# A project virtual environment: Debian's own python3 refuses pip installs outside one (PEP 668).
+BASE_PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== $BASE_PY -m venv $VENV"
+  "$BASE_PY" -m venv "$VENV"
+fi
+echo "== pip install -e .[test] into $VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 if [ -f tests/micropython/package-lock.json ]; then
   echo "== npm ci (MicroPython WebAssembly runtime)"
