@@ -139,8 +139,21 @@ class UplinkSection:
     backfill_rate: float = 60_000.0
     backoff_min: Duration = Duration(0.5)
     backoff_max: Duration = Duration(60.0)
+    confirm: str = "cloud"
+    confirm_timeout: Duration = Duration(60.0)
+    max_unconfirmed: int = 20_000
 
     def __post_init__(self) -> None:
+        _check(
+            self.confirm in ("cloud", "broker"),
+            f"uplink.confirm: expected \"cloud\" or \"broker\", got {self.confirm!r}",
+        )
+        _check(self.confirm_timeout > 0, f"uplink.confirm_timeout: must be positive, got {self.confirm_timeout}")
+        _check(
+            self.batch_max_readings <= self.max_unconfirmed <= 10_000_000,
+            f"uplink.max_unconfirmed: must be uplink.batch_max_readings ({self.batch_max_readings}) .. 10000000, "
+            f"got {self.max_unconfirmed}",
+        )
         _check(
             1 <= self.batch_max_readings <= 5000,
             f"uplink.batch_max_readings: must be 1..5000, got {self.batch_max_readings}",

@@ -62,6 +62,9 @@ def uplink_settings(cfg: Config) -> UplinkSettings:
         backfill_rate=cfg.uplink.backfill_rate or math.inf,
         backoff_min_s=float(cfg.uplink.backoff_min),
         backoff_max_s=float(cfg.uplink.backoff_max),
+        confirm=cfg.uplink.confirm,
+        confirm_timeout_s=float(cfg.uplink.confirm_timeout),
+        max_unconfirmed=cfg.uplink.max_unconfirmed,
     )
 
 

@@ -15,7 +15,12 @@ COUNTERS: dict[str, str] = {
     "readings_dropped_cap": "readings dropped because the buffer hit its byte cap",
     "readings_dropped_age": "readings dropped because they exceeded the buffer's max age",
     "batches_published": "MQTT batch messages published",
-    "readings_acked": "readings acknowledged by the broker (PUBACK) and deleted from the buffer",
+    "readings_acked": "readings delivered and deleted from the buffer (on the cloud's confirmation, or the PUBACK in "
+                      "broker mode)",
+    "confirms_received": "confirmation messages received from the cloud",
+    "confirms_invalid": "confirmation messages ignored as malformed or addressed to another gateway",
+    "confirm_timeouts": "batches whose confirmation did not come in time, so that their readings were sent again",
+    "readings_resent": "readings sent again because their confirmation did not come in time",
     "publish_errors": "publish attempts that failed",
     "uplink_reconnects": "MQTT reconnect attempts",
     "scanner_restarts": "BLE scanner restarts by the watchdog",
@@ -29,6 +34,8 @@ GAUGES: dict[str, str] = {
     "oldest_unsent_age_seconds": "age of the oldest unsent reading",
     "uplink_connected": "1 while connected to the broker",
     "inflight_messages": "published batches waiting for PUBACK",
+    "unconfirmed_readings": "readings sent and not yet confirmed by the cloud",
+    "oldest_unconfirmed_age_seconds": "time since the oldest unconfirmed reading was sent",
     "clock_synced": "1 once the system clock is synchronised",
     "tags_seen": "distinct tags seen",
 }

@@ -150,7 +150,11 @@ class Session:
         c.on_connect = self._on_connect
         c.on_publish = self._on_publish
         c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
         self._connack: str | None = None
+        self._subacks: dict[int, list[Any]] = {}
+        self._messages: list[tuple[str, bytes]] = []
         self._refused: str | None = None
         self._acked: list[int] = []
         self._disconnected: str | None = None
@@ -165,6 +169,14 @@ class Session:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         self._acked.append(mid)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        self._subacks[mid] = list(reasons)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        # paho sends the PUBACK of a QoS 1 message itself once this returns; the uplink applies it in the same
+        # poll() turn, and a confirmation lost in between only makes the gateway send the readings again.
+        self._messages.append((message.topic, bytes(message.payload)))
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._disconnected = str(reason)  # paho says "Unspecified error" for a dropped socket; poll() says better
@@ -206,6 +218,32 @@ class Session:
                 self.close(graceful=False)
                 msg = f"no CONNACK from {s.describe()} within {s.connect_timeout_s:g} s"
                 raise UplinkError(msg)
+
+    def subscribe(self, topic: str, timeout: float) -> str | None:
+        """Subscribe at QoS 1 and wait for the SUBACK: None once granted, the broker's reason if it refused.
+        ConnectionLost if the SUBACK does not come."""
+        try:
+            rc, mid = self._client.subscribe(topic, qos=1)
+        except (OSError, ValueError) as exc:
+            raise ConnectionLost(f"subscribe to {topic} failed: {exc}") from exc
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            self.lost = self.lost or paho.error_string(rc)
+            raise ConnectionLost(f"subscribe to {topic} failed: {paho.error_string(rc)}")
+        deadline = time.monotonic() + timeout
+        while mid not in self._subacks:
+            rc = self._run_network(0.05)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._disconnected is not None:
+                self.lost = self.lost or self._disconnected or paho.error_string(rc)
+                raise ConnectionLost(f"connection lost while subscribing to {topic}: {self.lost}")
+            if time.monotonic() > deadline:
+                raise ConnectionLost(f"no SUBACK for {topic} within {timeout:g} s")
+        refused = [r for r in self._subacks.pop(mid) if getattr(r, "is_failure", False)]
+        return str(refused[0]) if refused else None
+
+    def take_messages(self) -> list[tuple[str, bytes]]:
+        """The (topic, payload) messages received since the last call (they arrive during poll())."""
+        messages, self._messages = self._messages, []
+        return messages
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
         """Queue a QoS 1 message and write what the socket takes now; returns its mid."""

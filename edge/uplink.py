@@ -1,9 +1,15 @@
-"""The uplink: drains the SQLite buffer to MQTT in QoS 1 batches, deleting readings only after their PUBACK.
+"""The uplink: drains the SQLite buffer to MQTT in QoS 1 batches, deleting readings only once the cloud confirmed them.
+
+By default (`confirm = "cloud"`) a reading is deleted only when cloud-ingest confirms the batch that carried it
+(docs/wire-format.md, "Confirmation"): a broker's PUBACK only says the broker took it, and a broker restart, crash or
+queue limit can still lose it. edge.outstanding keeps the batches between send and confirmation; one not confirmed
+within `confirm_timeout_s` after its PUBACK is sent again from the buffer. `confirm = "broker"` deletes on the PUBACK,
+for a receiver that does not confirm.
 
 One thread owns everything here: its own Store connection, the MQTT session (edge.mqtt.Session, driven without paho's
 network thread) and the in-flight window. Delivery is at-least-once:
 
-- each connection is a fresh clean session; when it drops, every unacknowledged batch is forgotten and its readings,
+- each connection is a fresh clean session; when it drops, every unconfirmed batch is forgotten and its readings,
   still in the buffer, are sent again from the store on the next connection (paho never re-sends on its own);
 - at connect the uplink notes the buffer's max id. Ids above it are *live*: they go first, as soon as they are
   committed. Ids up to it are *backfill*: drained from the oldest, in parallel, capped at `backfill_rate` readings/s
@@ -14,6 +20,7 @@ network thread) and the in-flight window. Delivery is at-least-once:
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import random
@@ -27,13 +34,16 @@ from typing import Any
 from edge.clock import Clock, SystemClock
 from edge.metrics import Counters
 from edge.mqtt import ConnectionLost, ConnectionRefused, MqttSettings, Session, UplinkError
+from edge.outstanding import CONFIRM_MODES, Outstanding, SentBatch
 from edge.store import Store, StoredReading, StoreLimits
 from edge.wire import (
     MAX_BATCH_BYTES,
     WireError,
     batch_topic,
     check_gateway_id,
+    confirm_topic,
     encode_stored_batch,
+    parse_confirm,
     status_payload,
     status_topic,
 )
@@ -58,8 +68,18 @@ class UplinkSettings:
     poll_s: float = 0.05  # how often an idle uplink looks for new rows
     ack_timeout_s: float = 30.0  # a batch unacknowledged this long means the connection is dead
     status_interval_s: float = 1.0  # at most one status write per interval
+    confirm: str = "cloud"  # delete on the cloud's confirmation ("cloud") or on the broker's PUBACK ("broker")
+    confirm_timeout_s: float = 60.0  # send a PUBACKed batch again when its confirmation is this late (doubling)
+    max_unconfirmed: int = 20_000  # readings sent and not yet confirmed, at most
+    confirm_log_interval_s: float = 60.0  # at most one "no confirmation" warning per interval
 
     def __post_init__(self) -> None:
+        if self.confirm not in CONFIRM_MODES:
+            msg = f"uplink confirm mode {self.confirm!r}: expected 'cloud' or 'broker'"
+            raise UplinkError(msg)
+        if not self.confirm_timeout_s > 0 or self.max_unconfirmed < 1:
+            msg = f"uplink settings out of range: {self}"
+            raise UplinkError(msg)
         if self.batch_max_readings < 1 or self.batch_max_bytes < 1024 or self.inflight < 1:
             msg = f"uplink settings out of range: {self}"
             raise UplinkError(msg)
@@ -111,13 +131,6 @@ class TokenBucket:
         return max(0.0, (n - self.available()) / self.rate)
 
 
-@dataclass(slots=True)
-class _Batch:
-    ids: list[int]
-    live: bool
-    sent_mono: float
-
-
 class Uplink:
     """Forward the buffer at `db_path` to the broker until stopped. See the module docstring for the guarantees."""
 
@@ -127,6 +140,7 @@ class Uplink:
             self.gateway_id = check_gateway_id(gateway_id)
             self._batch_topic = batch_topic(mqtt.topic_prefix, gateway_id)
             self._status_topic = status_topic(mqtt.topic_prefix, gateway_id)
+            self._confirm_topic = confirm_topic(mqtt.topic_prefix, gateway_id)
         except WireError as exc:
             raise UplinkError(str(exc)) from None
         self.db_path = Path(db_path)
@@ -149,7 +163,18 @@ class Uplink:
             "inflight_readings": 0,
             "reconnects": 0,
             "seq": 0,
+            "confirm": settings.confirm,
+            "unconfirmed": 0,  # readings sent and not yet confirmed (in flight or awaiting the confirmation)
+            "awaiting_confirm": 0,  # of those, the ones the broker acknowledged
+            "oldest_unconfirmed_ns": None,  # when the oldest of them was sent
+            "last_confirm_ns": None,
+            "confirm_timeouts": 0,
+            "confirms_invalid": 0,
         }
+        self._out = Outstanding(settings.confirm, settings.confirm_timeout_s)  # type: ignore[arg-type]
+        self._resend: list[int] = []  # ids whose confirmation timed out, ascending
+        self._warned_mono = -math.inf
+        self._subscribe_error: str | None = None
         self._status_written = 0.0
         self._stop_timeout = 5.0
         self._status_dirty = True
@@ -290,6 +315,14 @@ class Uplink:
         session = Session(self.mqtt, self._client_id, will, max_inflight=self.settings.inflight + 2)
         session.open(cancelled=self._stop.is_set)
         log.info("uplink: connected to %s as %s", self.mqtt.describe(), self._client_id)
+        self._subscribe_error = None
+        if self.settings.confirm == "cloud":
+            # Before the first publish, so that no confirmation of this connection's batches can pass us by.
+            refused = session.subscribe(self._confirm_topic, self.mqtt.connect_timeout_s)
+            if refused is not None:
+                self._subscribe_error = (f"the broker refused the subscription to {self._confirm_topic} ({refused}): "
+                                         "no confirmation can arrive, so readings are sent but never deleted")
+                log.error("uplink: %s", self._subscribe_error)
         self.counters.set_gauge("uplink_connected", 1)
         return session
 
@@ -318,7 +351,9 @@ class Uplink:
     def _serve(self, session: Session, store: Store) -> None:
         """Run one connection until it is lost (raises ConnectionLost) or a stop is requested (returns)."""
         s = self.settings
-        inflight: dict[int, _Batch] = {}
+        out = self._out
+        out.connection_lost()  # the backlog below holds every unconfirmed reading: it is all sent again
+        self._resend.clear()
         boundary = store.max_id()  # ids <= boundary: backlog; above: live
         live_cursor = boundary
         backfill_cursor = 0
@@ -331,29 +366,37 @@ class Uplink:
         bucket = TokenBucket(rate, max(2 * chunk, rate / 4), initial=chunk)
         backfill_slots = s.inflight - 1 if s.inflight > 1 else 1
         session.publish(self._status_topic, status_payload(self.gateway_id, "online"), retain=True)
-        self._set(state="online", connected=True, last_error=None)
+        self._set(state="online", connected=True, last_error=self._subscribe_error)
         log.info("uplink: online; %d readings of backlog up to id %d", store.stats().rows, boundary)
         last_ack = time.monotonic()
+        next_timeout_check = 0.0
+
+        def room(slots: int) -> bool:
+            return out.unacked_batches < slots and out.readings < s.max_unconfirmed
+
         try:
             while not self._stop.is_set():
                 busy = False
                 # Live first: everything committed since we connected, as fast as the window allows.
-                while len(inflight) < s.inflight:
+                while room(s.inflight):
                     rows = store.fetch(after_id=live_cursor, limit=s.batch_max_readings)
                     if not rows:
                         break
-                    n = self._send(session, store, rows, inflight, live=True)
+                    n = self._send(session, store, rows, live=True)
                     live_cursor = rows[n - 1].id
                     busy = True
                     if n < s.batch_max_readings:
                         break
+                # Then what the cloud did not confirm in time, oldest first.
+                while self._resend and room(backfill_slots):
+                    busy = self._send_again(session, store) or busy
                 # Backfill: oldest first, within the rate cap, leaving a slot for live data.
                 wait = s.poll_s
-                if not backfill_done and len(inflight) < backfill_slots:
+                if not backfill_done and room(backfill_slots):
                     if bucket.available() >= chunk:
                         rows = store.fetch(after_id=backfill_cursor, before_id=boundary + 1, limit=chunk)
                         if rows:
-                            n = self._send(session, store, rows, inflight, live=False)
+                            n = self._send(session, store, rows, live=False)
                             backfill_cursor = rows[n - 1].id
                             bucket.take(n)
                             busy = True
@@ -363,33 +406,41 @@ class Uplink:
                     else:
                         wait = min(wait, bucket.wait_s(chunk))
                 acked = session.poll(0.0 if busy else wait)
+                now = time.monotonic()
                 if acked:
-                    self._acked(store, acked, inflight)
-                    last_ack = time.monotonic()
+                    self._delete(store, out.puback(acked, now))
+                    last_ack = now
+                for topic, payload in session.take_messages():
+                    if topic == self._confirm_topic:
+                        self._apply_confirm(store, payload)
                 if session.lost is not None:
                     raise ConnectionLost(f"connection to {self.mqtt.describe()} lost: {session.lost}")
-                if inflight:
+                if out.by_mid:
                     # Dead if nothing came back for ack_timeout_s; counted from the last PUBACK, because on a slow
                     # link a full window takes a while to go out and the last batch of it waits its turn.
-                    oldest = min(b.sent_mono for b in inflight.values())
-                    if time.monotonic() - max(oldest, last_ack) > s.ack_timeout_s:
+                    oldest = min(b.sent_mono for b in out.by_mid.values())
+                    if now - max(oldest, last_ack) > s.ack_timeout_s:
                         raise ConnectionLost(f"no PUBACK from {self.mqtt.describe()} within {s.ack_timeout_s:g} s")
+                if out.by_seq and now >= next_timeout_check:
+                    next_timeout_check = now + min(1.0, s.confirm_timeout_s / 4)
+                    self._check_confirm_timeouts(now)
                 self._write_status(store)
-            self._close(session, store, inflight)
+            self._close(session, store)
         except ConnectionLost:
-            lost = sum(len(b.ids) for b in inflight.values())
-            self.counters.inc("publish_errors", len(inflight))
+            unacked = out.unacked_batches
+            self.counters.inc("publish_errors", unacked)
+            lost = out.connection_lost()
             if lost:
-                log.warning("uplink: %d batches (%d readings) unacknowledged; they will be sent again",
-                            len(inflight), lost)
+                log.warning("uplink: %d readings sent and not yet %s; they will be sent again", lost,
+                            "confirmed" if s.confirm == "cloud" else "acknowledged")
+            self._update_inflight()
             raise
         finally:
             # After an error (ours or the store's), drop the socket without DISCONNECT: the broker then publishes
             # the `offline` will. After _close() this is a no-op.
             session.close(graceful=False)
 
-    def _send(self, session: Session, store: Store, rows: Sequence[StoredReading], inflight: dict[int, _Batch],
-              *, live: bool) -> int:
+    def _send(self, session: Session, store: Store, rows: Sequence[StoredReading], *, live: bool) -> int:
         seq = self._next_seq(store)
         payload, n = encode_stored_batch(self.gateway_id, seq, rows, self.settings.batch_max_bytes)
         try:
@@ -397,41 +448,99 @@ class Uplink:
         except ConnectionLost:
             self.counters.inc("publish_errors")
             raise
-        inflight[mid] = _Batch([r.id for r in rows[:n]], live, time.monotonic())
+        self._out.sent(mid, SentBatch(seq, [r.id for r in rows[:n]], live, time.monotonic(), self.clock.wall_ns()))
         self.counters.inc("batches_published")
-        self._update_inflight(inflight)
+        self._update_inflight()
         return n
 
-    def _acked(self, store: Store, mids: list[int], inflight: dict[int, _Batch]) -> None:
-        ids: list[int] = []
-        for mid in mids:
-            batch = inflight.pop(mid, None)
-            if batch is not None:
-                ids.extend(batch.ids)
+    def _send_again(self, session: Session, store: Store) -> bool:
+        """Send the oldest readings whose confirmation timed out (those still buffered); True if it sent any."""
+        s = self.settings
+        chunk = self._resend[:s.batch_max_readings]
+        rows = store.fetch_ids(chunk)
+        if not rows:
+            del self._resend[:len(chunk)]
+            return False
+        n = self._send(session, store, rows, live=False)
+        self.counters.inc("readings_resent", n)
+        # Everything up to the last id sent is either sent now or gone from the buffer (confirmed meanwhile).
+        del self._resend[:bisect.bisect_right(self._resend, rows[n - 1].id)]
+        return True
+
+    def _check_confirm_timeouts(self, now: float) -> None:
+        waited = self._out.timeout_s
+        late = self._out.timed_out(now)
+        if late:
+            ids = [i for b in late for i in b.ids]
+            self._resend = sorted({*self._resend, *ids})
+            self.counters.inc("confirm_timeouts", len(late))
+            self._set(confirm_timeouts=self.state()["confirm_timeouts"] + len(late))
+            if now - self._warned_mono >= self.settings.confirm_log_interval_s:
+                self._warned_mono = now
+                log.warning(
+                    "uplink: the cloud has not confirmed %d readings (%d batches) within %.0f s of the broker's "
+                    "PUBACK; sending them again, next timeout %.0f s. Is cloud-ingest running and subscribed? "
+                    "For a receiver that does not confirm (Telegraf), set uplink.confirm = \"broker\"",
+                    len(ids), len(late), waited, self._out.timeout_s)
+            self._update_inflight()
+
+    def _apply_confirm(self, store: Store, payload: bytes) -> None:
+        try:
+            ranges = parse_confirm(payload, self.gateway_id)
+        except WireError as exc:
+            self.counters.inc("confirms_invalid")
+            self._set(confirms_invalid=self.state()["confirms_invalid"] + 1)
+            log.warning("uplink: ignored a confirmation: %s", exc)
+            return
+        self.counters.inc("confirms_received")
+        done = self._out.confirm(ranges)
+        self._set(last_confirm_ns=self.clock.wall_ns())
+        self._delete(store, done)
+
+    def _delete(self, store: Store, batches: list[SentBatch]) -> None:
+        """Delete the readings of finished batches (confirmed, or PUBACKed in broker mode)."""
+        ids = [i for b in batches for i in b.ids]
         if ids:
             store.ack(ids)
             self.counters.inc("readings_acked", len(ids))
             self._set(last_ack_ns=self.clock.wall_ns())
-        self._update_inflight(inflight)
+        self._update_inflight()
 
-    def _update_inflight(self, inflight: dict[int, _Batch]) -> None:
+    def _update_inflight(self) -> None:
+        out = self._out
+        awaiting = out.awaiting()
+        oldest = out.oldest_unconfirmed_wall_ns()
         with self._lock:
-            self._state["inflight"] = len(inflight)
-            self._state["inflight_readings"] = sum(len(b.ids) for b in inflight.values())
-            self._state["seq"] = self._seq
-        self.counters.set_gauge("inflight_messages", len(inflight))
+            st = self._state
+            st["inflight"] = out.unacked_batches
+            st["inflight_readings"] = out.unacked_readings()
+            st["unconfirmed"] = out.readings
+            st["awaiting_confirm"] = sum(len(b.ids) for b in awaiting)
+            st["oldest_unconfirmed_ns"] = oldest
+            st["seq"] = self._seq
+        self.counters.set_gauge("inflight_messages", out.unacked_batches)
+        self.counters.set_gauge("unconfirmed_readings", out.readings)
+        self.counters.set_gauge("oldest_unconfirmed_age_seconds",
+                                0.0 if oldest is None else max(0.0, (self.clock.wall_ns() - oldest) / 1e9))
 
-    def _close(self, session: Session, store: Store, inflight: dict[int, _Batch]) -> None:
-        """Clean stop: collect the outstanding PUBACKs, then the retained `offline`, then DISCONNECT."""
+    def _close(self, session: Session, store: Store) -> None:
+        """Clean stop: collect the outstanding PUBACKs (and confirmations that come meanwhile), then the retained
+        `offline`, then DISCONNECT. Readings not yet confirmed stay in the buffer for the next start."""
         deadline = time.monotonic() + self._stop_timeout
         offline_mid = session.publish(self._status_topic, status_payload(self.gateway_id, "offline"), retain=True)
         offline_pending = True
-        while (offline_pending or inflight) and session.lost is None and time.monotonic() < deadline:
+        out = self._out
+        while (offline_pending or out.by_mid) and session.lost is None and time.monotonic() < deadline:
             acked = session.poll(0.05)
             if offline_mid in acked:
                 offline_pending = False
-            self._acked(store, acked, inflight)
-        if inflight:
-            log.warning("uplink: stopping with %d batches unacknowledged; they stay in the buffer", len(inflight))
+            self._delete(store, out.puback(acked, time.monotonic()))
+            for topic, payload in session.take_messages():
+                if topic == self._confirm_topic:
+                    self._apply_confirm(store, payload)
+        if out.by_mid:
+            log.warning("uplink: stopping with %d batches unacknowledged; they stay in the buffer", out.unacked_batches)
+        if out.readings:
+            log.info("uplink: %d readings not yet confirmed stay in the buffer", out.readings)
         session.close(graceful=True)
         log.info("uplink: disconnected from %s", self.mqtt.broker)

@@ -357,6 +357,20 @@ class Store:
                 "WHERE id > ? AND id < ? ORDER BY id LIMIT ?", (after_id, upper, limit))
             return [StoredReading(i, m, t, s == 1, rs, df, raw, fj) for i, m, t, s, rs, df, raw, fj in cur]
 
+    def fetch_ids(self, ids: Sequence[int]) -> list[StoredReading]:
+        """The readings with these ids that are still buffered, ascending by id (at most _ACK_CHUNK ids)."""
+        if not ids:
+            return []
+        if len(ids) > _ACK_CHUNK:
+            msg = f"fetch_ids takes at most {_ACK_CHUNK} ids, got {len(ids)}"
+            raise ValueError(msg)
+        marks = ",".join("?" * len(ids))
+        with self._read() as conn:
+            cur = conn.execute(
+                "SELECT id, mac, time_ns, clock_synced, rssi, data_format, raw, fields_json FROM readings "
+                f"WHERE id IN ({marks}) ORDER BY id", list(ids))
+            return [StoredReading(i, m, t, s == 1, rs, df, raw, fj) for i, m, t, s, rs, df, raw, fj in cur]
+
     def ack(self, ids: Sequence[int]) -> int:
         """Delete acknowledged readings; returns how many were still there."""
         if not ids:

@@ -18,11 +18,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from servers import Mosquitto
 
+from edge.wire import encode_confirms
+
 EDGE = [sys.executable, "-m", "edge.cli"]
 
 
 class Collector:
-    """Subscribes to every gateway batch and keeps every reading's identity (mac, time_ns)."""
+    """Subscribes to every gateway batch, keeps every reading's identity (mac, time_ns) and confirms each batch as
+    cloud-ingest would (the gateway deletes only confirmed readings)."""
 
     def __init__(self, port: int) -> None:
         self.keys: set[tuple[str, int]] = set()
@@ -30,16 +33,20 @@ class Collector:
         self.lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="collector", clean_session=False)
         self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.subscribe("edge-gw/+/batch", qos=1)
         self.client.loop_start()
-        time.sleep(0.2)
+        assert subscribed.wait(5), "no SUBACK"
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         batch = json.loads(msg.payload)
         with self.lock:
             self.deliveries += len(batch["readings"])
             self.keys.update((r["mac"], r["time_ns"]) for r in batch["readings"])
+        for payload in encode_confirms(batch["gateway"], [batch["seq"]]):
+            self.client.publish(f"edge-gw/{batch['gateway']}/confirm", payload, qos=1)
 
     def wait_for(self, n: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -188,6 +195,7 @@ def test_prometheus_metrics_while_running(mosquitto: Mosquitto, tmp_path: Path) 
     from servers import free_port
 
     port = free_port()
+    collector = Collector(mosquitto.port)
     proc = subprocess.Popen(gateway_cmd(mosquitto, tmp_path / "e.db", "--source", "simulate", "--tags", "5",
                                         "--rate", "200", "--metrics-port", str(port)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -212,9 +220,13 @@ def test_prometheus_metrics_while_running(mosquitto: Mosquitto, tmp_path: Path) 
         assert values["edge_gw_uplink_connected"] == 1.0
         assert values["edge_gw_clock_synced"] == 1.0
         assert values["edge_gw_decode_errors_total"] == 0.0
+        assert values["edge_gw_confirms_received_total"] > 0
+        assert values["edge_gw_confirms_invalid_total"] == 0.0
+        assert "edge_gw_unconfirmed_readings" in values
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+        collector.close()
 
 
 def test_scan_records_and_replay_forwards_the_same_adverts(mosquitto: Mosquitto, tmp_path: Path) -> None:

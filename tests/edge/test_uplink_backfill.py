@@ -55,7 +55,7 @@ def test_wait_drained_reports_progress_down_to_zero(tmp_path: Path, mosquitto: M
     seen: list[int] = []
     settings = UplinkSettings(backfill_rate=20_000.0, backoff_min_s=0.05, backoff_max_s=0.3)
     counters = Counters()
-    with running_uplink(db, mosquitto.url, settings=settings, counters=counters) as up:
+    with subscriber(mosquitto.port), running_uplink(db, mosquitto.url, settings=settings, counters=counters) as up:
         assert up.wait_drained(20, progress=seen.append)
     assert seen[0] > 5000  # it had barely started
     assert seen[-1] == 0

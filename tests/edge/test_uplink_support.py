@@ -21,6 +21,7 @@ from edge.metrics import Counters
 from edge.model import Reading
 from edge.store import Store
 from edge.uplink import MqttSettings, Uplink, UplinkSettings
+from edge.wire import encode_confirms
 
 DF5 = bytes.fromhex("0512fc5394c37c0004fffc040cac364200cdcbb8334c884f")
 DF5_FIELDS = ruuvi.decode(DF5)
@@ -64,15 +65,22 @@ class Batch:
 
 @dataclass
 class Subscriber:
-    """A paho subscriber on `<prefix>/#` with a persistent session, so a broker restart loses nothing for it."""
+    """A paho subscriber on `<prefix>/#` with a persistent session, so a broker restart loses nothing for it.
+
+    With `confirm` (the default) it stands in for cloud-ingest's confirmations: it confirms each batch's seq as soon
+    as it has it, with the canonical message (edge.wire.encode_confirms), so the uplink in its default "cloud" mode
+    deletes what arrived. The receiver's own confirmations are tested in tests/cloud and end to end in tests/faults.
+    """
 
     port: int
     prefix: str = "edge-gw"
     client_id: str = "counter"
     username: str | None = None
     password: str | None = None
+    confirm: bool = True
     batches: list[Batch] = field(default_factory=list)
     status: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    confirms: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -86,11 +94,17 @@ class Subscriber:
         c.on_subscribe = lambda *_: self._subscribed.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic.endswith("/confirm"):
+            with self.lock:
+                self.confirms.append(bytes(msg.payload))
+            return
         doc = orjson.loads(msg.payload)
         with self.lock:
             if msg.topic.endswith("/batch"):
                 ks = [(r["mac"], r["time_ns"]) for r in doc["readings"]]
                 self.batches.append(Batch(doc["gateway"], doc["seq"], ks, time.monotonic()))
+                if self.confirm:
+                    self.confirm_seqs(doc["gateway"], [doc["seq"]])
             else:
                 self.status.setdefault(msg.topic, []).append(doc | {"retain": msg.retain})
 
@@ -103,6 +117,10 @@ class Subscriber:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def confirm_seqs(self, gateway: str, seqs: list[int]) -> None:
+        for payload in encode_confirms(gateway, seqs):
+            self.client.publish(f"{self.prefix}/{gateway}/confirm", payload, qos=1)
 
     def received(self) -> list[tuple[str, int]]:
         with self.lock:
