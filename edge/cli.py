@@ -140,32 +140,46 @@ def run(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id: 
 @click.option("--gateway-id", help="Gateway id (gateway.id).")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Give up after this many seconds.")
 def flush(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id: str | None, timeout: float) -> None:
-    """Forward everything buffered now, with a progress bar; exit 0 once the buffer is empty.
+    """Forward everything buffered now, with a progress bar; exit 0 only once the cloud confirmed every reading.
 
-    Refuses to run while the daemon forwards the same buffer.
+    With uplink.confirm = "broker", the broker's acknowledgement is enough. Exits 1, saying how many readings wait
+    and for what, on a timeout or while readings are held for clock sync. Refuses to run while the daemon forwards
+    the same buffer.
     """
     cfg = _load(config, {"gateway.db": str(db) if db else None, "mqtt.url": mqtt_url, "gateway.id": gateway_id})
     if not cfg.gateway.id:
         raise click.ClickException("config: gateway.id is required (--gateway-id or [gateway] id)")
     _check_secrets(cfg)
-    from edge.clock import SystemClock
-    from edge.gateway import daemon_pid, mqtt_settings, store_limits, uplink_settings
-    from edge.metrics import Counters
+    from edge.gateway import daemon_pid
     from edge.store import Store
-    from edge.uplink import Uplink
 
     path = Path(cfg.gateway.db)
     if not path.exists():
         raise click.ClickException(f"no buffer at {path}")
     store = Store(path)
     pid = daemon_pid(store.report())
-    total = store.stats().rows
+    stats = store.stats()
     store.close()
     if pid is not None:
         raise click.ClickException(f"the gateway daemon (pid {pid}) is running and forwards this buffer itself")
-    if total == 0:
+    total = stats.rows
+    if total == 0 and stats.held_rows == 0:
         click.echo("buffer is empty")
         return
+    if total:
+        _forward(cfg, path, total, timeout)
+    if stats.held_rows:
+        raise click.ClickException(
+            f"{stats.held_rows} readings are held until the clock is synchronised (their time is corrected then); "
+            "check `timedatectl`, or run with --assume-synced on a host whose clock is right without NTP")
+
+
+def _forward(cfg: Config, path: Path, total: int, timeout: float) -> None:
+    from edge.clock import SystemClock
+    from edge.gateway import mqtt_settings, store_limits, uplink_settings
+    from edge.metrics import Counters
+    from edge.uplink import Uplink
+
     counters = Counters()
     # flush drains as fast as the broker acknowledges: there is no live data to protect.
     settings = dataclasses.replace(uplink_settings(cfg), backfill_rate=math.inf)
@@ -173,6 +187,7 @@ def flush(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id
                     SystemClock(assume_synced=cfg.clock.assume_synced), limits=store_limits(cfg))
     uplink.start()
     done = 0
+    waiting: dict[str, Any] = {}
     try:
         with click.progressbar(length=total, label="forwarding", show_eta=True, show_pos=True,
                                file=sys.stderr) as bar:
@@ -184,12 +199,23 @@ def flush(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id
                     done = now
 
             ok = uplink.wait_drained(timeout, progress)
+            waiting = uplink.state()  # before stop() forgets what is in flight
     finally:
         uplink.stop()
-    if not ok:
-        raise click.ClickException(f"timed out after {timeout:g}s with readings still buffered "
-                                   f"(uplink: {uplink.state().get('state')})")
-    click.echo(f"forwarded {total} readings; buffer empty")
+    by = "the cloud confirmed" if settings.confirm == "cloud" else "the broker acknowledged"
+    if ok:
+        click.echo(f"forwarded {total} readings and {by} every one; buffer empty")
+        return
+    left = total - done
+    awaiting = int(waiting.get("awaiting_confirm") or 0)
+    unsent = max(0, left - int(waiting.get("unconfirmed") or 0))
+    why = [f"{unsent} not yet sent (uplink {waiting.get('state')}"
+           + (f": {waiting['last_error']})" if waiting.get("last_error") else ")")]
+    if awaiting:
+        why.append(f"{awaiting} sent and acknowledged by the broker but not confirmed by the cloud (is cloud-ingest "
+                   "running and subscribed? for a receiver that does not confirm, set uplink.confirm = \"broker\")")
+    raise click.ClickException(f"timed out after {timeout:g}s: {left} of {total} readings still wait: "
+                               + "; ".join(why))
 
 
 @cli.command()

@@ -51,17 +51,25 @@ def render(report: dict[str, Any], *, now_ns: int) -> str:
     heartbeat = gw.get("heartbeat_ns")
     running = bool(gw.get("running")) and heartbeat is not None and now_ns - heartbeat < 10 * 10**9
     daemon = f"running (pid {gw.get('pid')})" if running else "not running"
+    # What the uplink saved is current only while the daemon runs; a stopped gateway sends everything again.
+    awaiting = int(up.get("awaiting_confirm") or 0) if running else 0
+    unsent = max(0, buf["rows"] - int(up.get("unconfirmed") or 0)) if running else buf["rows"]
+    oldest_sent = up.get("oldest_unconfirmed_ns") if running else None
     lines = [
         f"gateway   {gw.get('id', '-')}  daemon {daemon}"
         f"  source {gw.get('source', '-')}  db {report['db']}",
-        f"buffer    {buf['rows']} readings ({buf.get('held_rows') or 0} held for clock sync), {_size(buf['bytes'])}"
-        f" of {_size(buf['max_bytes'])}, oldest unsent {_ago(buf['oldest_unsent_age_s'])}, policy {buf['policy']}",
-        f"counters  adverts {c['adverts_received']}  stored {c['readings_stored']}  acked {c['readings_acked']}"
+        f"buffer    {buf['rows']} readings: {unsent} not yet sent, {awaiting} sent and awaiting the cloud's"
+        f" confirmation (oldest sent {_ago(None if not oldest_sent else (now_ns - oldest_sent) / 1e9)});"
+        f" {buf.get('held_rows') or 0} held for clock sync",
+        f"          {_size(buf['bytes'])} of {_size(buf['max_bytes'])}, oldest buffered"
+        f" {_ago(buf['oldest_unsent_age_s'])}, policy {buf['policy']}",
+        f"counters  adverts {c['adverts_received']}  stored {c['readings_stored']}  delivered {c['readings_acked']}"
         f"  duplicates {c['duplicates']}  decode errors {c['decode_errors']}",
         f"dropped   cap {report['dropped']['cap']}  age {report['dropped']['age']}",
         f"uplink    {up.get('state', 'unknown')}  broker {up.get('broker', '-')}"
-        f"  last ack {_when(up.get('last_ack_ns'))}"
-        f"  in flight {up.get('inflight', 0)}  reconnects {c['uplink_reconnects']}",
+        f"  deletes on {'the cloud' if up.get('confirm', 'cloud') == 'cloud' else 'the broker'}'s confirmation"
+        f"  last delivered {_when(up.get('last_ack_ns'))}  in flight {up.get('inflight', 0)}"
+        f"  confirm timeouts {c.get('confirm_timeouts', 0)}  reconnects {c['uplink_reconnects']}",
         f"clock     {'synchronised' if gw.get('clock_synced', report['clock']['synced']) else 'NOT synchronised'}"
         f"  corrected readings {report['clock']['corrections']}",
         f"scanner   {scanner.get('state', '-')}  adapter {scanner.get('adapter') or '-'}"

@@ -293,7 +293,9 @@ class Uplink:
             delay = backoff.next_delay()
             log.info("uplink: reconnecting in %.1f s", delay)
             self._backoff_wait(delay, store)
-        self._set(state="stopped", connected=False, inflight=0, inflight_readings=0)
+        self._out.connection_lost()  # whatever is unconfirmed is sent again by the next start
+        self._update_inflight()
+        self._set(state="stopped", connected=False)
         if store is not None:
             self._seq_reserved = self._seq  # a clean stop leaves no gap in the seqs
             self._write_status(store, force=True)
