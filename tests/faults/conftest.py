@@ -8,6 +8,7 @@ import os
 import platform
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faults_pipeline import REPO, Outcome, Pipeline
@@ -69,6 +70,32 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "copied into the database file (the part a real power cut cannot take back, read from the -shm's "
         "nBackfill): it too must open and pass the integrity check, at an earlier consistent commit. How many "
         "committed readings lay in the cut-off part is reported below the table."),
+
+    "8-receiver-starts-late": (
+        "The receiver starts for the first time after the gateway drained into a fresh broker",
+        "A fresh broker and no receiver session yet: the broker acknowledges every batch and, with nobody to queue "
+        "them for, drops them. A gateway commits 3000 readings and sends them; it must still hold every one, "
+        "because no confirmation came. Then `cloud-ingest run` starts for the first time; the gateway's re-sends "
+        "reach it and are confirmed."),
+    "9-broker-restart-no-persistence": (
+        "Broker restarted with persistence off in the middle of a drain",
+        "Mosquitto runs with `persistence false`. A gateway drains a 20,000-reading backlog at 4000 readings/s; "
+        "mid-drain the receiver is paused (SIGSTOP) so that the broker queues for it, then the broker is restarted, "
+        "which forgets every session and queued message, and the receiver resumes. Readings the broker took and "
+        "lost are sent again when their confirmation does not come."),
+    "10-broker-kill9": (
+        "Broker SIGKILLed mid-drain with the shipped autosave_interval 5",
+        "As 9, with persistence on and the shipped `autosave_interval 5`: the broker is killed with SIGKILL while "
+        "it queues for the paused receiver, so what it queued since its last save is gone, and started again."),
+    "11-receiver-session-expired": (
+        "The receiver stays away longer than its session expiry",
+        "`cloud-ingest run` with `mqtt.session_expiry = 60s` (the least it accepts) is stopped while a gateway "
+        "streams, for 65 s: the broker ends its session and drops what it had queued. Then it starts again."),
+    "12-broker-queue-limit": (
+        "A broker queue limit is exceeded",
+        "Mosquitto with `max_queued_messages 100`. The receiver is stopped while a gateway streams small batches "
+        "(50 readings) for 8 s, more than 100 messages, so the broker drops the excess in silence; then the "
+        "receiver starts again."),
 }
 
 RESULTS: list[Outcome] = []
@@ -81,6 +108,23 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
         yield p
     finally:
         p.close()
+
+
+@pytest.fixture
+def make_pipeline(tmp_path: Path) -> Iterator[Callable[..., Pipeline]]:
+    """A pipeline with a broker of its own settings (`broker_extra`), started with or without the receiver."""
+    made: list[Pipeline] = []
+
+    def make(broker_extra: list[str] | None = None, **start: Any) -> Pipeline:
+        p = Pipeline(tmp_path, broker_extra)
+        made.append(p)
+        return p.start(**start)
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.close()
 
 
 @pytest.fixture
@@ -109,7 +153,9 @@ def write_doc(results: list[Outcome]) -> Path:
         "",
         "`tests/faults/` runs the real pipeline (simulated `edge-gw run` gateways -> Mosquitto with",
         "`cloud/mosquitto/cloud-ingest.conf` -> `cloud-ingest run` -> influxd, all as real processes) and breaks it in",
-        "the seven ways of issue 4, plus a receiver restart with two gateways (5b). Every scenario ends by",
+        "the seven ways of issue 4, plus a receiver restart with two gateways (5b), plus five ways in which the",
+        "broker itself loses what it acknowledged (8-12: the gateway deletes only what the cloud confirmed). Every",
+        "scenario ends by",
         "comparing the exact set of",
         "(mac, measurement sequence, receive time) committed at the gateways with the set of raw points in InfluxDB.",
         "Run it with `pytest tests/faults`; the table below is written by such a run with `EDGE_GW_WRITE_DOCS=1`",
@@ -122,6 +168,8 @@ def write_doc(results: list[Outcome]) -> Path:
         *(f"{r.scenario}: {r.note}.  " for r in results if r.note),
         "",
         "- **readings sent**: readings committed at the gateways (the AUTOINCREMENT high-water mark of each buffer).",
+        "  In 8-12 the broker loses messages, and with them the collector's copy, so there the committed set comes",
+        "  from a ledger table that a trigger fills in the buffer itself, in the same transaction as each insert.",
         "- **stored**: raw points in InfluxDB.",
         "- **dropped by policy**: readings the gateway's buffer dropped at its byte cap and counted in",
         "  `edge-gw status` (`dropped.cap`); they are expected to be missing.",

@@ -17,36 +17,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from faults_pipeline import Outcome, Pipeline, Point, compare, compare_shared, sequence, wait_until
+from faults_pipeline import (
+    Outcome,
+    Pipeline,
+    Point,
+    assert_exact,
+    collected,
+    compare_shared,
+    finish,
+    sequence,
+    wait_until,
+)
 from servers import free_port
 
 Record = Callable[[Outcome], None]
-
-
-def collected(p: Pipeline, gateway: str) -> int:
-    assert p.collector is not None
-    return p.collector.count(gateway)
-
-
-def finish(p: Pipeline, record: Record, scenario: str, started: float, dropped: dict[str, set[Point]] | None = None,
-           note: Callable[[dict[str, set[Point]]], str] | None = None) -> tuple[Outcome, dict[str, set[Point]]]:
-    committed = p.settle(dropped)
-    with contextlib.suppress(TimeoutError):  # a shortfall is reported by the comparison, with the numbers
-        p.wait_stored(sum(len(v) for v in committed.values()))
-    stored = p.stored()
-    sent = sum(gw.committed() for gw in p.gateways)
-    outcome = compare(scenario, sent, committed, stored, started, sum(len(v) for v in (dropped or {}).values()))
-    if note is not None:
-        outcome.note = note(committed)
-    record(outcome)
-    if outcome.lost or outcome.duplicated:
-        p.explain(committed, stored)
-    return outcome, committed
-
-
-def assert_exact(outcome: Outcome, delivered_anyway: int = 0) -> None:
-    assert (outcome.lost, outcome.duplicated) == (0, 0), outcome
-    assert outcome.stored == outcome.sent - outcome.dropped + delivered_anyway, outcome
 
 
 def test_broker_stopped_under_load_then_restarted(pipeline: Pipeline, record: Record) -> None:
