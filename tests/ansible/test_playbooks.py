@@ -99,10 +99,6 @@ def test_cloud_files_modes_and_users(provisioned: Provisioned) -> None:
     hashed = dict(line.split(":", 1) for line in (root / "etc/mosquitto/edge-gw.passwd").read_text().splitlines())
     assert sorted(hashed) == ["cloud-ingest", HOST]
     assert all(h.startswith("$7$101$") for h in hashed.values())  # PBKDF2-SHA512, salted
-    acl = (root / "etc/mosquitto/edge-gw.acl").read_text()
-    assert [x for x in acl.splitlines() if x and not x.startswith("#")] == [
-        "user cloud-ingest", "topic read edge-gw/#", "topic read ruuvi/#", "topic read sensors/#",
-        "topic write edge-gw/dlq", "pattern write edge-gw/%u/#"]
     conf = (root / "etc/mosquitto/mosquitto.conf").read_text().splitlines()
     for line in ("allow_anonymous false", "persistence true", "max_queued_messages 0", "max_queued_bytes 0",
                  "max_inflight_messages 1000", "queue_qos0_messages true", "autosave_interval 5",
@@ -120,6 +116,22 @@ def test_cloud_files_modes_and_users(provisioned: Provisioned) -> None:
     assert owner(root / "etc/grafana/provisioning/datasources/edge-gw.yaml", root) == ("root", "grafana", "0o640")
     dashboards = sorted(p.name for p in (root / "var/lib/grafana/dashboards/edge-gw").iterdir())
     assert dashboards == sorted(p.name for p in (ANSIBLE_DIR.parent / "cloud/grafana").glob("*.json"))
+
+
+def test_broker_acl_lets_only_the_receiver_confirm(provisioned: Provisioned) -> None:
+    """Issue 10: a confirmation deletes a gateway's readings, so only the receiver's identity writes confirm topics;
+    a gateway writes its own batch and status and reads its own confirm topic (test_acl.py runs this file's rules on
+    a live broker)."""
+    root = provisioned.root.path
+    assert owner(root / "etc/mosquitto/edge-gw.acl", root) == ("root", "mosquitto", "0o640")
+    acl = (root / "etc/mosquitto/edge-gw.acl").read_text()
+    assert [x for x in acl.splitlines() if x and not x.startswith("#")] == [
+        "user cloud-ingest", "topic read edge-gw/#", "topic read ruuvi/#", "topic read sensors/#",
+        "topic write edge-gw/dlq", "topic write edge-gw/+/confirm",
+        "pattern write edge-gw/%u/batch", "pattern write edge-gw/%u/status", "pattern read edge-gw/%u/confirm"]
+    # The receiver the playbooks configure logs in as the ACL's user.
+    toml = (root / "etc/cloud-ingest/cloud-ingest.toml").read_text()
+    assert 'username = "cloud-ingest"' in toml.splitlines()
 
 
 @pytest.mark.parametrize("unit", UNITS)

@@ -198,13 +198,13 @@ class Listener:
     """An MQTT subscriber that keeps every message: (topic, payload)."""
 
     def __init__(self, broker: Broker, ca: Path, user: str, password: str, topics: list[str],
-                 client_id: str) -> None:
+                 client_id: str, *, v5: bool = False) -> None:
         self.messages: list[tuple[str, bytes]] = []  # live ones
         self.retained: list[tuple[str, bytes]] = []  # what the broker held when we subscribed
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         self.granted: list[int] = []
-        self.client = tls_client(client_id, user, password, ca)
+        self.client = tls_client(client_id, user, password, ca, v5=v5)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         connect(self.client, broker.port)

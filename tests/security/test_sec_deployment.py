@@ -41,6 +41,8 @@ from sec_deploy import (
 )
 from servers import free_port, have
 
+from edge.wire import confirm_topic, encode_confirms, parse_confirm
+
 pytestmark = pytest.mark.skipif(not (have("mosquitto") and have("influxd") and have("openssl")
                                      and have("mosquitto_passwd")),
                                 reason="needs mosquitto, mosquitto_passwd, influxd and openssl")
@@ -281,12 +283,16 @@ def _batch(gateway: str, seq: int, mac: str, time_ns: int) -> bytes:
 
 
 def test_gateway_cannot_publish_as_another(dep: Deployment) -> None:
-    watcher = Listener(dep.broker, dep.ca, RECEIVER, dep.secrets.mqtt[RECEIVER], ["edge-gw/#"], "sec-acl-watch")
+    # Every topic a forged PUBLISH below aims at; not the confirm topics, where the running cloud-ingest confirms
+    # the batches it stores (test_only_the_receiver_may_publish_confirmations covers those).
+    watcher = Listener(dep.broker, dep.ca, RECEIVER, dep.secrets.mqtt[RECEIVER],
+                       ["edge-gw/+/batch", "edge-gw/+/status", "edge-gw/dlq"], "sec-acl-watch")
     # What a receiver in a shared subscription group (mqtt.shared_group) subscribes to: the ACL allows it too.
     shared = Listener(dep.broker, dep.ca, RECEIVER, dep.secrets.mqtt[RECEIVER], ["$share/sec/edge-gw/+/batch"],
                       "sec-acl-shared")
     # A gateway cannot read the others' traffic either. Mosquitto 2.0 grants a wildcard subscription and applies
-    # the read ACL to each message it would deliver: the spy gets nothing, not even its own gateway's batch.
+    # the read ACL to each message it would deliver: the spy gets nothing, not even its own gateway's batch; only
+    # its own confirmations, if the running cloud-ingest sends any.
     spy = Listener(dep.broker, dep.ca, "gw-a", dep.secrets.mqtt["gw-a"], ["edge-gw/#"], "sec-acl-spy")
     assert spy.granted == [1]
     now = time.time_ns()
@@ -307,7 +313,7 @@ def test_gateway_cannot_publish_as_another(dep: Deployment) -> None:
         assert "gw-b" not in {g for _, _, g in dep.stored()}
         # At most the retained status of gw-a (from the pipeline test); none for B.
         assert {t for t, _ in watcher.retained} <= {"edge-gw/gw-a/status"}
-        assert spy.messages == spy.retained == []
+        assert [t for t, _ in spy.messages if t != "edge-gw/gw-a/confirm"] == [] and spy.retained == []
         wait_until(lambda: len(shared.messages) == 1, 10, "the shared subscriber's copy")
         assert [t for t, _ in shared.messages] == ["edge-gw/gw-a/batch"]
         # MQTT 5 says so: PUBACK reason code 0x87, not authorised, and the connection stays up.
@@ -359,6 +365,114 @@ def test_gateway_logged_in_as_another_keeps_its_readings(dep: Deployment) -> Non
     assert "gw-b" not in {g for _, _, g in dep.stored()}
     # The first thing it publishes, its retained online status, is refused.
     assert "Denied PUBLISH from edge-gw-gw-b (d0, q1, r1, m1, 'edge-gw/gw-b/status'" in dep.broker.log.read_text()
+
+
+def _publish_v5(dep: Deployment, client_id: str, user: str, topic: str, payload: bytes) -> int:
+    """One QoS 1 PUBLISH as `user` over MQTT 5, on its own connection (Mosquitto closes the connection after it
+    refuses a PUBLISH); returns the PUBACK's reason code."""
+    codes: list[int] = []
+    c = tls_client(client_id, user, dep.secrets.mqtt[user], dep.ca, v5=True)
+    c.on_publish = lambda _c, _u, _mid, rc, _p: codes.append(int(rc.value))
+    connect(c, dep.broker.port)
+    try:
+        c.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    assert len(codes) == 1, codes
+    return codes[0]
+
+
+def test_only_the_receiver_may_publish_confirmations(dep: Deployment) -> None:
+    """A confirmation makes a gateway delete readings (docs/wire-format.md, "Confirmation"), so only the receiver's
+    identity may write <prefix>/<id>/confirm; a gateway reads its own confirm topic and nobody else's.
+
+    gw-b's confirm topic is the target: no batch of gw-b was stored before this test, so the running cloud-ingest
+    has nothing of its own to confirm there while the listeners are open."""
+    topic = confirm_topic("edge-gw", "gw-b")
+    owner = Listener(dep.broker, dep.ca, "gw-b", dep.secrets.mqtt["gw-b"], [topic], "sec-confirm-gw-b", v5=True)
+    # Mosquitto 2.0 grants any subscription and applies the read ACL to each message it would deliver.
+    spy = Listener(dep.broker, dep.ca, "gw-a", dep.secrets.mqtt["gw-a"], [topic, "edge-gw/gw-b/#"],
+                   "sec-confirm-spy", v5=True)
+    assert owner.granted == [1] and spy.granted == [1, 1]
+    forged_by_other = encode_confirms("gw-b", range(1, 1001))  # [[1,1000]]: would delete gw-b's first 1000 batches
+    forged_by_self = encode_confirms("gw-b", [5, 6, 7])
+    real = encode_confirms("gw-b", [41, 42, 44])
+    assert [*forged_by_other, *forged_by_self, *real] == [b'{"v":1,"gateway":"gw-b","seqs":[[1,1000]]}',
+                                                          b'{"v":1,"gateway":"gw-b","seqs":[[5,7]]}',
+                                                          b'{"v":1,"gateway":"gw-b","seqs":[[41,42],[44,44]]}']
+    try:
+        # Another gateway, and the gateway itself, are refused: MQTT 5 PUBACK reason code 0x87, not authorised.
+        assert _publish_v5(dep, "sec-cf-gw-a", "gw-a", topic, forged_by_other[0]) == 0x87
+        assert _publish_v5(dep, "sec-cf-gw-b", "gw-b", topic, forged_by_self[0]) == 0x87
+        # The receiver's identity may. Each refused PUBLISH was handled before this one was sent: had the broker
+        # delivered one, the owner would have it first.
+        assert _publish_v5(dep, "sec-cf-receiver", RECEIVER, topic, real[0]) == 0
+        wait_until(lambda: len(owner.messages) == 1, 10, "gw-b's confirmation")
+        time.sleep(0.3)  # nothing else arrives
+        assert owner.messages == [(topic, real[0])] and owner.retained == []
+        assert parse_confirm(owner.messages[0][1], "gw-b") == [(41, 42), (44, 44)]
+        assert spy.messages == spy.retained == []
+    finally:
+        spy.close()
+        owner.close()
+    log = dep.broker.log.read_text(errors="replace")
+    for client in ("sec-cf-gw-a", "sec-cf-gw-b"):
+        assert log.count(f"Denied PUBLISH from {client} (d0, q1, r0, m1, '{topic}'") == 1, client
+    assert "Denied PUBLISH from sec-cf-receiver" not in log
+
+
+@pytest.mark.parametrize("wildcard", ["edge-gw/+/confirm", "edge-gw/#"])
+def test_a_gateway_reads_only_its_own_confirmations(dep: Deployment, wildcard: str) -> None:
+    """Wildcard subscriptions of a gateway get its own confirmations and none of another gateway's."""
+    a = Listener(dep.broker, dep.ca, "gw-a", dep.secrets.mqtt["gw-a"], [wildcard], "sec-confirm-wild", v5=True)
+    own, other = encode_confirms("gw-a", [900_001]), encode_confirms("gw-b", [900_002])
+    try:
+        assert a.granted == [1]
+        assert _publish_v5(dep, "sec-wild", RECEIVER, confirm_topic("edge-gw", "gw-b"), other[0]) == 0
+        assert _publish_v5(dep, "sec-wild", RECEIVER, confirm_topic("edge-gw", "gw-a"), own[0]) == 0
+        wait_until(lambda: (confirm_topic("edge-gw", "gw-a"), own[0]) in a.messages, 10, "gw-a's confirmation")
+        # The running cloud-ingest may confirm gw-a's batches of the earlier tests here too; never anything of gw-b.
+        assert a.retained == []
+        assert {t for t, _ in a.messages} == {"edge-gw/gw-a/confirm"}
+        assert other[0] not in [p for _, p in a.messages]
+    finally:
+        a.close()
+
+
+def test_gateways_publish_batch_and_status_only_under_their_own_id(dep: Deployment) -> None:
+    """Narrowing the gateways' pattern to batch and status keeps both working, for each gateway, and still refuses
+    them under another id."""
+    # Not the confirm topics: the running cloud-ingest confirms what it stores there (the refused confirmations are
+    # proven by the reason code and the broker log).
+    watch = ["edge-gw/+/batch", "edge-gw/+/status", "edge-gw/dlq"]
+    watcher = Listener(dep.broker, dep.ca, RECEIVER, dep.secrets.mqtt[RECEIVER], watch, "sec-own-watch")
+    now = time.time_ns()
+    sent: list[tuple[str, bytes]] = []
+    try:
+        for me, other, mac in (("gw-a", "gw-b", "aa:bb:cc:00:01:0a"), ("gw-b", "gw-a", "aa:bb:cc:00:01:0b")):
+            # Refused first, so that a delivered one would arrive before the allowed ones.
+            for t in ("batch", "status", "confirm"):
+                forged = _batch(other, 9, mac, now)
+                assert _publish_v5(dep, f"sec-own-{me}", me, f"edge-gw/{other}/{t}", forged) == 0x87, (me, t)
+            status = f'{{"v":1,"gateway":"{me}","state":"online"}}'.encode()
+            # Not retained (the ACL does not look at the flag): a retained status would outlive this test.
+            for t, payload in (("status", status), ("batch", _batch(me, 500, mac, now))):
+                assert _publish_v5(dep, f"sec-own-{me}", me, f"edge-gw/{me}/{t}", payload) == 0, (me, t)
+                sent.append((f"edge-gw/{me}/{t}", payload))
+        wait_until(lambda: len(watcher.messages) >= 4, 10, "the four allowed messages")
+        time.sleep(0.3)  # nothing else arrives
+        assert watcher.messages == sent
+        wait_until(lambda: {("gw-a", "aa:bb:cc:00:01:0a"), ("gw-b", "aa:bb:cc:00:01:0b")}
+                   <= {(g, m) for _, m, g in dep.stored()}, 10, "both batches stored")
+    finally:
+        watcher.close()
+    stored = {(g, m) for _, m, g in dep.stored()}
+    assert ("gw-a", "aa:bb:cc:00:01:0b") not in stored and ("gw-b", "aa:bb:cc:00:01:0a") not in stored
+    log = dep.broker.log.read_text(errors="replace")
+    for me, other in (("gw-a", "gw-b"), ("gw-b", "gw-a")):
+        for t in ("batch", "status", "confirm"):
+            assert log.count(f"Denied PUBLISH from sec-own-{me} (d0, q1, r0, m1, 'edge-gw/{other}/{t}'") == 1
 
 
 def test_receiver_dead_letters_a_batch_whose_gateway_differs_from_the_topic(dep: Deployment) -> None:
