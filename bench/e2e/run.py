@@ -12,7 +12,9 @@ One run prints:
    `batch.max_interval`, gateway `store.commit_interval`). InfluxDB is polled for per-10-ms-bucket counts; every
    newly counted point gets "poll time - bucket middle";
 3. the drain time of a backlog of `--backlog` readings: a gateway buffer filled with the broker unreachable
-   (`edge-gw run --rate 0 --count ...`), then `edge-gw flush`, timed until every reading is in InfluxDB;
+   (`edge-gw run --rate 0 --count ...`), then `edge-gw flush`, timed until every reading is in InfluxDB; once with
+   `uplink.confirm = "broker"` (delete on PUBACK) and once with "cloud" (delete on cloud-ingest's confirmation), in
+   the same run, and the ratio of the two;
 4. peak RSS (VmHWM) and CPU time of every process (servers: over the whole run).
 
 `--receivers N` (default 1) runs the sustained and drain phases with N `cloud-ingest run` processes in one shared
@@ -233,14 +235,19 @@ def latency(b: Bench, label: str, seed: int, rx_settings: dict[str, str], gw_env
     }
 
 
-def drain(b: Bench, backlog: int, rx_settings: dict[str, str]) -> None:
-    db = b.work / "drain.db"
-    env = clean_env(EDGE_GW_STORE_MAX_BYTES="8GiB")  # the default 512 MiB cap would drop part of a 1M backlog
+def drain(b: Bench, backlog: int, rx_settings: dict[str, str], confirm: str) -> None:
+    """Drain a backlog with `edge-gw flush` in one confirm mode: "cloud" deletes on cloud-ingest's confirmation,
+    "broker" on the PUBACK. Each mode has its own gateway id and fleet (seed), so dedup keeps them apart."""
+    name = f"drain-{confirm}"
+    db = b.work / f"{name}.db"
+    # The default 512 MiB cap would drop part of a 1M backlog.
+    env = clean_env(EDGE_GW_STORE_MAX_BYTES="8GiB", EDGE_GW_UPLINK_CONFIRM=confirm)
     adverts = int(backlog * ADVERTS_PER_READING * 1.02)
     t = time.monotonic()
-    fill = b.spawn("edge-gw run [drain, fill with the broker unreachable]",
-                   gateway_cmd("drain", f"mqtt://127.0.0.1:{free_port()}", db, "--tags", "1000", "--seed", "201",
-                               "--rate", "0", "--count", str(adverts)), env=env)
+    fill = b.spawn(f"edge-gw run [{name}, fill with the broker unreachable]",
+                   gateway_cmd(name, f"mqtt://127.0.0.1:{free_port()}", db, "--tags", "1000", "--seed",
+                               str(201 if confirm == "cloud" else 202), "--rate", "0", "--count", str(adverts)),
+                   env=env)
     if fill.wait(900) != 0:
         raise RuntimeError(f"fill exited with {fill.returncode}")
     fill_s = time.monotonic() - t
@@ -248,23 +255,25 @@ def drain(b: Bench, backlog: int, rx_settings: dict[str, str]) -> None:
     report = orjson.loads(subprocess.run([sys.executable, "-m", "edge.cli", "status", "--json", "--db", str(db)],
                                          check=True, capture_output=True, env=env).stdout)
     buffered, dropped = report["buffer"]["rows"], report["dropped"]
-    rx = b.receiver("drain", rx_settings, b.receivers)
+    rx = b.receiver(name, rx_settings, b.receivers)
     trace: list[tuple[int, int]] = []
     try:
         base = rx.written()
         t0 = time.time_ns()
-        flush = b.spawn("edge-gw flush [drain]",
+        flush = b.spawn(f"edge-gw flush [{name}]",
                         [sys.executable, "-m", "edge.cli", "flush", "--db", str(db), "--mqtt", b.broker.url,
-                         "--gateway-id", "drain", "--timeout", "900"], env=env)
+                         "--gateway-id", name, "--timeout", "900"], env=env)
         stored_ns = wait_written(rx, base + buffered, [flush], 900, trace)
         statuses = rx.statuses()
-        flush.wait(900)
-        acked_ns = time.time_ns()  # upper bound: flush exits once the last PUBACK deleted the last row
+        if flush.wait(900) != 0:
+            raise RuntimeError(f"flush exited with {flush.returncode}")
+        acked_ns = time.time_ns()  # upper bound: flush exits once the last confirmation (or PUBACK) emptied it
     finally:
         b.done_with(rx)
-    stored = influx_count(b.influxd.url, "^drain$")
+    stored = influx_count(b.influxd.url, f"^{name}$")
     secs = (stored_ns - t0) / NS
-    b.results["drain"] = {"receivers": b.receivers, "receiver_names": b.receiver_names("drain", b.receivers),
+    b.results[f"drain_{confirm}"] = {"confirm": confirm, "receivers": b.receivers,
+                          "receiver_names": b.receiver_names(name, b.receivers),
                           "written_per_receiver": [st.get("written", 0) if st else 0 for st in statuses],
                           "adverts": adverts, "fill_seconds": round(fill_s, 1), "committed": committed,
                           "buffered": buffered, "dropped": dropped, "stored": stored,
@@ -300,14 +309,20 @@ def report(r: dict[str, Any]) -> None:
               f"{lat['p99_ms']} ms, max {lat['max_ms']} ms ({lat['points_measured']:,} points; stored "
               f"{lat['stored']:,} of {lat['committed']:,}; poll every {lat['poll_period_ms']} ms; receiver "
               f"{lat['receiver_settings'] or 'defaults'}, gateway {lat['gateway_env'] or 'defaults'})")
-    d = r.get("drain")
-    if d:
-        print(f"drain [{d['receivers']} receiver(s)]: {d['stored']:,} of {d['buffered']:,} buffered readings in "
-              f"InfluxDB after {d['seconds']} s = "
+    for confirm in ("broker", "cloud"):
+        d = r.get(f"drain_{confirm}")
+        if not d:
+            continue
+        print(f"drain, confirm={confirm} [{d['receivers']} receiver(s)]: {d['stored']:,} of {d['buffered']:,} "
+              f"buffered readings in InfluxDB after {d['seconds']} s = "
               f"{d['readings_per_s']:,} readings/s ({d['steady_readings_per_s']:,}/s between 10 and 90 %; flush "
-              f"exited after {d['flush_exit_seconds']} s; buffer filled in {d['fill_seconds']} s; dropped "
-              f"{d['dropped']}; receiver {d['receiver_settings']})")
+              f"exited after {d['flush_exit_seconds']} s, when the buffer was empty; buffer filled in "
+              f"{d['fill_seconds']} s; dropped {d['dropped']}; receiver {d['receiver_settings']})")
         print(f"  {per_receiver(r, d)}")
+    if "drain_cloud" in r and "drain_broker" in r:
+        c, k = r["drain_cloud"], r["drain_broker"]
+        print(f"drain, cloud mode / broker mode: {c['readings_per_s'] / k['readings_per_s']:.1%} (stored in InfluxDB), "
+              f"{k['flush_exit_seconds'] / c['flush_exit_seconds']:.1%} (flush until the buffer was empty)")
     print("peak RSS (VmHWM) and CPU time (user + system) of each process:")
     for name, kb in r["peak_rss_kb"].items():
         print(f"  {name:<55} {kb / 1024:8.1f} MiB {r['cpu_s'].get(name, 0.0):8.1f} s")
@@ -362,8 +377,9 @@ def main() -> None:
                 latency(b, "low", 102, {"batch.max_interval": args.low_interval},
                         {"EDGE_GW_STORE_COMMIT_INTERVAL": args.low_commit}, args.latency_rate, args.latency_seconds)
             if "drain" in phases:
-                print(f"[{time.strftime('%H:%M:%S')}] drain ...", flush=True)
-                drain(b, args.backlog, fast)
+                for confirm in ("broker", "cloud"):
+                    print(f"[{time.strftime('%H:%M:%S')}] drain, confirm={confirm} ...", flush=True)
+                    drain(b, args.backlog, fast, confirm)
         finally:
             results["peak_rss_kb"] = peaks.stop()
             results["cpu_s"] = {name: round(v, 1) for name, v in peaks.cpu_s.items()}
