@@ -81,8 +81,11 @@ def parse_confirm(payload, gateway_id):
     # MQTT receive buffer.  A range may be as wide as 0..2**53-1, so callers test their own seqs
     # against it and never walk it.
     try:
-        obj = json.loads(payload)
-    except (ValueError, TypeError):
+        try:
+            obj = json.loads(payload)
+        except TypeError:  # CPython's json takes no memoryview (MicroPython's does, without a copy)
+            obj = json.loads(bytes(payload))
+    except ValueError:
         raise ValueError("confirmation is not JSON")
     # type(x) is int: a bool is an int subclass, and 1.0 or "1" is not a version
     if not isinstance(obj, dict) or type(obj.get("v")) is not int or obj["v"] != VERSION:
