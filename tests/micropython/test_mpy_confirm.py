@@ -372,7 +372,8 @@ for at in range(total):
         after = used_seqs()
         resent = [json.loads(p) for t, p, q, r in socket.BROKER.published if t.endswith("/batch")]
         if sum(len(b["readings"]) for b in resent) != len(seqs) or gw.ring.committed():
-            problems.append(where + ": re-sent %d readings of %d" % (sum(len(b["readings"]) for b in resent), len(seqs)))
+            n = sum(len(b["readings"]) for b in resent)
+            problems.append(where + ": re-sent %d readings of %d" % (n, len(seqs)))
         if before and after and min(after) <= max(before):
             problems.append(where + ": seq reused %r after %r" % (after, before))
 dump({"writes": total, "meta_writes": len(probe.meta), "cases": cases, "meta_cases": meta_cases,

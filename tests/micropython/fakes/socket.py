@@ -5,6 +5,7 @@
 # plays the cloud receiver: with auto_confirm it confirms every batch right after its PUBACK (as
 # the canonical confirmation), and deliver() sends any message to the subscribers of a topic.
 import json
+
 AF_INET = 2
 SOCK_STREAM = 1
 
@@ -71,7 +72,8 @@ class Broker:
             if self.auto_confirm and topic.endswith("/batch"):
                 msg = json.loads(bytes(body[at:]))
                 self.confirmed.append(msg["seq"])
-                confirm = '{"v":1,"gateway":"%s","seqs":[[%d,%d]]}' % (msg["gateway"], msg["seq"], msg["seq"])
+                confirm = json.dumps({"v": 1, "gateway": msg["gateway"], "seqs": [[msg["seq"], msg["seq"]]]})
+                confirm = confirm.replace(" ", "")  # the canonical compact form
                 self.deliver(topic[: -len("batch")] + "confirm", confirm.encode())
         elif kind == 0x80:  # SUBSCRIBE: one topic per packet is all the gateway sends
             pid = body[0:2]
