@@ -17,7 +17,13 @@ DEFAULTS = {
     "gateway_id": None,
     "topic_prefix": "edge-gw",
     "buffer": {"path": "/ring.bin", "bytes": 65536, "page_bytes": 1024, "flush_s": 10},
-    "uplink": {"batch_max_readings": 50, "interval_s": 5},
+    "uplink": {
+        "batch_max_readings": 50,
+        "interval_s": 5,
+        "confirm": "cloud",  # delete a reading once the receiver confirms it; "broker": on the PUBACK
+        "confirm_timeout_s": 60,  # then the batch is sent again (doubling in a row, up to 16x)
+        "max_unconfirmed_batches": 16,  # batches in flight; past that nothing new is sent
+    },
     "ntp": {"host": "pool.ntp.org", "pending_max": 256},
     "scan": {"active": False, "max_tags": 256},
     "status_interval_s": 60,
@@ -109,6 +115,10 @@ def validate(given):
         problems.append("buffer.page_bytes must be a multiple of 64 (one record), got %d" % page)
     _int(cfg, "uplink", "batch_max_readings", 1, 500, problems)
     _int(cfg, "uplink", "interval_s", 1, 3600, problems)
+    if cfg["uplink"]["confirm"] not in ("cloud", "broker"):
+        problems.append("uplink.confirm must be \"cloud\" or \"broker\", got %r" % (cfg["uplink"]["confirm"],))
+    _int(cfg, "uplink", "confirm_timeout_s", 1, 86400, problems)
+    _int(cfg, "uplink", "max_unconfirmed_batches", 1, 256, problems)
     _text(cfg["ntp"]["host"], "ntp.host", problems)
     _int(cfg, "ntp", "pending_max", 0, 10000, problems)
     if not isinstance(cfg["scan"]["active"], bool):

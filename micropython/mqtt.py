@@ -1,6 +1,9 @@
-# A minimal MQTT 3.1.1 client for publishing: CONNECT (username/password, last will, keepalive),
-# PUBLISH QoS 0/1 with PUBACK matching, PINGREQ, DISCONNECT.  No subscriptions: a gateway only
-# publishes, so the only packets it reads are CONNACK, PUBACK and PINGRESP.
+# A minimal MQTT 3.1.1 client: CONNECT (username/password, last will, keepalive), PUBLISH QoS
+# 0/1 with PUBACK matching, PINGREQ, DISCONNECT, and SUBSCRIBE for the one topic a gateway reads
+# (the cloud's confirmations).  A PUBLISH from the broker, QoS 0 or 1, is read into one receive
+# buffer that is reused for every message, handed to on_message(topic, payload) and then
+# acknowledged.  It can arrive while the client waits for a PUBACK, a SUBACK or a PINGRESP, or
+# be picked up by check_msg() when idle.
 #
 # Plain Python that runs on MicroPython and on CPython (tests drive it against a real Mosquitto).
 # Blocking, with a socket timeout, like umqtt.simple; every socket error becomes MQTTError.
@@ -15,6 +18,8 @@ _CONNECT = 0x10
 _CONNACK = 0x20
 _PUBLISH = 0x30
 _PUBACK = 0x40
+_SUBSCRIBE = 0x82  # with the flags bits 0010 the spec requires
+_SUBACK = 0x90
 _PINGREQ = 0xC0
 _PINGRESP = 0xD0
 _DISCONNECT = 0xE0
@@ -75,7 +80,9 @@ def publish_header(topic, msg_len, qos, retain, pid):
 
 
 class MQTTClient:
-    def __init__(self, client_id, server, port=1883, user=None, password=None, keepalive=60, ssl=None, timeout=10):
+    def __init__(
+        self, client_id, server, port=1883, user=None, password=None, keepalive=60, ssl=None, timeout=10, max_message=4096
+    ):
         # ssl: None, or an SSLContext-like object with wrap_socket(sock, server_hostname=...)
         self.client_id = client_id
         self.server = server
@@ -89,6 +96,9 @@ class MQTTClient:
         self.sock = None
         self._pid = 0
         self._stream = False  # MicroPython SSL sockets only have read/write
+        self.on_message = None  # callable(topic: bytes, payload: memoryview) or None
+        self.max_message = max_message  # a larger PUBLISH is skipped and handed over as None
+        self._rx = None  # receive buffer, grown to the largest message seen (up to max_message)
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
         self.will = (topic, msg, qos, retain)
@@ -122,9 +132,30 @@ class MQTTClient:
             raise MQTTError("receive failed: %r" % (e,))
         return buf
 
-    def _read_packet(self):
-        # (type byte, body) of the next packet from the broker
-        first = self._recv(1)[0]
+    def _recv_into(self, mv):
+        # Fill the memoryview `mv` from the socket without a new buffer per read.
+        sock = self._sock()
+        reader = getattr(sock, "readinto", None) or getattr(sock, "recv_into", None)
+        got = 0
+        try:
+            while got < len(mv):
+                if reader is not None:
+                    k = reader(mv[got:])
+                else:
+                    chunk = sock.recv(len(mv) - got)
+                    k = len(chunk)
+                    mv[got : got + k] = chunk
+                if not k:
+                    raise MQTTError("connection closed by broker")
+                got += k
+        except OSError as e:
+            raise MQTTError("receive failed: %r" % (e,))
+
+    def _read_packet(self, first=None):
+        # (type byte, body) of the next packet from the broker; the body of a PUBLISH is
+        # handled (and acknowledged) here and returned as b"".
+        if first is None:
+            first = self._recv(1)[0]
         n = 0
         shift = 0
         while True:
@@ -135,7 +166,72 @@ class MQTTClient:
             shift += 7
             if shift > 21:
                 raise MQTTError("bad remaining length")
+        if first & 0xF0 == _PUBLISH:
+            self._publish_in(first, n)
+            return first, b""
         return first, self._recv(n) if n else b""
+
+    def _publish_in(self, first, n):
+        qos = (first >> 1) & 3
+        if qos == 2:
+            raise MQTTError("QoS 2 PUBLISH from the broker: we subscribe at QoS 1 only")
+        head = self._recv(2)
+        tlen = (head[0] << 8) | head[1]
+        topic = self._recv(tlen)
+        pid = struct.unpack(">H", self._recv(2))[0] if qos else 0
+        size = n - 2 - tlen - (2 if qos else 0)
+        if size < 0:
+            raise MQTTError("bad PUBLISH length")
+        payload = None
+        if size <= self.max_message:
+            if self._rx is None or len(self._rx) < size:
+                self._rx = bytearray(max(size, 256))
+            payload = memoryview(self._rx)[:size]
+            self._recv_into(payload)
+        else:
+            skip = memoryview(bytearray(256))
+            while size:
+                k = min(size, 256)
+                self._recv_into(skip[:k])
+                size -= k
+        if self.on_message is not None:
+            self.on_message(topic, payload)
+        # Acknowledged after it was handled: a reset in between means the broker's copy counts.
+        if qos:
+            self._send(struct.pack(">BBH", _PUBACK, 2, pid))
+
+    def check_msg(self):
+        # Handle what the broker sent while we were idle; returns without waiting when nothing
+        # is there.  A dead connection shows on the next blocking call (publish or ping).
+        sock = self._sock()
+        sock.setblocking(False)
+        try:
+            b = sock.read(1) if self._stream else sock.recv(1)
+        except OSError:
+            b = None  # EAGAIN (or the like): nothing to read
+        finally:
+            if hasattr(sock, "settimeout"):
+                sock.settimeout(self.timeout)
+            else:
+                sock.setblocking(True)
+        if b is None:
+            return False
+        if not b:
+            raise MQTTError("connection closed by broker")
+        first, body = self._read_packet(b[0])
+        if first & 0xF0 not in (_PUBLISH, _PUBACK, _PINGRESP, _SUBACK):
+            raise MQTTError("unexpected packet 0x%02x" % first)
+        return True
+
+    def subscribe(self, topic, qos=1):
+        # SUBSCRIBE to one topic; returns once the SUBACK grants it.
+        pid = self._next_pid()
+        body = struct.pack(">H", pid) + _str(topic) + bytes((qos,))
+        self._send(bytes((_SUBSCRIBE,)) + _remaining_length(len(body)) + body)
+        granted = self._wait(_SUBACK, pid)
+        if not granted or granted[0] & 0x80:
+            raise MQTTError("subscription to %s refused" % topic)
+        return granted[0]
 
     # ---- protocol -------------------------------------------------------------------------------
     def connect(self, clean_session=True):
@@ -196,12 +292,14 @@ class MQTTClient:
         self._wait(_PINGRESP, None)
 
     def _wait(self, kind, pid):
+        # Read packets until the one awaited; returns what follows its packet id.  A PUBLISH
+        # in between is handled on the way.
         while True:
             first, body = self._read_packet()
             if first & 0xF0 == kind:
                 if pid is None or (len(body) >= 2 and struct.unpack_from(">H", body)[0] == pid):
-                    return
-            elif first & 0xF0 not in (_PUBACK, _PINGRESP):
+                    return body[2:]
+            elif first & 0xF0 not in (_PUBACK, _PINGRESP, _SUBACK, _PUBLISH):
                 raise MQTTError("unexpected packet 0x%02x" % first)
 
     def disconnect(self):

@@ -10,8 +10,16 @@
 #
 # Records are collected in a RAM page and written one page at a time (flash wear), or on
 # flush().  Only written ("committed") records are handed to the uplink.  The ack position, the
-# batch sequence number, the drop counter and the ring's size in slots live in a second small
+# batch seq reservation, the drop counter and the ring's size in slots live in a second small
 # file with two CRC'd copies written alternately, so a torn write there leaves the previous copy.
+#
+# Batches in flight: a batch covers the records [start, end) after the previous batch.  Its
+# entry in `inflight` (RAM only) maps its seq to that range until it is confirmed; the tail (and
+# the ack position on flash) moves only over the confirmed prefix, so a batch confirmed out of
+# order waits for the ones before it.  After a reboot the table is empty: everything from the
+# persisted tail is sent again.  A seq is never used twice, also across a reboot: new_seq()
+# persists a reservation of SEQ_BLOCK seqs before it hands out the first of them, because a
+# late confirmation of a reused seq would delete readings that never arrived.
 import struct
 from binascii import crc32
 
@@ -25,6 +33,12 @@ _META_SIZE = const(24)
 _SYNCED = const(1)
 _NO_RSSI = const(-128)
 _PAD = b"\xff" * _RAW
+SEQ_BLOCK = const(64)
+# inflight entry: [seq, start, end, state, acked_ms, first_sent_ms]
+SENT = const(0)  # published, no PUBACK yet
+ACKED = const(1)  # PUBACK, waiting for the confirmation
+DUE = const(2)  # to be sent again, under a new seq
+DONE = const(3)  # confirmed, waiting for the batches before it
 
 
 class Record:
@@ -93,7 +107,10 @@ class Ring:
         self._pending = 0  # records in the RAM page
         self.head = 0  # next seq to commit
         self.tail = 0  # oldest unacked seq
-        self.batch_seq = 0
+        self.batch_seq = 0  # next batch seq to use
+        self._seq_limit = 0  # seqs below this may have been used (persisted)
+        self.sent_end = 0  # seq after the last record handed to a batch
+        self.inflight = []  # type: list[list[int]]
         self.dropped = 0
         self.lost = 0  # slots that failed their CRC when read (torn or worn flash)
         self._lost_mark = 0
@@ -122,13 +139,13 @@ class Ring:
         self.head = best + 1
         gen, slots, tail, batch_seq, dropped = self._read_meta()
         self._gen = gen
-        self.batch_seq = batch_seq
+        self.batch_seq = self._seq_limit = batch_seq
         self.dropped = dropped
         if gen and slots != self.slots:
             # buffer.bytes changed: record seq no longer maps to its slot, so the old file
             # cannot be read.  Start a new one, and record the new size at once.
             self._open(self.path, "wb").close()
-            self.head = self.tail = 0
+            self.head = self.tail = self.sent_end = 0
             self.resized = True
             self._write_meta()
             return
@@ -137,7 +154,7 @@ class Ring:
         if tail < oldest:
             self.dropped += oldest - tail
             tail = oldest
-        self.tail = min(tail, self.head)
+        self.tail = self.sent_end = min(tail, self.head)
 
     def _read_meta(self):
         best = (0, 0, 0, 0, 0)
@@ -157,7 +174,7 @@ class Ring:
     def _write_meta(self):
         self._gen += 1
         buf = bytearray(_META_SIZE)
-        struct.pack_into(_META, buf, 0, self._gen, self.slots, self.tail, self.batch_seq, self.dropped, 0)
+        struct.pack_into(_META, buf, 0, self._gen, self.slots, self.tail, self._seq_limit, self.dropped, 0)
         struct.pack_into(">I", buf, 20, crc32(memoryview(buf)[:20]))
         mode = "r+b" if _exists(self.meta_path, self._open) else "wb"
         with self._open(self.meta_path, mode) as f:
@@ -193,9 +210,10 @@ class Ring:
         self._pending = 0
         self.head += n
         over = self.head - self.tail - self.slots
-        if over > 0:  # drop oldest
+        if over > 0:  # drop oldest, also records in flight
             self.tail += over
             self.dropped += over
+            self._trim()
         return n
 
     # ---- reading --------------------------------------------------------------------------------
@@ -205,13 +223,17 @@ class Ring:
     def depth(self):
         return self.head - self.tail + self._pending
 
-    def records(self, limit):
-        # Generator over up to `limit` committed records from the oldest unacked one, in order,
-        # read one slot at a time (the uplink streams a batch from flash, never holding it all).
-        # Slots that fail their check are skipped and counted in `lost`; when the generator is
-        # done, peek_end is the seq after the last slot it looked at.
-        seq = self.tail
-        end = min(self.head, self.tail + limit)
+    def unsent(self):
+        return self.head - self.sent_end
+
+    def records(self, limit, start=None, end=None):
+        # Generator over up to `limit` committed records from `start` (default: the oldest
+        # unacked one) up to `end`, in order, read one slot at a time (the uplink streams a batch
+        # from flash, never holding it all).  Slots that fail their check are skipped and counted
+        # in `lost`; when the generator is done, peek_end is the seq after the last slot it
+        # looked at.
+        seq = self.tail if start is None else max(start, self.tail)
+        end = min(self.head, seq + limit, self.head if end is None else end)
         buf = bytearray(SLOT)
         with self._open(self.path, "rb") as f:
             while seq < end:
@@ -229,9 +251,103 @@ class Ring:
         return list(self.records(limit))
 
     def ack(self, last_seq, next_batch_seq=None):
-        # The broker acked everything up to last_seq: forget it, persist the position.
+        # Everything up to last_seq is delivered: forget it, persist the position.
         if last_seq + 1 > self.tail:
             self.tail = min(last_seq + 1, self.head)
-        if next_batch_seq is not None:
+            self.sent_end = max(self.sent_end, self.tail)
+            self._trim()
+        if next_batch_seq is not None and next_batch_seq > self.batch_seq:
             self.batch_seq = next_batch_seq
+            self._seq_limit = max(self._seq_limit, next_batch_seq)
         self._write_meta()
+
+    # ---- batches in flight ------------------------------------------------------------------------
+    def new_seq(self):
+        # The next batch seq, never used before: the reservation is on flash before it is used.
+        seq = self.batch_seq
+        if seq >= self._seq_limit:
+            self._seq_limit = seq + SEQ_BLOCK
+            self._write_meta()
+        self.batch_seq = seq + 1
+        return seq
+
+    def add_batch(self, seq, start, end, now_ms):
+        # A batch of records [start, end) goes out as `seq` (seq < 0: nothing readable to send).
+        self.inflight.append([seq, start, end, DONE if seq < 0 else SENT, now_ms, now_ms])
+        if end > self.sent_end:
+            self.sent_end = end
+
+    def _entry(self, seq):
+        for e in self.inflight:
+            if e[0] == seq:
+                return e
+        return None
+
+    def resend(self, entry, seq):
+        # The batch goes out again under a new seq; the old one is forgotten (a late
+        # confirmation for it is ignored).
+        entry[0] = seq
+        entry[3] = SENT
+
+    def mark_acked(self, seq, now_ms):
+        e = self._entry(seq)
+        if e is not None and e[3] == SENT:
+            e[3] = ACKED
+            e[4] = now_ms
+
+    def resend_all(self):
+        # After a reconnect every batch not confirmed is sent again.
+        for e in self.inflight:
+            if e[3] != DONE:
+                e[3] = DUE
+
+    def confirm(self, ranges):
+        # Mark the batches whose seq lies in one of the [first, last] ranges (tested, never
+        # walked) and move the tail over the confirmed prefix.  Returns (batches matched,
+        # records deleted).
+        matched = 0
+        for e in self.inflight:
+            if e[3] == DONE:
+                continue
+            s = e[0]
+            for r in ranges:
+                if r[0] <= s <= r[1]:
+                    e[3] = DONE
+                    matched += 1
+                    break
+        return matched, self._advance()
+
+    def _advance(self):
+        fl = self.inflight
+        n = 0
+        while n < len(fl) and fl[n][3] == DONE:
+            n += 1
+        if not n:
+            return 0
+        end = fl[n - 1][2]
+        del fl[:n]
+        freed = max(0, end - self.tail)
+        if freed:
+            self.tail = end
+            self._write_meta()  # the ack position moves only after the confirmation
+        return freed
+
+    def _trim(self):
+        # Drop-oldest went past the start of batches in flight: they keep what is left.
+        fl = self.inflight
+        while fl and fl[0][2] <= self.tail:
+            fl.pop(0)
+        if fl and fl[0][1] < self.tail:
+            fl[0][1] = self.tail
+        if self.sent_end < self.tail:
+            self.sent_end = self.tail
+
+    def unconfirmed(self, now_ms, ticks_diff):
+        # (records in batches not confirmed yet, ms since the oldest of them was first sent)
+        n = 0
+        age = 0
+        for e in self.inflight:
+            if e[3] != DONE:
+                n += e[2] - e[1]
+                age = max(age, ticks_diff(now_ms, e[5]))
+        return n, age

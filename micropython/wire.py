@@ -1,11 +1,15 @@
-# The edge-gw wire format, version 1 (docs/wire-format.md): topics and the canonical JSON bytes,
-# written by hand so the bytes equal the Python gateway's (edge.wire) whatever the float width.
+# The edge-gw wire format, version 1.1 (docs/wire-format.md): topics and the canonical JSON bytes,
+# written by hand so the bytes equal the Python gateway's (edge.wire) whatever the float width,
+# and the parser of the cloud's confirmation.
+import json
 from binascii import hexlify
 
 import ruuvi
 
 VERSION = 1
 MAX_BATCH_BYTES = 256 * 1024
+CONFIRM_MAX_RANGES = 64
+MAX_SEQ = 9007199254740991  # 2**53 - 1
 
 
 def batch_topic(prefix, gateway_id):
@@ -14,6 +18,10 @@ def batch_topic(prefix, gateway_id):
 
 def status_topic(prefix, gateway_id):
     return "%s/%s/status" % (prefix, gateway_id)
+
+
+def confirm_topic(prefix, gateway_id):
+    return "%s/%s/confirm" % (prefix, gateway_id)
 
 
 def status(gateway_id, online):
@@ -65,3 +73,35 @@ def encode_batch(gateway_id, seq, records):
     for chunk in batch_chunks(gateway_id, seq, records, bytearray()):
         out.extend(chunk)
     return out
+
+
+def parse_confirm(payload, gateway_id):
+    # The [first, last] seq ranges of a confirmation for `gateway_id` (as edge.wire.parse_confirm),
+    # or ValueError: a bad confirmation deletes nothing.  `payload` may be a memoryview of the
+    # MQTT receive buffer.  A range may be as wide as 0..2**53-1, so callers test their own seqs
+    # against it and never walk it.
+    try:
+        try:
+            obj = json.loads(payload)
+        except TypeError:  # CPython's json takes no memoryview (MicroPython's does, without a copy)
+            obj = json.loads(bytes(payload))
+    except ValueError:
+        raise ValueError("confirmation is not JSON")
+    # type(x) is int: a bool is an int subclass, and 1.0 or "1" is not a version
+    if not isinstance(obj, dict) or type(obj.get("v")) is not int or obj["v"] != VERSION:
+        raise ValueError("confirmation: expected an object with v = 1")
+    if obj.get("gateway") != gateway_id:
+        raise ValueError("confirmation for gateway %r, not %r" % (obj.get("gateway"), gateway_id))
+    seqs = obj.get("seqs")
+    if not isinstance(seqs, list) or not 1 <= len(seqs) <= CONFIRM_MAX_RANGES:
+        raise ValueError("confirmation: seqs must be 1 to %d ranges" % CONFIRM_MAX_RANGES)
+    for r in seqs:
+        if (
+            not isinstance(r, list)
+            or len(r) != 2
+            or type(r[0]) is not int
+            or type(r[1]) is not int
+            or not 0 <= r[0] <= r[1] <= MAX_SEQ
+        ):
+            raise ValueError("confirmation: bad range %r" % (r,))
+    return seqs

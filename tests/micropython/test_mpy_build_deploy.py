@@ -163,7 +163,8 @@ def test_mpremote_exec_and_run_against_the_wasm_repl(bridge: str, tmp_path: Path
     r = run_mpremote(bridge, "run", str(script))
     assert r.returncode == 0, r.stderr
     assert r.stdout == (
-        "buffer=0/128 pending=3 dropped=0 lost=0 last_ack=never acked=0 batches=0 tags=3 adverts=3 dup=0 bad=0\n"
+        "buffer=0/128 pending=3 dropped=0 lost=0 last_ack=never acked=0 batches=0 unconfirmed=0 oldest_unconfirmed=0s "
+        "bad_confirms=0 tags=3 adverts=3 dup=0 bad=0\n"
     )
 
     r = run_mpremote(bridge, "ls", ":/app")

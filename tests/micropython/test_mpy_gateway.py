@@ -146,6 +146,7 @@ def test_batches_are_byte_identical_to_edge_wire_and_parse_in_cloud_ingest(mpy: 
         b"s3cret",
     ]
     assert out["status"].startswith("buffer=0/128 pending=0 dropped=0 lost=0 last_ack=0s ago")
+    assert " unconfirmed=0 oldest_unconfirmed=0s bad_confirms=0 " in out["status"]
 
 
 RESEND = r"""
@@ -182,13 +183,15 @@ def test_a_batch_without_puback_stays_in_the_ring_and_is_sent_again(mpy: MicroPy
     assert out["kept"] == 3
     assert out["left"] == 0
     assert out["errors"] == 1
-    assert out["reboot"] == [3, 3, 1]  # acked position and the next batch seq survive a reset
+    # the acked position survives a reset, and a reboot starts after the reserved block of seqs
+    assert out["reboot"] == [3, 3, 64]
     topics = [p[0].rsplit("/", 1)[1] for p in out["published"]]
     assert topics == ["status", "batch", "status", "batch"]
-    first, again = out["published"][1][1], out["published"][3][1]
-    assert first == again  # the same seq and bytes: duplicates are resolved by (mac, time_ns) downstream
-    assert json.loads(first)["seq"] == 0
-    assert len(json.loads(first)["readings"]) == 3
+    first, again = json.loads(out["published"][1][1]), json.loads(out["published"][3][1])
+    # the same readings under a new seq: duplicates are resolved by (mac, time_ns) downstream
+    assert (first["seq"], again["seq"]) == (0, 1)
+    assert first["readings"] == again["readings"]
+    assert len(first["readings"]) == 3
 
 
 WIFI = r"""

@@ -3,9 +3,13 @@ its CONNECT (credentials, will, keepalive), QoS 1 PUBLISH/PUBACK and PINGREQ byt
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import importlib.util
+import json
 import queue
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +165,94 @@ def test_tls_with_a_verified_server_certificate(tmp_path: Path) -> None:
             c.connect()
     finally:
         b.stop()
+
+
+@pytest.fixture
+def board_gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The board's gateway module on CPython: the few MicroPython names it uses are shimmed for this test only."""
+    shim = ModuleType("micropython")
+    shim.const = lambda x: x  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "micropython", shim)
+    monkeypatch.setattr(time, "ticks_ms", lambda: time.monotonic_ns() // 1_000_000 & 0x3FFFFFFF, raising=False)
+    wrap = lambda a, b: ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000  # noqa: E731  # ticks wrap at 2**30
+    monkeypatch.setattr(time, "ticks_diff", wrap, raising=False)
+    monkeypatch.setattr(asyncio, "sleep_ms", lambda ms: asyncio.sleep(ms / 1000), raising=False)
+    monkeypatch.syspath_prepend(str(BOARD))
+    board = ("gateway", "mqtt", "net", "wire", "ring", "scanner", "ruuvi", "config")
+    for name in board:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        yield importlib.import_module("gateway")
+    finally:
+        for name in board:
+            sys.modules.pop(name, None)
+
+
+class Wlan:
+    def active(self, *_a: object) -> bool:
+        return True
+
+    def isconnected(self) -> bool:
+        return True
+
+
+class TextBuffer(bytearray):
+    """MicroPython's bytearray.extend() takes a str as UTF-8 (the board relies on it to build JSON without copies)."""
+
+    def extend(self, data: object) -> None:
+        super().extend(data.encode() if isinstance(data, str) else data)  # type: ignore[arg-type]
+
+
+class SyncedClock:
+    synced = True
+
+    def stamp(self) -> tuple[int, int]:
+        return time.time_ns(), 0
+
+
+def test_the_ring_drops_slots_only_when_the_receiver_confirms(
+    broker: Mosquitto, board_gateway: ModuleType, tmp_path: Path
+) -> None:
+    from edge.wire import encode_confirms
+
+    config = importlib.import_module("config")
+    cfg = config.validate({
+        "gateway_id": "esp32-1",
+        "wifi": {"ssid": "lab"},
+        "broker": {"host": "127.0.0.1", "port": broker.port, "password": "s3cret", "timeout_s": 5},
+        "buffer": {"path": str(tmp_path / "ring.bin"), "bytes": 8192, "page_bytes": 256},
+        "uplink": {"batch_max_readings": 7},
+    })
+    gw = board_gateway.Gateway(cfg, None, Wlan(), SyncedClock())
+    gw._buf = TextBuffer(640)
+    receiver = Subscriber(broker.port, "edge-gw/esp32-1/batch")
+    try:
+        df5 = bytes.fromhex("0512fc5394c37c0004fffc040cac364200cdcbb8334c884f")
+        for i in range(10):
+            gw.on_advert(bytes((0xCB, 0, 0, 0, 0, i)), -60, df5)
+        gw.ring.flush()
+        asyncio.run(gw.uplink_step())  # connect, subscribe to .../confirm, two batches PUBACKed
+        batches = [json.loads(receiver.get().payload) for _ in range(2)]
+        assert [len(b["readings"]) for b in batches] == [7, 3]
+        assert (gw.ring.tail, gw.ring.committed(), gw.batches) == (0, 10, 2)  # PUBACKs alone delete nothing
+
+        def confirm(payload: bytes, until: object) -> None:
+            receiver.client.publish("edge-gw/esp32-1/confirm", payload, qos=1).wait_for_publish(5)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not until():  # type: ignore[operator]
+                gw.poll()
+                time.sleep(0.02)
+
+        # another gateway's confirmation deletes nothing
+        confirm(encode_confirms("esp32-2", [b["seq"] for b in batches])[0], lambda: gw.bad_confirms)
+        assert (gw.bad_confirms, gw.ring.tail, gw.ring.committed()) == (1, 0, 10)
+        confirm(encode_confirms("esp32-1", [batches[1]["seq"]])[0], lambda: gw.confirms)  # out of order: waits
+        assert (gw.confirms, gw.ring.tail, gw.ring.committed()) == (1, 0, 10)
+        confirm(encode_confirms("esp32-1", [batches[0]["seq"]])[0], lambda: gw.confirms == 2)
+        assert (gw.ring.tail, gw.ring.committed(), gw.acked) == (10, 0, 10)
+        assert gw.ring.inflight == []
+        reboot = sys.modules["ring"].Ring(str(tmp_path / "ring.bin"), 8192, 256)
+        assert (reboot.tail, reboot.head) == (10, 10)  # the ack position was persisted after the confirmation
+        gw.disconnect()
+    finally:
+        receiver.close()
