@@ -35,7 +35,8 @@ from edge.clock import Clock, SystemClock
 from edge.metrics import Counters
 from edge.mqtt import ConnectionLost, ConnectionRefused, MqttSettings, Session, UplinkError
 from edge.outstanding import CONFIRM_MODES, Outstanding, SentBatch
-from edge.store import Store, StoredReading, StoreLimits
+from edge.ratelog import RateLimitedLog
+from edge.store import Store, StoredReading, StoreError, StoreLimits
 from edge.wire import (
     MAX_BATCH_BYTES,
     WireError,
@@ -51,6 +52,7 @@ from edge.wire import (
 __all__ = ["MqttSettings", "Uplink", "UplinkError", "UplinkSettings"]
 
 log = logging.getLogger("edge.uplink")
+_status_failed = RateLimitedLog(log, 30.0)
 
 STATUS_SECTION = "uplink"
 SEQ_BLOCK = 1000  # batch seqs reserved per status write, so a crash never reuses a seq
@@ -278,8 +280,15 @@ class Uplink:
                 log.warning("uplink: %s", exc)
                 state = "refused" if isinstance(exc, ConnectionRefused) else "backoff"
                 self._set(state=state, connected=False, last_error=str(exc), inflight=0, inflight_readings=0)
+            except StoreError as exc:
+                # A full or failing disk: the readings stay where they are; try again after a backoff.
+                _status_failed.error("uplink: buffer error, retrying: %s", exc)
+                self._set(state="error", connected=False, last_error=str(exc))
+                if store is not None:
+                    store.close()
+                    store = None
             except Exception as exc:
-                # A bug or a broken buffer file: log it loudly, keep the thread alive, and retry after a backoff.
+                # A bug: log it loudly, keep the thread alive, and retry after a backoff.
                 log.exception("uplink: unexpected error")
                 self._set(state="error", connected=False, last_error=f"{type(exc).__name__}: {exc}",
                           inflight=0, inflight_readings=0)
@@ -298,7 +307,10 @@ class Uplink:
         self._set(state="stopped", connected=False)
         if store is not None:
             self._seq_reserved = self._seq  # a clean stop leaves no gap in the seqs
-            self._write_status(store, force=True)
+            try:
+                self._write_status(store, force=True)
+            except StoreError as exc:
+                log.error("uplink: cannot save its status at stop: %s", exc)  # the saved reservation still holds
             store.close()
 
     def _backoff_wait(self, delay: float, store: Store | None) -> None:
@@ -347,7 +359,14 @@ class Uplink:
         with self._lock:
             data = dict(self._state, seq=self._seq, seq_reserved=self._seq_reserved, updated_ns=self.clock.wall_ns())
             self._status_dirty = False
-        store.save_status(STATUS_SECTION, data)
+        try:
+            store.save_status(STATUS_SECTION, data)
+        except StoreError as exc:
+            if force:
+                raise  # a seq reservation that is not on disk must not be used
+            # The status is for `edge-gw status` only: a full or failing disk must not stop the forwarding.
+            self._status_dirty = True
+            _status_failed.warning("uplink: cannot save its status (retried): %s", exc)
         self._status_written = now
 
     def _serve(self, session: Session, store: Store) -> None:

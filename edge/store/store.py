@@ -76,6 +76,11 @@ _ADD_COUNTER = (
 )
 
 
+def _disk_full(e: StoreError) -> bool:
+    cause = e.__cause__
+    return isinstance(cause, sqlite3.Error) and getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 class Store:
     """One connection to the buffer; use one instance per thread (the lock only guards against overlap).
 
@@ -188,9 +193,44 @@ class Store:
     def add(self, readings: Sequence[Reading]) -> int:
         """Store readings in one transaction; they are committed once this returns.
 
-        Returns how many were stored (fewer than given only when `drop-newest` refuses them at the cap)."""
+        Returns how many were stored: fewer than given when `drop-newest` refuses them at the cap, or when the file
+        system is full and no room could be made (see _make_room). Both are counted as `readings_dropped_cap`."""
         if not readings:
             return 0
+        try:
+            return self._add(readings)
+        except StoreError as e:
+            if not _disk_full(e):
+                raise
+        # The file system is full before the byte cap: apply the policy here too, so the gateway goes on storing.
+        if self.limits.policy == "drop-oldest" and self._make_room(2 * len(readings)):
+            with contextlib.suppress(StoreError):
+                return self._add(readings)
+        self._counts["readings_dropped_cap"] += len(readings)  # not persisted: there is no room to write it
+        return 0
+
+    def _make_room(self, n: int) -> bool:
+        """Free space in a full file system: truncate the -wal (its pages go back to the file system), then delete
+        the `n` oldest readings, whose pages the next insert reuses. False if even that cannot be written."""
+        with contextlib.suppress(sqlite3.Error), self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        try:
+            with self._write() as conn:
+                gone = conn.execute("DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
+                                    (n,)).rowcount
+                gone_held = 0
+                if gone < n:
+                    gone_held = conn.execute(
+                        "DELETE FROM held WHERE rowid_ IN (SELECT rowid_ FROM held ORDER BY rowid_ LIMIT ?)",
+                        (n - gone,)).rowcount
+                conn.execute("UPDATE queue SET ready_rows = ready_rows - ?, held_rows = held_rows - ? WHERE id = 1",
+                             (gone, gone_held))
+                self._bump(conn, "readings_dropped_cap", gone + gone_held)
+        except StoreError:
+            return False
+        return gone + gone_held > 0
+
+    def _add(self, readings: Sequence[Reading]) -> int:
         dumps = orjson.dumps
         with self._write() as conn:
             boot = self._boot_row(conn)

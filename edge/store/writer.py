@@ -10,10 +10,13 @@ import time
 
 from edge.metrics import Counters
 from edge.model import Reading
+from edge.ratelog import RateLimitedLog
 from edge.store.model import StoreError
 from edge.store.store import Store
 
 log = logging.getLogger(__name__)
+# A dead disk fails every commit; say so every few seconds, not at the rate readings come in.
+_failed = RateLimitedLog(log, 10.0)
 
 RETRY_S = 1.0
 MAX_PENDING_BATCHES = 100  # readings kept in memory while commits fail: 50k at 500 rows per batch
@@ -87,7 +90,7 @@ class StoreWriter:
             try:
                 self._commit(batch)
             except StoreError as e:
-                log.error("store: commit of %d readings failed: %s", len(batch), e)
+                _failed.error("store: commit of %d readings failed: %s", len(batch), e)
                 self._requeue(batch)
                 return
 
@@ -125,6 +128,6 @@ class StoreWriter:
                 # In a thread: SQLite releases the GIL while it writes, so decoding goes on meanwhile.
                 await asyncio.to_thread(self._commit, batch)
             except StoreError as e:
-                log.error("store: commit of %d readings failed, retrying in %g s: %s", len(batch), RETRY_S, e)
+                _failed.error("store: commit of %d readings failed, retrying in %g s: %s", len(batch), RETRY_S, e)
                 self._requeue(batch)
                 await asyncio.sleep(RETRY_S)
