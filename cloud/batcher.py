@@ -14,7 +14,7 @@ gateway status) still joins the batch, so that its acknowledgement keeps its pla
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -25,11 +25,34 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class Batch(Generic[T]):
+    """(message, points) pairs in arrival order: whoever writes the batch knows which message carried which point."""
+
     opened_at: float
-    points: list[Point] = field(default_factory=list)
-    tokens: list[T] = field(default_factory=list)  # one per message: what to acknowledge once it is written
+    items: list[tuple[T, list[Point]]] = field(default_factory=list)
+    n_points: int = 0
     reason: str = ""  # why it closed: "size", "window", "time" or "drain"
     closed_at: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[tuple[T, list[Point]]]:
+        return iter(self.items)
+
+    @property
+    def messages(self) -> list[T]:
+        return [m for m, _ in self.items]
+
+    def points(self) -> list[Point]:
+        return [p for _, pts in self.items for p in pts]
+
+    def drop(self, unwanted: Callable[[T], bool]) -> list[T]:
+        """Remove the messages (with their points) that `unwanted` picks; return them."""
+        dropped = [m for m, _ in self.items if unwanted(m)]
+        if dropped:
+            self.items = [(m, pts) for m, pts in self.items if not unwanted(m)]
+            self.n_points = sum(len(pts) for _, pts in self.items)
+        return dropped
 
 
 class Batcher(Generic[T]):
@@ -47,22 +70,22 @@ class Batcher(Generic[T]):
 
     @property
     def open_points(self) -> int:
-        return len(self._open.points) if self._open else 0
+        return self._open.n_points if self._open else 0
 
     @property
     def open_messages(self) -> int:
-        return len(self._open.tokens) if self._open else 0
+        return len(self._open.items) if self._open else 0
 
     def add(self, points: Sequence[Point], token: T, now: float) -> Batch[T] | None:
         """Add one message's points; return the batch this closed, if any."""
         batch = self._open
         if batch is None:
             batch = self._open = Batch(opened_at=now)
-        batch.points.extend(points)
-        batch.tokens.append(token)
-        if len(batch.points) >= self.max_points:
+        batch.items.append((token, list(points)))
+        batch.n_points += len(points)
+        if batch.n_points >= self.max_points:
             return self.close("size", now)
-        if len(batch.tokens) >= self.max_messages:
+        if len(batch.items) >= self.max_messages:
             return self.close("window", now)
         return None
 

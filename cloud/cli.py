@@ -158,7 +158,7 @@ async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0) -> int
     # process only, not in the library.
     gc.set_threshold(50_000)
     gc.freeze()
-    from cloud.config import formats_config, influx_url, sink_options
+    from cloud.config import formats_config, influx_url, receiver_settings, sink_options
     from cloud.formats import Router
     from cloud.metrics import Metrics
     from cloud.receiver import Receiver
@@ -176,7 +176,11 @@ async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0) -> int
     if cfg.metrics.port:
         port = metrics.serve(cfg.metrics.port, cfg.metrics.addr)
         logging.getLogger("cloud").info("metrics on http://%s:%d/metrics", cfg.metrics.addr, port)
-    receiver = Receiver(cfg, sink=sink, router=Router(formats_config(cfg)), rollups=rollups, metrics=metrics,
+    try:
+        settings = receiver_settings(cfg)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    receiver = Receiver(settings, sink=sink, router=Router(formats_config(cfg)), rollups=rollups, metrics=metrics,
                         status_file=Path(cfg.status.file) if cfg.status.file else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

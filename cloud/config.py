@@ -4,12 +4,14 @@ variables, then flags. Loaded and checked through edge.settings, so every error 
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from cloud.formats import FormatsConfig
+from cloud.receiver_settings import MqttSettings, ReceiverSettings
 from cloud.rollups import INTERVALS, RollupConfig
 from cloud.setup import duration_ns
 from cloud.sink import SinkError, SinkOptions
@@ -177,6 +179,11 @@ class DlqSection:
 
 
 @dataclass
+class ConfirmSection:
+    enabled: bool = True
+
+
+@dataclass
 class MetricsSection(EdgeMetricsSection):
     port: int = 9466  # the receiver serves /metrics by default; the gateway only when asked
 
@@ -202,6 +209,7 @@ class Config:
     formats: FormatsSection = field(default_factory=FormatsSection)
     rollups: RollupsSection = field(default_factory=RollupsSection)
     dlq: DlqSection = field(default_factory=DlqSection)
+    confirm: ConfirmSection = field(default_factory=ConfirmSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     status: StatusSection = field(default_factory=StatusSection)
     log: LogSection = field(default_factory=LogSection)
@@ -311,6 +319,57 @@ def rollup_config(cfg: Config) -> RollupConfig:
         settle_s=float(r.settle),
         late_margin_s=float(r.late_margin),
     )
+
+
+def receiver_settings(cfg: Config) -> ReceiverSettings:
+    """Everything the receiver needs, resolved: credentials read, TLS context built, subscriptions spelled out."""
+    mq = cfg.mqtt
+    parts = urlsplit(mq.url)
+    tls = parts.scheme == "mqtts"
+    user, password = mqtt_credentials(cfg)
+    share = f"$share/{mq.shared_group}/" if mq.shared_group else ""
+    mqtt = MqttSettings(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or (8883 if tls else 1883),
+        tls=_tls_context(cfg) if tls else None,
+        username=user,
+        password=password,
+        client_id=mq.client_id,
+        keepalive=mq.keepalive,
+        qos=mq.qos,
+        session_expiry_s=int(mq.session_expiry),
+        receive_maximum=mq.receive_maximum,
+        subscriptions=tuple(share + t for t in cfg.formats.topics()),
+    )
+    return ReceiverSettings(
+        mqtt=mqtt,
+        dlq_topic=mq.dlq_topic,
+        dlq_max_payload=int(cfg.dlq.max_payload),
+        batch_max_points=cfg.batch.max_points,
+        batch_max_interval_s=float(cfg.batch.max_interval),
+        batch_max_messages=cfg.batch_max_messages(),
+        queue_batches=cfg.batch.queue_batches,
+        writers=cfg.batch.writers,
+        dedup=cfg.dedup.enabled,
+        dedup_window_s=float(cfg.dedup.window),
+        dedup_max_entries=cfg.dedup.max_entries,
+        dedup_state_file=dedup_state_file(cfg),
+        status_interval_s=float(cfg.status.interval),
+        confirm=cfg.confirm.enabled,
+    )
+
+
+def _tls_context(cfg: Config) -> ssl.SSLContext:
+    mq = cfg.mqtt
+    try:
+        ctx = ssl.create_default_context(cafile=mq.ca_file or None)
+        if mq.cert_file:
+            ctx.load_cert_chain(mq.cert_file, mq.key_file)
+    except (ssl.SSLError, OSError) as e:
+        # A file that does not load never starts to: say which one, once, instead of retrying forever.
+        raise ConfigError(f"MQTT TLS setup failed (mqtt.ca_file={mq.ca_file or '-'}, "
+                          f"mqtt.cert_file={mq.cert_file or '-'}): {e}") from None
+    return ctx
 
 
 def formats_config(cfg: Config) -> FormatsConfig:

@@ -26,6 +26,9 @@ class Metrics:
                                     ["stage"], registry=r)
         self.duplicates = Counter(p + "duplicates", "readings dropped by cross-gateway dedup, by the gateway that sent "
                                   "the dropped copy", ["gateway"], registry=r)
+        self.confirmations = Counter(p + "confirmations", "confirmation messages published to edge-gw gateways",
+                                     registry=r)
+        self.confirmed_seqs = Counter(p + "confirmed_seqs", "edge-gw batch seqs confirmed", registry=r)
         self.write_errors = Counter(p + "write_errors", "failed write attempts (retried)", registry=r)
         self.batches = Counter(p + "batches", "batches written, by why they closed", ["reason"], registry=r)
         self.batch_points = Histogram(p + "batch_points", "points per written batch", buckets=_BATCH_BUCKETS,

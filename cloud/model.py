@@ -31,6 +31,7 @@ class Parsed:
     points: list[Point]
     status: GatewayStatus | None = None
     gateway: str | None = None
+    seq: int | None = None  # an edge-gw batch's `seq`: the receiver confirms it to `gateway` once it is stored
 
 
 class InvalidMessage(ValueError):

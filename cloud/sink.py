@@ -44,9 +44,23 @@ class TransportError(SinkError):
 
 
 @dataclass(slots=True)
+class Rejected:
+    """One point the database refused."""
+
+    index: int  # its position in the points given to write()
+    point: Point
+    reason: str
+    line: str | None  # the line protocol that was sent; None when the point did not encode
+
+
+@dataclass(slots=True)
 class WriteOutcome:
     written: int
-    rejected: list[tuple[Point, str]] = field(default_factory=list)
+    rejects: list[Rejected] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> list[tuple[Point, str]]:
+        return [(r.point, r.reason) for r in self.rejects]
 
 
 @dataclass(slots=True, frozen=True)
@@ -84,6 +98,10 @@ class Sink(Protocol):
 
     @property
     def last_write_ns(self) -> int | None: ...
+
+    @property
+    def failed_attempts(self) -> int:
+        """Write attempts that failed and were retried, since the sink opened (a counter, for metrics)."""
 
     async def write(self, points: Sequence[Point]) -> WriteOutcome: ...
 
@@ -123,25 +141,27 @@ class BatchWriter:
         # Encoding 5000 points takes ~15 ms: off the event loop, like the HTTP call.
         items, rejected = await asyncio.to_thread(self._encode, points)
         written = await self._write_items(items, rejected) if items else 0
+        rejected.sort(key=lambda r: r.index)
         return WriteOutcome(written, rejected)
 
-    def _encode(self, points: Sequence[Point]) -> tuple[list[tuple[Point, str]], list[tuple[Point, str]]]:
-        items: list[tuple[Point, str]] = []
-        rejected: list[tuple[Point, str]] = []
-        for p in points:
+    def _encode(self, points: Sequence[Point]) -> tuple[list[tuple[int, Point, str]], list[Rejected]]:
+        items: list[tuple[int, Point, str]] = []
+        rejected: list[Rejected] = []
+        for i, p in enumerate(points):
             try:
-                items.append((p, self.encoder.line(p)))
+                items.append((i, p, self.encoder.line(p)))
             except EncodeError as e:
-                rejected.append((p, f"not encodable: {e}"))
+                rejected.append(Rejected(i, p, f"not encodable: {e}", None))
         return items, rejected
 
-    async def _write_items(self, items: list[tuple[Point, str]], rejected: list[tuple[Point, str]]) -> int:
-        resp = await self._send_retrying([line for _, line in items])
+    async def _write_items(self, items: list[tuple[int, Point, str]], rejected: list[Rejected]) -> int:
+        resp = await self._send_retrying([line for _, _, line in items])
         if 200 <= resp.status < 300:
             return len(items)
         reason = f"HTTP {resp.status}: {' '.join(resp.text.split())[:500]}"
         if len(items) == 1:
-            rejected.append((items[0][0], reason))
+            i, p, line = items[0]
+            rejected.append(Rejected(i, p, reason, line))
             return 0
         mid = len(items) // 2
         return await self._write_items(items[:mid], rejected) + await self._write_items(items[mid:], rejected)
@@ -199,6 +219,10 @@ class WriterSink:
     @property
     def last_write_ns(self) -> int | None:
         return self._writer.last_write_ns
+
+    @property
+    def failed_attempts(self) -> int:
+        return self._writer.attempts_failed
 
     async def write(self, points: Sequence[Point]) -> WriteOutcome:
         return await self._writer.write(points)

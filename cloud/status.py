@@ -47,6 +47,8 @@ class Status:
     dead_letters: int = 0
     duplicates: int = 0
     redeliveries: int = 0
+    confirmations: int = 0  # confirmation messages published to edge-gw gateways
+    confirmed_seqs: int = 0  # batch seqs they carried
     gateways: dict[str, GatewayState] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
@@ -109,6 +111,7 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"written:        {status.written} points",
         f"dead letters:   {status.dead_letters}",
         f"duplicates:     {status.duplicates} (cross-gateway), {status.redeliveries} redeliveries",
+        f"confirmed:      {status.confirmed_seqs} edge-gw batches, in {status.confirmations} messages",
         f"gateways:       {len(status.gateways)}",
     ]
     width = max((len(g) for g in status.gateways), default=7)

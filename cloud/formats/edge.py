@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from cloud.formats._common import (
     KNOWN_MACS,
     FieldsConverter,
@@ -18,6 +20,7 @@ from cloud.formats._common import (
 from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point
 
 WIRE_VERSION = 1
+MAX_SEQ = (1 << 53) - 1  # a seq a confirmation can carry (docs/wire-format.md, "Confirmation")
 _STATES = ("online", "offline")
 _DF_TEXT = {n: str(n) for n in (3, 5, 6, 8, 0xC5, 0xE1)}
 # One compiled converter per key set of `fields`: a few per data format (keys a format lacks are left out, not null).
@@ -47,12 +50,27 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
         return Parsed(points=[], status=GatewayStatus(gateway, str(state), now), gateway=gateway)
     if kind != "batch":
         raise InvalidMessage(f"edge topic {topic!r} ends in neither batch nor status")
-    if require_int(obj, "seq") < 0:
-        raise InvalidMessage("seq is negative")
+    seq = require_int(obj, "seq")
+    if not 0 <= seq <= MAX_SEQ:
+        raise InvalidMessage(f"seq {seq} is not in 0..2**53-1")
     readings = obj.get("readings")
     if not isinstance(readings, list) or not readings:
         raise InvalidMessage("readings must be a non-empty array")
-    return Parsed(points=_points(readings, gateway, measurement), gateway=gateway)
+    return Parsed(points=_points(readings, gateway, measurement), gateway=gateway, seq=seq)
+
+
+def batch_seq(topic: str, payload: bytes) -> int | None:
+    """The `seq` of a batch message that failed to parse, when its payload still names one (a JSON object with an
+    int `seq` in 0..2**53-1): the receiver dead-letters it and still confirms that seq, or the gateway would send the
+    poison batch again forever. None for status messages and anything else."""
+    if not topic.endswith("/batch") or topic.count("/") < 2:
+        return None
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    seq = obj.get("seq") if isinstance(obj, dict) else None
+    return seq if type(seq) is int and 0 <= seq <= MAX_SEQ else None
 
 
 def _points(readings: list[Any], gateway: str, measurement: str) -> list[Point]:

@@ -87,7 +87,7 @@ def test_status_shows_queue_last_write_gateways_and_dead_letters(tmp_path: Path)
         client_id="rx-1", pid=4242, started_ns=now - 60 * 10**9, updated_ns=now, mqtt_connected=True, sink_state="ok",
         queue_batches=1, queue_points=250, inflight_messages=12, last_write_ns=now - 2 * 10**9,
         last_batch_points=5000, received_messages=70, received_readings=12000, written=11900, dead_letters=3,
-        duplicates=100, redeliveries=2,
+        duplicates=100, redeliveries=2, confirmations=4, confirmed_seqs=9,
         gateways={
             "pi-kitchen": status.GatewayState(last_seen_ns=now - 10**9, state="online", readings=8000, duplicates=0),
             "c8:25:2d:8e:9c:2c": status.GatewayState(last_seen_ns=now - 20 * 60 * 10**9, state="unknown",
@@ -101,7 +101,7 @@ def test_status_shows_queue_last_write_gateways_and_dead_letters(tmp_path: Path)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert re.fullmatch(r"receiver: +running \(client id rx-1, pid 4242, status updated \d\.\d s ago\)", lines[0])
-    assert lines[1:10] == [
+    assert lines[1:11] == [
         "mqtt:           connected",
         "database:       ok",
         "queue:          1 batches, 250 points, 12 messages not acknowledged",
@@ -110,9 +110,10 @@ def test_status_shows_queue_last_write_gateways_and_dead_letters(tmp_path: Path)
         "written:        11900 points",
         "dead letters:   3",
         "duplicates:     100 (cross-gateway), 2 redeliveries",
+        "confirmed:      9 edge-gw batches, in 4 messages",
         "gateways:       3",
     ]
-    assert lines[10:] == [
+    assert lines[11:] == [
         "  c8:25:2d:8e:9c:2c  OFFLINE  last seen 20.0 min ago, 4000 readings, 100 duplicates",
         "  pi-garage          OFFLINE  last seen 1.0 s ago, 0 readings, 0 duplicates",
         "  pi-kitchen         online   last seen 1.0 s ago, 8000 readings, 0 duplicates",

@@ -69,7 +69,8 @@ def reading(**over: object) -> dict[str, object]:
 def test_edge_batch() -> None:
     got = edge_fmt.parse("edge-gw/pi-kitchen/batch", orjson.dumps(batch()))
     tags = {"mac": "cb:b8:33:4c:88:4f", "gateway": "pi-kitchen", "data_format": "5"}
-    assert got == Parsed(points=[Point("ruuvi", tags, {**DF5_POINT_FIELDS, "rssi": -71}, T)], gateway="pi-kitchen")
+    assert got == Parsed(points=[Point("ruuvi", tags, {**DF5_POINT_FIELDS, "rssi": -71}, T)], gateway="pi-kitchen",
+                         seq=4711)
     assert type(got.points[0].fields["pressure"]) is float  # JSON int, InfluxDB float
     assert type(got.points[0].fields["temperature"]) is float
 
@@ -114,6 +115,8 @@ def test_edge_status() -> None:
         ("edge-gw/g/batch", orjson.dumps(batch()), "gateway 'pi-kitchen' in the payload differs from 'g'"),
         ("edge-gw/pi-kitchen/batch", orjson.dumps(batch(readings=[])), "readings must be a non-empty array"),
         ("edge-gw/pi-kitchen/batch", orjson.dumps(batch(seq="1")), "'seq' must be an integer"),
+        ("edge-gw/pi-kitchen/batch", orjson.dumps(batch(seq=-1)), "seq -1 is not in 0..2**53-1"),
+        ("edge-gw/pi-kitchen/batch", orjson.dumps(batch(seq=1 << 53)), "seq 9007199254740992 is not in"),
         ("edge-gw/pi-kitchen/batch", orjson.dumps(batch(readings=[reading(time_ns="1")])), "readings[0]: 'time_ns'"),
         ("edge-gw/pi-kitchen/batch", orjson.dumps(batch(readings=[reading(mac="cb:b8")])), "is not a MAC address"),
         ("edge-gw/pi-kitchen/batch", orjson.dumps(batch(readings=[reading(rssi=-7.5)])), "'rssi' must be an integer"),
@@ -367,3 +370,19 @@ def test_router_configurable_topics() -> None:
 )
 def test_topic_matches(flt: str, topic: str, match: bool) -> None:
     assert topic_matches(flt, topic) is match
+
+
+@pytest.mark.parametrize(("topic", "payload", "seq"), [
+    ("edge-gw/g/batch", b'{"v":2,"seq":17}', 17),
+    ("edge-gw/g/batch", b'{"v":1,"gateway":"other","seq":0,"readings":[]}', 0),
+    ("edge-gw/g/batch", b'{"seq":9007199254740991,"x":NaN}', None),  # not JSON: the seq can't be trusted
+    ("edge-gw/g/batch", b'{"seq":9007199254740992}', None),
+    ("edge-gw/g/batch", b'{"seq":-1}', None),
+    ("edge-gw/g/batch", b'{"seq":"5"}', None),
+    ("edge-gw/g/batch", b'{"seq":5.0}', None),
+    ("edge-gw/g/batch", b'{"seq":true}', None),
+    ("edge-gw/g/batch", b"[5]", None),
+    ("edge-gw/g/status", b'{"seq":5}', None),
+])
+def test_the_seq_of_a_batch_that_fails_to_parse(topic: str, payload: bytes, seq: int | None) -> None:
+    assert edge_fmt.batch_seq(topic, payload) == seq

@@ -256,6 +256,7 @@ class BrokenSink:
     state = "ok"
     last_error = None
     last_write_ns = None
+    failed_attempts = 0
 
     async def write(self, points: Any) -> Any:
         raise RuntimeError("bug in the sink")

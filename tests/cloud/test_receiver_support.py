@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.config import Config, formats_config, load_config, sink_options
+from cloud.config import Config, formats_config, load_config, receiver_settings, sink_options
 from cloud.formats import Router
 from cloud.metrics import Metrics
 from cloud.receiver import Receiver
@@ -169,7 +169,8 @@ def start_receiver(cfg: Config, *, rollups: Any = None, sink: Any = None, ready_
 
     def main() -> None:
         async def go() -> None:
-            receiver = Receiver(cfg, sink=sink or open_sink(cfg.influx.url, options=sink_options(cfg)),
+            receiver = Receiver(receiver_settings(cfg),
+                                sink=sink or open_sink(cfg.influx.url, options=sink_options(cfg)),
                                 router=Router(formats_config(cfg)), rollups=rollups, metrics=Metrics(),
                                 status_file=Path(cfg.status.file))
             stop = asyncio.Event()

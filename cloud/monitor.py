@@ -1,0 +1,200 @@
+"""The receiver's counts, its Prometheus metrics and its status file (cloud/status.py), fed by the input and the
+write path. Gauges are set after each write and by the status loop: per message they would cost more than the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cloud import status
+from cloud.metrics import Metrics
+from cloud.model import Parsed
+
+log = logging.getLogger("cloud.receiver")
+
+
+class _Batch(Protocol):
+    reason: str
+    n_points: int
+
+    def __len__(self) -> int: ...
+
+
+class _SinkState(Protocol):
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    @property
+    def failed_attempts(self) -> int: ...
+
+
+@dataclass(slots=True)
+class Live:
+    """What the receiver holds right now (the rest of the status is running totals)."""
+
+    mqtt_connected: bool = False
+    queue_batches: int = 0
+    queue_points: int = 0
+    inflight_messages: int = 0
+
+
+class Monitor:
+    def __init__(self, metrics: Metrics, *, client_id: str, sink: _SinkState, status_file: Path | None = None,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.metrics = metrics
+        self.client_id = client_id
+        self.sink = sink
+        self.status_file = status_file
+        self._clock = clock
+        self.counts = status.Status()  # the running totals; snapshot() adds the live state
+        self.last_write_ns = 0
+        self.last_batch_points = 0
+        self.started_ns = 0
+        self._received_by_topic: dict[str, Any] = {}
+        self._status_failed = False
+        self._failed_attempts = 0
+        self._restore_counts()
+
+    # ---- what happened ----------------------------------------------------------------------------------------
+
+    def received(self, topic: str, dup: bool, format_of: Callable[[str], str | None]) -> None:
+        if dup:
+            self.counts.redeliveries += 1
+            self.metrics.redeliveries.inc()
+        self.counts.received_messages += 1
+        # One counter child per topic, cached: Ruuvi Gateway traffic has a topic per tag, and labels() and the
+        # format lookup cost more than the rest of the bookkeeping.
+        child = self._received_by_topic.get(topic)
+        if child is None:
+            if len(self._received_by_topic) > 50_000:
+                self._received_by_topic.clear()
+            child = self._received_by_topic[topic] = self.metrics.messages_received.labels(format_of(topic) or
+                                                                                            "unknown")
+        child.inc()
+
+    def connection(self, up: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if up else 0)
+
+    def parsed(self, parsed: Parsed, now_ns: int) -> None:
+        n = len(parsed.points)
+        self.counts.received_readings += n
+        self.metrics.readings_received.inc(n)
+        name = parsed.gateway or (parsed.status.gateway if parsed.status else None)
+        if name is None:
+            return
+        gw = self.counts.gateways.get(name)
+        if gw is None:
+            gw = self.counts.gateways[name] = status.GatewayState()
+        gw.last_seen_ns = now_ns
+        gw.readings += n
+        if parsed.status is not None:
+            gw.state, gw.state_ns = parsed.status.state, parsed.status.time_ns
+
+    def duplicates(self, by_gateway: dict[str, int]) -> None:
+        for gw, n in by_gateway.items():
+            self.metrics.duplicates.labels(gw).inc(n)
+            self.counts.duplicates += n
+            if gw in self.counts.gateways:
+                self.counts.gateways[gw].duplicates += n
+
+    def written(self, n: int, newest_ns: int, now_ns: int) -> None:
+        m = self.metrics
+        self.counts.written += n
+        m.points_written.inc(n)
+        lag = max(0.0, (now_ns - newest_ns) / 1e9)
+        m.lag_seconds.observe(lag)
+        m.lag_last.set(lag)
+        self.last_write_ns = now_ns
+        m.last_write.set(now_ns / 1e9)
+
+    def dead_letter(self, stage: str, topic: str, reason: str) -> None:
+        self.counts.dead_letters += 1
+        self.metrics.dead_letters.labels(stage).inc()
+        log.warning("dead letter (%s) from %s: %s", stage, topic, reason[:300])
+
+    def confirmed(self, messages: int, seqs: int) -> None:
+        self.counts.confirmations += messages
+        self.counts.confirmed_seqs += seqs
+        self.metrics.confirmations.inc(messages)
+        self.metrics.confirmed_seqs.inc(seqs)
+
+    def batch_written(self, batch: _Batch, points_after_dedup: int, seconds: float) -> None:
+        m = self.metrics
+        self.last_batch_points = points_after_dedup
+        m.batches.labels(batch.reason).inc()
+        m.batch_points.observe(batch.n_points)
+        m.batch_messages.observe(len(batch))
+        m.write_seconds.observe(seconds)
+
+    # ---- gauges and the status file ---------------------------------------------------------------------------
+
+    def update_gauges(self, live: Live) -> None:
+        m = self.metrics
+        for name, gw in self.counts.gateways.items():
+            m.gateway_last_seen.labels(name).set(gw.last_seen_ns / 1e9)
+            m.gateway_online.labels(name).set(0 if gw.state == "offline" else 1)
+        m.queue_batches.set(live.queue_batches)
+        m.queue_points.set(live.queue_points)
+        m.inflight.set(live.inflight_messages)
+        m.mqtt_connected.set(1 if live.mqtt_connected else 0)
+
+    def snapshot(self, live: Live) -> status.Status:
+        return dataclasses.replace(
+            self.counts,
+            client_id=self.client_id,
+            pid=os.getpid(),
+            started_ns=self.started_ns,
+            updated_ns=self._clock(),
+            sink_state=str(self.sink.state),
+            sink_error=str(self.sink.last_error or ""),
+            last_write_ns=self.last_write_ns,
+            last_batch_points=self.last_batch_points,
+            **dataclasses.asdict(live),
+        )
+
+    def _restore_counts(self) -> None:
+        """Totals continue from the previous run's status file, so `status` shows lifetime counts."""
+        if self.status_file is None:
+            return
+        try:
+            prev = status.read(self.status_file)
+        except (OSError, ValueError):
+            return
+        if prev is not None:
+            self.counts = prev
+
+    def write_status(self, live: Live) -> None:
+        self.metrics.sink_ok.set(0 if self.sink.state == "retrying" else 1)
+        if self.status_file is None:
+            return
+        try:
+            status.write(self.status_file, self.snapshot(live))
+        except OSError as e:
+            if not self._status_failed:  # once, not every interval
+                log.warning("cannot write the status file %s: %s", self.status_file, e)
+            self._status_failed = True
+        else:
+            self._status_failed = False
+
+    async def run(self, interval_s: float, live: Callable[[], Live]) -> None:
+        """The status loop: sink errors, gauges and the status file, every interval."""
+        while True:
+            failed = int(getattr(self.sink, "failed_attempts", 0))
+            if failed > self._failed_attempts:
+                self.metrics.write_errors.inc(failed - self._failed_attempts)
+                self._failed_attempts = failed
+            now = live()
+            self.update_gauges(now)
+            self.write_status(now)
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,41 @@
+"""What the receiver needs to know, resolved from the config (cloud/config.py `receiver_settings`): the receiver's
+parts never see the whole Config, and a test or another input can build these directly."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: ssl.SSLContext | None = None
+    username: str = ""
+    password: str = ""
+    client_id: str = "cloud-ingest-1"
+    keepalive: int = 30
+    qos: int = 1
+    session_expiry_s: int = 7 * 86400
+    receive_maximum: int = 2000
+    subscriptions: tuple[str, ...] = ()  # topic filters, with $share/<group>/ already in front when shared
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverSettings:
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    dlq_topic: str = "edge-gw/dlq"
+    dlq_max_payload: int = 65536
+    batch_max_points: int = 5000
+    batch_max_interval_s: float = 10.0
+    batch_max_messages: int = 1000
+    queue_batches: int = 4
+    writers: int = 1
+    dedup: bool = True
+    dedup_window_s: float = 30.0
+    dedup_max_entries: int = 500_000
+    dedup_state_file: Path | None = None
+    status_interval_s: float = 1.0
+    confirm: bool = True  # publish confirmations to edge-gw gateways (docs/wire-format.md "Confirmation")
