@@ -113,11 +113,12 @@ def run(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id: 
     from edge.gateway import Gateway, run_forever
     from edge.metrics import Counters, serve
     from edge.sources import SourceError
+    from edge.store import StoreError
 
     counters = Counters()
     try:
         gateway = Gateway(cfg, SystemClock(assume_synced=cfg.clock.assume_synced), counters)
-    except SourceError as e:
+    except (SourceError, StoreError) as e:
         raise click.ClickException(str(e)) from None
     if cfg.metrics.port:
         serve(counters, cfg.metrics.port, cfg.metrics.addr)
@@ -150,24 +151,29 @@ def flush(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id
     if not cfg.gateway.id:
         raise click.ClickException("config: gateway.id is required (--gateway-id or [gateway] id)")
     _check_secrets(cfg)
-    from edge.gateway import daemon_pid
-    from edge.store import Store
+    from edge.store import Store, StoreError
+    from edge.store.lock import BufferLock
 
     path = Path(cfg.gateway.db)
     if not path.exists():
         raise click.ClickException(f"no buffer at {path}")
-    store = Store(path)
-    pid = daemon_pid(store.report())
-    stats = store.stats()
-    store.close()
-    if pid is not None:
-        raise click.ClickException(f"the gateway daemon (pid {pid}) is running and forwards this buffer itself")
-    total = stats.rows
-    if total == 0 and stats.held_rows == 0:
-        click.echo("buffer is empty")
-        return
-    if total:
-        _forward(cfg, path, total, timeout)
+    lock = BufferLock(path)  # held while flushing: a daemon started meanwhile refuses this buffer
+    try:
+        lock.acquire()
+    except StoreError as e:
+        raise click.ClickException(f"{e} and forwards it itself") from None
+    try:
+        store = Store(path)
+        stats = store.stats()
+        store.close()
+        total = stats.rows
+        if total == 0 and stats.held_rows == 0:
+            click.echo("buffer is empty")
+            return
+        if total:
+            _forward(cfg, path, total, timeout)
+    finally:
+        lock.release()
     if stats.held_rows:
         raise click.ClickException(
             f"{stats.held_rows} readings are held until the clock is synchronised (their time is corrected then); "
@@ -228,6 +234,7 @@ def status(config: Path | None, db: Path | None, as_json: bool) -> None:
     path = Path(cfg.gateway.db)
     if not path.exists():
         raise click.ClickException(f"no buffer at {path} (use --db)")
+    from edge.gateway import daemon_pid
     from edge.status import render
     from edge.store import Store
 
@@ -236,6 +243,7 @@ def status(config: Path | None, db: Path | None, as_json: bool) -> None:
         report = store.report()
     finally:
         store.close()
+    report["daemon_pid"] = daemon_pid(path)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:

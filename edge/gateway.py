@@ -8,16 +8,15 @@ shared Counters (and so to Prometheus and the store) by the housekeeping loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edge import ruuvi
 from edge.clock import Clock
@@ -25,11 +24,14 @@ from edge.config import Config, mqtt_password
 from edge.dedup import Dedup
 from edge.metrics import Counters
 from edge.model import Advert, Reading
+from edge.ratelog import RateLimitedLog
 from edge.sources import Source, SourceOptions, open_source
-from edge.store import Store, StoreLimits, StoreWriter
+from edge.store import Store, StoreError, StoreLimits, StoreWriter
+from edge.store.lock import BufferLock, holder
 from edge.uplink import MqttSettings, Uplink, UplinkSettings
 
 log = logging.getLogger("edge.gateway")
+_state_failed = RateLimitedLog(log, 30.0)
 
 HOUSEKEEPING_S = 0.5
 
@@ -148,7 +150,13 @@ class Gateway:
         self.clock = clock
         self.counters = counters
         self.db = Path(cfg.gateway.db)
-        self.store = Store(self.db, limits=store_limits(cfg), clock=clock)
+        self.lock = BufferLock(self.db)
+        self.lock.acquire()  # before anything writes: one daemon per buffer, known to flush and status
+        try:
+            self.store = Store(self.db, limits=store_limits(cfg), clock=clock)
+        except BaseException:
+            self.lock.release()
+            raise
         counters.restore(self.store.load_counters())
         self.writer = StoreWriter(self.store, counters, max_rows=cfg.store.commit_rows,
                                   max_delay_s=float(cfg.store.commit_interval))
@@ -198,7 +206,11 @@ class Gateway:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            self._save_state(running=True)
+            try:
+                self._save_state(running=True)
+            except StoreError as e:
+                # A full or failing disk: the counters and status wait; the lock still tells that we run.
+                _state_failed.error("cannot save the gateway's state (retried): %s", e)
 
     async def run(self, *, drain_timeout: float | None = None) -> RunResult:
         """Run until the source is exhausted (`count`) or the task is cancelled (SIGINT/SIGTERM).
@@ -223,10 +235,20 @@ class Gateway:
             house_task.cancel()
             writer_task.cancel()
             await asyncio.gather(house_task, writer_task, return_exceptions=True)
-            self.writer.flush()
+            try:
+                self.writer.flush()
+            except StoreError as e:
+                lost = self.writer.pending
+                self.counters.inc("readings_dropped_cap", lost)
+                log.error("stopping: %d readings in memory could not be stored and are dropped: %s", lost, e)
             self.uplink.stop()
-            self._save_state(running=False)
-            self.store.close()
+            try:
+                self._save_state(running=False)
+            except StoreError as e:
+                log.error("stopping: cannot save the gateway's state: %s", e)
+            with contextlib.suppress(StoreError):
+                self.store.close()
+            self.lock.release()
         return RunResult(self.pipeline.adverts, self.writer.committed, drained)
 
 
@@ -247,16 +269,6 @@ def run_forever(gateway: Gateway, *, drain_timeout: float | None = None) -> RunR
     return asyncio.run(main())
 
 
-def daemon_pid(report: dict[str, Any]) -> int | None:
-    """The pid of a running daemon on this buffer, from its status heartbeat, or None."""
-    gw = report.get("gateway") or {}
-    pid = gw.get("pid")
-    if not gw.get("running") or not isinstance(pid, int):
-        return None
-    if time.time_ns() - int(gw.get("heartbeat_ns", 0)) > 10 * 10**9:
-        return None
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return None
-    return pid
+def daemon_pid(db: Path) -> int | None:
+    """The pid of the daemon running on this buffer (0 if it could not write it), or None."""
+    return holder(db)

@@ -49,8 +49,13 @@ def render(report: dict[str, Any], *, now_ns: int) -> str:
     up = report.get("uplink") or {}
     scanner = gw.get("scanner") or {}
     heartbeat = gw.get("heartbeat_ns")
-    running = bool(gw.get("running")) and heartbeat is not None and now_ns - heartbeat < 10 * 10**9
-    daemon = f"running (pid {gw.get('pid')})" if running else "not running"
+    fresh = bool(gw.get("running")) and heartbeat is not None and now_ns - heartbeat < 10 * 10**9
+    pid = report.get("daemon_pid", gw.get("pid") if fresh else None)  # the buffer's lock, where the caller read it
+    running = pid is not None
+    daemon = f"running (pid {pid})" if running else "not running"
+    if running and not fresh:
+        daemon += f", but its status is {_ago(None if heartbeat is None else (now_ns - heartbeat) / 1e9)[:-4]} old: " \
+                  "it cannot write its buffer (disk full?)"
     # What the uplink saved is current only while the daemon runs; a stopped gateway sends everything again.
     awaiting = int(up.get("awaiting_confirm") or 0) if running else 0
     unsent = max(0, buf["rows"] - int(up.get("unconfirmed") or 0)) if running else buf["rows"]

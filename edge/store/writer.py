@@ -61,6 +61,11 @@ class StoreWriter:
                 # SQLite takes; a radio source never gets here (its adverts come in hundreds per second).
                 self._commit_inline()
 
+    @property
+    def pending(self) -> int:
+        """Readings in memory, not yet committed."""
+        return len(self._pending)
+
     def _take(self, n: int) -> list[Reading]:
         batch, self._pending = self._pending[:n], self._pending[n:]
         return batch

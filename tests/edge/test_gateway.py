@@ -128,7 +128,7 @@ def test_count_exits_after_commit_and_drain(mosquitto: Mosquitto, tmp_path: Path
         assert all(t["completeness_pct"] == 100.0 for t in report["tags"])
         assert report["gateway"]["running"] is False
         screen = subprocess.run([*EDGE, "status", "--db", str(db)], capture_output=True, text=True, check=True).stdout
-        assert "daemon not running" in screen and f"acked {committed}" in screen
+        assert "daemon not running" in screen and f"delivered {committed}" in screen
     finally:
         collector.close()
 

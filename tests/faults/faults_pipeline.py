@@ -319,8 +319,8 @@ class Pipeline:
             self.receiver.start()
         return self
 
-    def gateway(self, name: str, *, ledger: bool = False, **settings: str) -> Gateway:
-        gw = Gateway(name, self.workdir / name, self.broker, dict(settings), ledger=ledger)
+    def gateway(self, name: str, *, ledger: bool = False, workdir: Path | None = None, **settings: str) -> Gateway:
+        gw = Gateway(name, workdir or self.workdir / name, self.broker, dict(settings), ledger=ledger)
         self.gateways.append(gw)
         return gw
 

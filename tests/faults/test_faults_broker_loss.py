@@ -33,11 +33,11 @@ def resent_note(gws: list[Gateway], before: dict[str, int] | None = None) -> Cal
         f"{name} {n}" for name, n in counts.items())
 
 
-def build_backlog(gw: Gateway, count: int, seed: int) -> int:
-    """Readings buffered with no broker to reach; returns how many were committed."""
-    proc = gw.start(seed=seed, tags=40, rate=0, mqtt_url=f"mqtt://127.0.0.1:{free_port()}", count=count)
+def build_backlog(gw: Gateway, adverts: int, seed: int) -> int:
+    """Readings buffered with no broker to reach (about one per 2.5 adverts); returns how many were committed."""
+    proc = gw.start(seed=seed, tags=40, rate=0, mqtt_url=f"mqtt://127.0.0.1:{free_port()}", count=adverts)
     assert proc.wait(120) == 1, gw.tail()
-    assert gw.buffered() == gw.committed() > count // 2
+    assert gw.buffered() == gw.committed() > adverts // 3
     return gw.committed()
 
 
@@ -86,7 +86,7 @@ def test_broker_loses_its_queue_mid_drain(make_pipeline: MakePipeline, record: R
     started = time.monotonic()
     p = make_pipeline(broker_extra)
     gw = p.gateway("gw-drain", ledger=True, **{"uplink.backfill_rate": "4000.0"})
-    backlog = build_backlog(gw, 20_000, seed=90 + kill)
+    backlog = build_backlog(gw, 50_000, seed=90 + kill)
     gw.start(seed=92 + kill, tags=10, rate=300)
     pause_receiver_and_restart_broker(p, gw, kill=kill)
     wait_until(lambda: p.count_stored() >= backlog, 120, "the backlog stored")
