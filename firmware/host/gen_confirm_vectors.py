@@ -1,6 +1,7 @@
 """Turn the `parse` cases of tests/vectors/confirm.json into a C table for test_confirm (run by the host Makefile).
 
-The encoder cases' messages are added as accepted payloads. Each case gets the receiving gateway's id, the payload bytes, and either the expected ranges or an error flag.
+The encoder cases' messages are added as accepted payloads. Each case gets the receiving gateway's id, the
+payload bytes, and either the expected ranges or an error flag.
 """
 
 from __future__ import annotations

@@ -109,6 +109,9 @@ spool_status_t spool_read(spool_t *s, spool_pos_t *pos, void *buf, size_t cap, s
 /** Acknowledges every record before `upto` (a cursor returned by spool_read). Records are removed in order. */
 spool_status_t spool_ack(spool_t *s, const spool_pos_t *upto);
 
+/** Orders two cursors: negative, 0 or positive as a is before, at or after b in the ring. */
+int spool_pos_cmp(const spool_pos_t *a, const spool_pos_t *b);
+
 const char *spool_status_str(spool_status_t status);
 
 #ifdef __cplusplus
