@@ -230,7 +230,7 @@ def sizes(build: Path) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\S+) (\d+)", done.stdout, re.M)}
 
 
-STRUCTS = ["ruuvi_data_t", "ruuvi_dedup_entry_t", "wire_reading_t", "spool_t", "wire_batch_t"]
+STRUCTS = ["ruuvi_data_t", "ruuvi_dedup_entry_t", "wire_reading_t", "spool_t", "wire_batch_t", "uplink_t"]
 FIGURES = [
     "dedup_table_bytes_100_tags",
     "spool_record_max_bytes",
