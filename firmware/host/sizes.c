@@ -8,6 +8,7 @@
 #include "ruuvi.h"
 #include "ruuvi_dedup.h"
 #include "spool.h"
+#include "uplink.h"
 #include "wire.h"
 
 /* Defaults of main/Kconfig.projbuild. */
@@ -30,6 +31,7 @@ int main(void)
     printf("sizeof(wire_batch_t) %zu (1 pointer)\n", sizeof(wire_batch_t));
     printf("sizeof(spool_t) %zu (1 pointer)\n", sizeof(spool_t));
     printf("sizeof(spool_bdev_t) %zu (4 pointers)\n", sizeof(spool_bdev_t));
+    printf("sizeof(uplink_t) %zu (2 pointers)\n", sizeof(uplink_t));
     printf("spool_record_max_bytes %u\n", WIRE_RECORD_MAX);
     printf("spool_sectors %lu\n", sectors);
     printf("spool_records_per_sector_worst %lu\n", per_sector);

@@ -5,6 +5,7 @@
 #include "ruuvi.h"
 #include "ruuvi_dedup.h"
 #include "spool.h"
+#include "uplink.h"
 #include "wire.h"
 
 /* Compiled, not run: `nm -S` on the object prints each array's size, i.e. the struct sizes on a 32-bit target
@@ -16,3 +17,4 @@ char sz_wire_reading_t[sizeof(wire_reading_t)];
 char sz_wire_batch_t[sizeof(wire_batch_t)];
 char sz_spool_t[sizeof(spool_t)];
 char sz_spool_bdev_t[sizeof(spool_bdev_t)];
+char sz_uplink_t[sizeof(uplink_t)];

@@ -1,6 +1,6 @@
 /**
  * @file gw_config.c
- * @brief NVS-backed configuration and the persisted batch sequence number.
+ * @brief NVS-backed configuration and the store of the batch seq reservation.
  */
 #include "gw_config.h"
 
@@ -14,13 +14,10 @@
 
 #define NS "edge_gw"
 #define SEQ_KEY "seq"
-/* The sequence number is persisted in blocks: NVS stores "next block start", so a restart skips at most one block
- * and a batch never reuses a number, with one NVS write per SEQ_BLOCK batches instead of one per batch. */
-#define SEQ_BLOCK (64U)
 
 static const char *TAG = "gw_config";
 static const char *const known_keys[] = {"wifi_ssid", "wifi_pass", "gateway_id", "mqtt_uri", "mqtt_pass",
-                                         "prefix",    "ntp_server", "ca_pem"};
+                                         "prefix",    "ntp_server", "ca_pem", "confirm"};
 
 bool gw_config_key_known(const char *key)
 {
@@ -65,6 +62,7 @@ esp_err_t gw_config_load(gw_config_t *cfg)
     load_str(h, "mqtt_pass", cfg->mqtt_pass, sizeof(cfg->mqtt_pass), CONFIG_EDGE_GW_MQTT_PASSWORD);
     load_str(h, "prefix", cfg->prefix, sizeof(cfg->prefix), CONFIG_EDGE_GW_TOPIC_PREFIX);
     load_str(h, "ntp_server", cfg->ntp_server, sizeof(cfg->ntp_server), CONFIG_EDGE_GW_NTP_SERVER);
+    load_str(h, "confirm", cfg->confirm, sizeof(cfg->confirm), CONFIG_EDGE_GW_CONFIRM);
     if (nvs_get_str(h, "ca_pem", NULL, &len) == ESP_OK && len > 1U) {
         cfg->ca_pem = malloc(len);
         if (cfg->ca_pem != NULL && nvs_get_str(h, "ca_pem", cfg->ca_pem, &len) != ESP_OK) {
@@ -114,32 +112,45 @@ esp_err_t gw_config_unset(const char *key)
     return err;
 }
 
-uint64_t gw_config_next_seq(void)
+/* NVS writes an entry with its CRC before it retires the old one, so a power cut leaves either value: the old
+ * one only if the new block was never reported stored, i.e. never used. */
+static int seq_load(void *ctx, uint64_t *next)
 {
-    static uint64_t next;
-    static uint64_t reserved_until;
-    static bool loaded;
-    uint64_t seq;
-    if (!loaded || next >= reserved_until) {
-        nvs_handle_t h;
-        uint64_t stored = 0;
-        if (nvs_open(NS, NVS_READWRITE, &h) == ESP_OK) {
-            (void)nvs_get_u64(h, SEQ_KEY, &stored);
-            if (!loaded) {
-                next = stored;
-                loaded = true;
-            }
-            reserved_until = next + SEQ_BLOCK;
-            if (nvs_set_u64(h, SEQ_KEY, reserved_until) != ESP_OK || nvs_commit(h) != ESP_OK) {
-                ESP_LOGW(TAG, "could not persist the batch sequence number");
-            }
-            nvs_close(h);
-        } else {
-            loaded = true;
-            reserved_until = next + SEQ_BLOCK;
-        }
+    nvs_handle_t h;
+    esp_err_t err;
+    (void)ctx;
+    *next = 0;
+    if (nvs_open(NS, NVS_READWRITE, &h) != ESP_OK) {
+        return -1;
     }
-    seq = next;
-    next++;
-    return seq;
+    err = nvs_get_u64(h, SEQ_KEY, next);
+    nvs_close(h);
+    return (err == ESP_OK || err == ESP_ERR_NVS_NOT_FOUND) ? 0 : -1;
+}
+
+static int seq_store(void *ctx, uint64_t next)
+{
+    nvs_handle_t h;
+    esp_err_t err;
+    (void)ctx;
+    if (nvs_open(NS, NVS_READWRITE, &h) != ESP_OK) {
+        return -1;
+    }
+    err = nvs_set_u64(h, SEQ_KEY, next);
+    if (err == ESP_OK) {
+        err = nvs_commit(h);
+    }
+    nvs_close(h);
+    if (err != ESP_OK) {
+        ESP_LOGW(TAG, "could not persist the batch seq reservation: %s", esp_err_to_name(err));
+        return -1;
+    }
+    return 0;
+}
+
+void gw_config_seq_store(spool_seq_store_t *store)
+{
+    store->load = seq_load;
+    store->store = seq_store;
+    store->ctx = NULL;
 }

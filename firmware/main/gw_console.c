@@ -26,6 +26,7 @@ static int cmd_config(int argc, char **argv)
     printf("prefix     = %s\n", shown->prefix);
     printf("ntp_server = %s\n", shown->ntp_server);
     printf("ca_pem     = %s\n", shown->ca_pem ? "(set)" : "(certificate bundle)");
+    printf("confirm    = %s\n", shown->confirm);
     return 0;
 }
 
@@ -88,7 +89,7 @@ esp_err_t gw_console_start(const gw_config_t *cfg)
     const esp_console_cmd_t cmds[] = {
         {.command = "config", .help = "Show the configuration (passwords hidden)", .func = cmd_config},
         {.command = "set",
-         .help = "set KEY VALUE: wifi_ssid, wifi_pass, gateway_id, mqtt_uri, mqtt_pass, prefix, ntp_server, ca_pem",
+         .help = "set KEY VALUE: wifi_ssid, wifi_pass, gateway_id, mqtt_uri, mqtt_pass, prefix, ntp_server, ca_pem, confirm",
          .func = cmd_set},
         {.command = "unset", .help = "unset KEY: back to the menuconfig default", .func = cmd_unset},
         {.command = "restart", .help = "Restart to apply the configuration", .func = cmd_restart},

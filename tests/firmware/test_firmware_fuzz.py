@@ -1,8 +1,9 @@
 """libFuzzer runs of the firmware core (clang, -fsanitize=fuzzer,address,undefined), bounded in time.
 
-`fuzz_decode` starts from the shared decoder vectors, `fuzz_spool` from real spool images written by
-`spool_seeds` (random bytes almost never carry a valid CRC). Inputs that once crashed a target are kept in
-firmware/fuzz/regressions/ and replayed first. FIRMWARE_FUZZ_SECONDS sets the time per target (default 20).
+`fuzz_decode` starts from the shared decoder vectors, `fuzz_confirm` from the confirmation vectors, `fuzz_spool`
+from real spool images written by `spool_seeds` (random bytes almost never carry a valid CRC). Inputs that once
+crashed a target are kept in firmware/fuzz/regressions/ and replayed first. FIRMWARE_FUZZ_SECONDS sets the time
+per target (default 20).
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ def seed_decode(corpus: Path) -> None:
         (corpus / f"adv-{i}").write_bytes(b"\x02\x01\x06" + bytes([len(payload) + 3, 0xFF, 0x99, 0x04]) + payload)
 
 
+def seed_confirm(corpus: Path) -> None:
+    confirm = json.loads((REPO / "tests" / "vectors" / "confirm.json").read_text(encoding="utf-8"))
+    for i, case in enumerate(confirm["parse"]):
+        (corpus / f"parse-{i}").write_text(case["payload"], encoding="utf-8")
+    for i, case in enumerate(confirm["encode"]):
+        for k, msg in enumerate(case["messages"]):
+            # The target confirms for "pi-kitchen".
+            (corpus / f"encode-{i}-{k}").write_text(msg.replace(case["gateway"], "pi-kitchen", 1), encoding="utf-8")
+
+
 def seed_spool(corpus: Path, fuzz_build: Path) -> None:
     done = subprocess.run(
         [str(fuzz_build / "spool_seeds"), str(corpus)], capture_output=True, text=True, timeout=60, check=False
@@ -34,12 +45,14 @@ def seed_spool(corpus: Path, fuzz_build: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("target", ["fuzz_decode", "fuzz_spool"])
+@pytest.mark.parametrize("target", ["fuzz_decode", "fuzz_spool", "fuzz_confirm"])
 def test_fuzz_target(fuzz_build: Path, tmp_path: Path, target: str) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     if target == "fuzz_decode":
         seed_decode(corpus)
+    elif target == "fuzz_confirm":
+        seed_confirm(corpus)
     else:
         seed_spool(corpus, fuzz_build)
     regressions = REGRESSIONS / target.removeprefix("fuzz_")

@@ -20,7 +20,8 @@ from edge.model import Reading
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((REPO / "tests" / "vectors" / "ruuvi.json").read_text(encoding="utf-8"))
-UNIT_TESTS = ["test_ruuvi", "test_wire", "test_spool", "test_dedup"]
+CONFIRM = json.loads((REPO / "tests" / "vectors" / "confirm.json").read_text(encoding="utf-8"))
+UNIT_TESTS = ["test_ruuvi", "test_wire", "test_spool", "test_dedup", "test_confirm", "test_uplink"]
 LENGTHS = {0x03: 14, 0x05: 24, 0xC5: 18, 0x06: 20, 0xE1: 40, 0x08: 24}
 
 
@@ -66,6 +67,28 @@ def test_power_cuts_at_every_step(host_build: Path) -> None:
     for steps, cuts in counts:
         # Every step is cut three ways: nothing written, half written, all but the last byte.
         assert int(cuts) == 3 * int(steps) and int(steps) > 150
+
+
+def test_confirm_parser_runs_every_vector(host_build: Path) -> None:
+    """Every `parse` case of confirm.json, plus every message of its `encode` cases (which must parse)."""
+    done = run(host_build / "test_confirm")
+    assert done.returncode == 0, done.stdout + done.stderr
+    messages = sum(len(c["messages"]) for c in CONFIRM["encode"])
+    accepted = sum(1 for c in CONFIRM["parse"] if not c.get("error"))
+    assert f"     {len(CONFIRM['parse']) + messages} confirm vectors, {accepted + messages} accepted\n" in done.stdout
+    assert len(CONFIRM["parse"]) >= 27
+
+
+def test_power_cuts_while_confirming(host_build: Path) -> None:
+    done = run(host_build / "test_uplink")
+    assert done.returncode == 0, done.stdout + done.stderr
+    m = re.search(r"confirm workload: (\d+) write/erase steps, (\d+) power cuts checked", done.stdout)
+    assert m is not None, done.stdout
+    steps, cuts = int(m[1]), int(m[2])
+    assert cuts == 3 * steps and steps > 100
+    for name in ("test_resend_after_timeout", "test_out_of_order_confirmations", "test_broker_mode",
+                 "test_seqs_never_repeat_across_reboots", "test_refused_confirmations_delete_nothing"):
+        assert f"ok   {name}\n" in done.stdout
 
 
 @pytest.mark.parametrize("name", UNIT_TESTS)
@@ -207,7 +230,7 @@ def sizes(build: Path) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\S+) (\d+)", done.stdout, re.M)}
 
 
-STRUCTS = ["ruuvi_data_t", "ruuvi_dedup_entry_t", "wire_reading_t", "spool_t", "wire_batch_t"]
+STRUCTS = ["ruuvi_data_t", "ruuvi_dedup_entry_t", "wire_reading_t", "spool_t", "wire_batch_t", "uplink_t"]
 FIGURES = [
     "dedup_table_bytes_100_tags",
     "spool_record_max_bytes",

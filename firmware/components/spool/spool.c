@@ -105,7 +105,7 @@ static uint32_t sector_of(const spool_t *s, uint32_t seq)
     return (s->head_sector + n - ((s->head_seq - seq) % n)) % n;
 }
 
-static int pos_cmp(const spool_pos_t *a, const spool_pos_t *b)
+int spool_pos_cmp(const spool_pos_t *a, const spool_pos_t *b)
 {
     if (a->seq != b->seq) {
         return (a->seq < b->seq) ? -1 : 1;
@@ -450,7 +450,7 @@ spool_status_t spool_read(spool_t *s, spool_pos_t *pos, void *buf, size_t cap, s
         return SPOOL_END;
     }
     p = *pos;
-    if (pos_cmp(&p, &s->tail) < 0) {
+    if (spool_pos_cmp(&p, &s->tail) < 0) {
         p = s->tail; /* left behind by an ack or a drop */
     }
     st = locate(s, &p, &h, buf, cap);
@@ -472,7 +472,7 @@ spool_status_t spool_ack(spool_t *s, const spool_pos_t *upto)
     if (s == NULL || upto == NULL) {
         return SPOOL_ERR_ARG;
     }
-    while (s->pending > 0U && pos_cmp(&s->tail, upto) < 0) {
+    while (s->pending > 0U && spool_pos_cmp(&s->tail, upto) < 0) {
         rec_hdr_t h;
         spool_pos_t p = s->tail;
         spool_status_t st = locate(s, &p, &h, NULL, 0);
@@ -482,7 +482,7 @@ spool_status_t spool_ack(spool_t *s, const spool_pos_t *upto)
         if (st != SPOOL_OK) {
             return st;
         }
-        if (pos_cmp(&p, upto) >= 0) {
+        if (spool_pos_cmp(&p, upto) >= 0) {
             s->tail = p;
             break;
         }

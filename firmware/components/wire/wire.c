@@ -408,6 +408,79 @@ wire_status_t wire_record_unpack(const uint8_t *rec, size_t len, wire_reading_t 
     return WIRE_OK;
 }
 
+/* A cursor over a payload that is not NUL-terminated. */
+typedef struct {
+    const char *p;
+    size_t len;
+    size_t at;
+} scan_t;
+
+static bool scan_lit(scan_t *sc, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (sc->len - sc->at < n || memcmp(sc->p + sc->at, lit, n) != 0) {
+        return false;
+    }
+    sc->at += n;
+    return true;
+}
+
+/* A JSON integer as the receiver writes it: 0, or 1-16 digits without a leading zero, at most 2**53 - 1. A sign,
+ * a fraction or an exponent leaves a character the caller's next literal does not accept. */
+static bool scan_seq(scan_t *sc, uint64_t *v)
+{
+    size_t digits = 0;
+    *v = 0;
+    while (sc->at < sc->len && sc->p[sc->at] >= '0' && sc->p[sc->at] <= '9') {
+        if (digits == 16U || (digits == 1U && *v == 0U)) {
+            return false; /* more than 2**53 - 1 has, or a leading zero */
+        }
+        *v = *v * 10U + (uint64_t)(sc->p[sc->at] - '0');
+        digits++;
+        sc->at++;
+    }
+    return digits > 0U && *v <= WIRE_SEQ_MAX;
+}
+
+wire_status_t wire_confirm_parse(const char *payload, size_t len, const char *gateway_id, wire_seq_range_t *out,
+                                 size_t *n)
+{
+    scan_t sc;
+    size_t count = 0;
+    if (n != NULL) {
+        *n = 0;
+    }
+    if (payload == NULL || gateway_id == NULL || out == NULL || n == NULL) {
+        return WIRE_ERR_NULL;
+    }
+    if (!wire_gateway_id_valid(gateway_id) || len > WIRE_CONFIRM_BYTES_MAX) {
+        return WIRE_ERR_CONFIRM;
+    }
+    sc.p = payload;
+    sc.len = len;
+    sc.at = 0;
+    /* The id is compared with its closing quote, so a longer id that starts with ours is refused. */
+    if (!scan_lit(&sc, "{\"v\":1,\"gateway\":\"") || !scan_lit(&sc, gateway_id) || !scan_lit(&sc, "\",\"seqs\":[")) {
+        return WIRE_ERR_CONFIRM;
+    }
+    for (;;) {
+        wire_seq_range_t r;
+        if (count == WIRE_CONFIRM_RANGES_MAX || !scan_lit(&sc, "[") || !scan_seq(&sc, &r.first) ||
+            !scan_lit(&sc, ",") || !scan_seq(&sc, &r.last) || !scan_lit(&sc, "]") || r.first > r.last) {
+            return WIRE_ERR_CONFIRM;
+        }
+        out[count++] = r;
+        if (!scan_lit(&sc, ",")) {
+            break;
+        }
+    }
+    if (!scan_lit(&sc, "]}") || sc.at != sc.len) {
+        return WIRE_ERR_CONFIRM;
+    }
+    *n = count;
+    return WIRE_OK;
+}
+
 const char *wire_status_str(wire_status_t status)
 {
     switch (status) {
@@ -425,6 +498,8 @@ const char *wire_status_str(wire_status_t status)
         return "malformed spool record";
     case WIRE_ERR_STATE:
         return "batch calls out of order";
+    case WIRE_ERR_CONFIRM:
+        return "not a confirmation for this gateway";
     default:
         return "unknown status";
     }

@@ -12,8 +12,8 @@
  * header or dirty (not erased) bytes after the last record close the head sector, and appends continue in a fresh
  * sector. A power cut at any write step therefore loses at most the record being written.
  *
- * Acknowledgement: records are removed only by spool_ack() after the publisher's acknowledgement (MQTT PUBACK);
- * an ack clears the record's ack word in place (NOR flash can clear bits without an erase). A sector is erased
+ * Acknowledgement: records are removed only by spool_ack(), once the cloud has confirmed their batch
+ * (spool_confirm.h; or on the MQTT PUBACK in the "broker" confirm mode); an ack clears the record's ack word in place (NOR flash can clear bits without an erase). A sector is erased
  * only when the ring needs it again. Bounded: when the ring is full, the oldest sector is erased even if it
  * still holds unacknowledged records (drop-oldest), and they are counted in counters.dropped.
  *
@@ -108,6 +108,9 @@ spool_status_t spool_read(spool_t *s, spool_pos_t *pos, void *buf, size_t cap, s
 
 /** Acknowledges every record before `upto` (a cursor returned by spool_read). Records are removed in order. */
 spool_status_t spool_ack(spool_t *s, const spool_pos_t *upto);
+
+/** Orders two cursors: negative, 0 or positive as a is before, at or after b in the ring. */
+int spool_pos_cmp(const spool_pos_t *a, const spool_pos_t *b);
 
 const char *spool_status_str(spool_status_t status);
 

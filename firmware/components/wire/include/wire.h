@@ -35,6 +35,7 @@ typedef enum {
     WIRE_ERR_DECODE,     /**< the raw payload of a reading does not decode */
     WIRE_ERR_RECORD,     /**< a packed record is malformed */
     WIRE_ERR_STATE,      /**< batch calls out of order */
+    WIRE_ERR_CONFIRM,    /**< a confirmation that is not canonical, not version 1, or not for this gateway */
 } wire_status_t;
 
 /** One reading as stored and sent: the fields are decoded from raw when the batch is written. */
@@ -89,6 +90,29 @@ wire_status_t wire_batch_end(wire_batch_t *w, size_t *len);
 /** One-shot form of begin / add... / end. */
 wire_status_t wire_encode_batch(char *buf, size_t cap, const char *gateway_id, uint64_t seq,
                                 const wire_reading_t *readings, size_t n, size_t *len);
+
+/** Largest seq a confirmation may carry: 2**53 - 1, the largest integer every JSON parser reads exactly. */
+#define WIRE_SEQ_MAX (9007199254740991ULL)
+/** A confirmation carries 1 to 64 ranges. */
+#define WIRE_CONFIRM_RANGES_MAX (64U)
+/** Longest canonical confirmation: header with a 64-character id, 64 ranges of two 16-digit numbers, commas. */
+#define WIRE_CONFIRM_BYTES_MAX (18U + WIRE_GATEWAY_ID_MAX + 10U + WIRE_CONFIRM_RANGES_MAX * 35U + 63U + 2U)
+
+/** An inclusive range of batch seqs, first <= last <= WIRE_SEQ_MAX. */
+typedef struct {
+    uint64_t first;
+    uint64_t last;
+} wire_seq_range_t;
+
+/**
+ * Parses a confirmation (docs/wire-format.md "Confirmation") addressed to gateway_id: exactly the canonical bytes
+ * `{"v":1,"gateway":"<id>","seqs":[[first,last],...]}`, 1 to 64 ranges, each 0 <= first <= last <= 2**53 - 1,
+ * integers without sign, fraction, exponent or leading zeros. The payload need not be NUL-terminated. Anything else
+ * is refused with WIRE_ERR_CONFIRM and *n = 0, so a bad message deletes nothing. One pass, no allocation, and the
+ * ranges are only read, never walked. `out` needs room for WIRE_CONFIRM_RANGES_MAX ranges.
+ */
+wire_status_t wire_confirm_parse(const char *payload, size_t len, const char *gateway_id, wire_seq_range_t *out,
+                                 size_t *n);
 
 /** Packs a reading into the spool record format; returns the record length, or 0 if it does not fit. */
 size_t wire_record_pack(const wire_reading_t *r, uint8_t *out, size_t cap);
