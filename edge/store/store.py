@@ -58,6 +58,8 @@ _AGE_CHECK_NS = 1_000_000_000
 # Per-tag rows are written with the batch at most once a second: writing them with every batch cost 2.3 µs per
 # reading at 1000 tags (each row carries the tag's last values), more than a third of the whole insert.
 TAG_WRITE_INTERVAL_NS = 1_000_000_000
+# Kept free on the buffer's file system (an eighth of it at most) for the -wal between checkpoints.
+DISK_RESERVE_BYTES = 4 << 20
 _ACK_CHUNK = 500  # ids per DELETE ... IN (...) statement, under SQLite's 999 bound parameters of old builds
 
 # Raw sqlite3 executemany on the hot path (sqlite-utils' insert_all costs ~40 % more per row, shared/notes). Measured
@@ -114,6 +116,7 @@ class Store:
         self._next_age_check = 0
         self._vacuum_due = False
         self._next_sync = 0
+        self._tight = False  # the file system, not max_bytes, is the cap now
         self._vacuum_pages = max(1 << 20, self.limits.max_bytes // 64) // self._page_size
         # Counts of what the store did on its own, handed to the writer's Counters by take_counts().
         self._counts = {"readings_dropped_cap": 0, "readings_dropped_age": 0, "clock_corrections": 0}
@@ -161,7 +164,8 @@ class Store:
         # the committed transaction for a failed one (and the writer would store its readings twice).
         now = time.monotonic_ns()
         try:
-            if now >= self._next_sync:
+            # On a nearly full disk every commit checkpoints, so the -wal stays small and its pages are reused.
+            if now >= self._next_sync or self._tight:
                 self._next_sync = now + SYNC_INTERVAL_NS
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             if self._vacuum_due:
@@ -235,8 +239,8 @@ class Store:
         with self._write() as conn:
             boot = self._boot_row(conn)
             if self.limits.policy == "drop-newest":
-                used, _ = self._used_pages(conn)
-                if used * self._page_size >= self.limits.max_bytes:
+                used, free = self._used_pages(conn)
+                if used >= self._limit_pages(used, free):
                     self._bump(conn, "readings_dropped_cap", len(readings))
                     return 0
             ready: list[tuple[Any, ...]] = []
@@ -311,11 +315,26 @@ class Store:
         if now >= self._next_age_check:
             self._next_age_check = now + _AGE_CHECK_NS
             self._drop_old(conn)
-        used, _ = self._used_pages(conn)
-        limit_pages = self.limits.max_bytes // self._page_size
+        used, free = self._used_pages(conn)
+        limit_pages = self._limit_pages(used, free)
         if used > limit_pages and self.limits.policy == "drop-oldest":
             self._drop_oldest(conn, used, int(limit_pages * _LOW_WATER))
         self._vacuum_if_worth_it(conn)
+
+    def _limit_pages(self, used: int, free: int) -> int:
+        """The cap in pages: `max_bytes`, or less when the file system would fill up first. The file may then grow
+        by what the file system has free, less a reserve for the -wal, so the policy drops readings before SQLite
+        fails with "database or disk is full" (which add() still survives, see _make_room)."""
+        cap = self.limits.max_bytes // self._page_size
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return cap
+        reserve = min(DISK_RESERVE_BYTES, st.f_blocks * st.f_frsize // 8)
+        room = (st.f_bavail * st.f_frsize - reserve) // self._page_size
+        fs_cap = used + free + room
+        self._tight = fs_cap < cap
+        return min(cap, fs_cap)
 
     def _vacuum_if_worth_it(self, conn: sqlite3.Connection) -> None:
         # Vacuuming moves live pages from the end of the file into the free ones, so it runs only once free pages

@@ -96,6 +96,14 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "Mosquitto with `max_queued_messages 100`. The receiver is stopped while a gateway streams small batches "
         "(50 readings) for 8 s, more than 100 messages, so the broker drops the excess in silence; then the "
         "receiver starts again."),
+    "13-disk-full": (
+        "The file system under the gateway's buffer fills up",
+        "The buffer on a 20 MiB tmpfs of which another file takes 12 MiB, the broker down, the simulator at 4000 "
+        "readings/s. The gateway keeps the file within what the file system has free (less a reserve for the "
+        "-wal) and drops the oldest readings by its policy, counted; it logs at a bounded rate and keeps its "
+        "lock, so `status` says it runs. Then the other file goes and the broker comes back: the gateway forwards "
+        "what it holds without a restart, and SIGTERM ends it with 0. Every committed reading not stored must be "
+        "one the gateway counted as dropped."),
 }
 
 RESULTS: list[Outcome] = []
