@@ -273,12 +273,8 @@ def dedup_state_file(cfg: Config) -> Path | None:
 
 
 def mqtt_credentials(cfg: Config) -> tuple[str, str]:
-    """(username, password) from mqtt.password_file, mqtt.password/username, or the URL, in that order."""
-    parts = urlsplit(cfg.mqtt.url)
-    user = cfg.mqtt.username or (parts.username or "")
-    if cfg.mqtt.password_file:
-        return user, read_secret_file("mqtt.password_file", cfg.mqtt.password_file)
-    return user, cfg.mqtt.password or (parts.password or "")
+    """(username, password) for the receiver (see MqttConnection.credentials)."""
+    return cfg.mqtt.credentials()
 
 
 def influx_url(cfg: Config) -> str:

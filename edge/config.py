@@ -7,9 +7,10 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file
+from edge.wire import WireError, check_prefix
 
 GATEWAY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ENV_PREFIX = "EDGE_GW"
@@ -117,6 +118,15 @@ class MqttConnection:
             _check(not path or Path(path).is_file(), f"mqtt.{key}: {path} does not exist")
         _check(bool(self.cert_file) == bool(self.key_file), "mqtt.cert_file and mqtt.key_file go together")
 
+    def credentials(self) -> tuple[str, str]:
+        """(username, password) from, in order: mqtt.password_file, mqtt.username/password, the URL. A user or
+        password in the URL is percent-decoded (`mqtt://gw1:s%40cret@host` logs in with `s@cret`)."""
+        parts = urlsplit(self.url)
+        user = self.username or unquote(parts.username or "")
+        if self.password_file:
+            return user, read_secret_file("mqtt.password_file", self.password_file)
+        return user, self.password or unquote(parts.password or "")
+
 
 @dataclass
 class MqttSection(MqttConnection):
@@ -125,11 +135,10 @@ class MqttSection(MqttConnection):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(
-            re.fullmatch(r"[A-Za-z0-9._/-]+", self.topic_prefix) is not None
-            and not self.topic_prefix.startswith("ruuvi"),
-            f"mqtt.topic_prefix: {self.topic_prefix!r} must be a plain topic path that does not start with 'ruuvi'",
-        )
+        try:
+            check_prefix(self.topic_prefix)  # the wire format's own rule, so `config check` and `run` agree
+        except WireError as e:
+            raise ConfigError(f"mqtt.topic_prefix: {e}") from None
 
 
 @dataclass
@@ -230,7 +239,5 @@ def load_config(
 
 
 def mqtt_password(cfg: Config) -> str:
-    """The password from, in order: mqtt.password_file, mqtt.password, the URL."""
-    if cfg.mqtt.password_file:
-        return read_secret_file("mqtt.password_file", cfg.mqtt.password_file)
-    return cfg.mqtt.password or (urlsplit(cfg.mqtt.url).password or "")
+    """The gateway's MQTT password (see MqttConnection.credentials)."""
+    return cfg.mqtt.credentials()[1]

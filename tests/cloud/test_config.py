@@ -99,3 +99,10 @@ def test_derived_settings(tmp_path: Path) -> None:
     assert (f.measurement, f.edge, f.max_payload_bytes) == ("m", ("edge-gw/+/batch", "edge-gw/+/status"), 1 << 20)
     assert sink_options(cfg).timeout_s == 10.0
     assert cfg.formats.topics() == ["edge-gw/+/batch", "edge-gw/+/status", "ruuvi/+/+", "sensors/+"]
+
+
+def test_a_percent_escaped_password_in_the_url_is_decoded() -> None:
+    from cloud.config import mqtt_credentials
+
+    cfg = load_config(None, {"mqtt.url": "mqtt://cloud%2Dingest:s%40cret%3A%25@broker:1883"}, environ={})
+    assert mqtt_credentials(cfg) == ("cloud-ingest", "s@cret:%")

@@ -108,3 +108,55 @@ def test_redact_url() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_a_percent_escaped_password_in_the_url_is_decoded(tmp_path: Path) -> None:
+    from edge.gateway import mqtt_settings
+
+    cfg = load_config(None, {"mqtt.url": "mqtt://gw%2D1:s%40cret%3A%25@broker:1883", "gateway.id": "gw-1"}, environ={})
+    s = mqtt_settings(cfg)
+    assert (s.username, s.password) == ("gw-1", "s@cret:%")
+    assert cfg.mqtt.credentials() == ("gw-1", "s@cret:%")
+
+
+def test_a_percent_escaped_password_logs_in_to_a_real_broker(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from servers import Mosquitto
+
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "gw-1", "s@cret:%"], check=True)
+    passwd.chmod(0o600)
+    broker = Mosquitto(tmp_path / "broker", anonymous=False, extra=[f"password_file {passwd}"]).start()
+    try:
+        url = f"mqtt://gw-1:s%40cret%3A%25@127.0.0.1:{broker.port}"
+        env = {**os.environ, "EDGE_GW_MQTT_URL": url, "EDGE_GW_GATEWAY_ID": "gw-1"}
+        proc = subprocess.run([sys.executable, "-m", "edge.cli", "config", "check", "--connect"],
+                              capture_output=True, text=True, check=False, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "s@cret" not in proc.stdout + proc.stderr and "s%40cret" not in proc.stdout + proc.stderr
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize(("prefix", "ok"), [("ruuvi-lab", True), ("site/a", True), ("site//a", False),
+                                            ("ruuvi/lab", False), ("ruuvi", False), ("a/+", False), ("a/#", False)])
+def test_topic_prefix_one_rule_for_config_check_and_run(tmp_path: Path, prefix: str, ok: bool) -> None:
+    """The wire format reserves only `ruuvi/`; `config check` and `run` apply the same rule, in one line."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EDGE_GW_MQTT_TOPIC_PREFIX": prefix, "EDGE_GW_GATEWAY_ID": "gw-1"}
+    for cmd in (["config", "check"], ["run", "--source", "simulate", "--count", "1", "--db", str(tmp_path / "b.db"),
+                                      "--mqtt", "mqtt://127.0.0.1:1"]):
+        proc = subprocess.run([sys.executable, "-m", "edge.cli", *cmd], capture_output=True, text=True, check=False,
+                              env=env, timeout=60)
+        if ok:
+            assert "mqtt.topic_prefix" not in proc.stderr, proc.stderr
+        else:
+            assert proc.returncode == 1, proc.stderr
+            assert proc.stderr.strip().splitlines() == [
+                f"Error: config: mqtt.topic_prefix: topic prefix {prefix!r}: "
+                "expected a plain topic path (no wildcards) that is not under 'ruuvi/'"], proc.stderr
