@@ -17,7 +17,7 @@ from cloud.setup import duration_ns
 from cloud.sink import SinkError, SinkOptions
 from edge.config import LogSection, MqttConnection, redact_url
 from edge.config import MetricsSection as EdgeMetricsSection
-from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file
+from edge.settings import ConfigError, Duration, Size, check_private, ensure_dir, load, read_secret_file, state_dir
 
 ENV_PREFIX = "CLOUD_INGEST"
 FORMAT_NAMES = ("edge", "ruuvi_gateway", "flat")
@@ -190,7 +190,7 @@ class MetricsSection(EdgeMetricsSection):
 
 @dataclass
 class StatusSection:
-    file: str = "/var/lib/cloud-ingest/status.json"
+    file: str = ""  # "" = status.json in the state folder (edge.settings.state_dir), resolved by load_config
     interval: Duration = Duration(1.0)
     gateway_offline_after: Duration = Duration(300.0)
 
@@ -225,6 +225,8 @@ def load_config(path: Path | None, overrides: dict[str, object] | None = None,
                 environ: dict[str, str] | None = None) -> Config:
     """Load and validate; raise ConfigError naming the bad key."""
     cfg = load(Config, path, env_prefix=ENV_PREFIX, environ=environ, overrides=overrides)
+    if not cfg.status.file:
+        cfg.status.file = str(state_dir("cloud-ingest", environ) / "status.json")
     if path is not None:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -252,12 +254,11 @@ def check_secrets(cfg: Config) -> None:
 def check_runtime(cfg: Config) -> None:
     """What only `run` needs: checked there, so that `config check` works on another machine."""
     check_secrets(cfg)
-    status_dir = Path(cfg.status.file).parent
-    if cfg.status.file and not status_dir.is_dir():
-        raise ConfigError(f"status.file: directory {status_dir} does not exist")
-    state = dedup_state_file(cfg)  # by default in the status directory, checked above
-    if state is not None and not state.parent.is_dir():
-        raise ConfigError(f"dedup.state_file: directory {state.parent} does not exist")
+    if cfg.status.file:
+        ensure_dir("status.file", Path(cfg.status.file).parent)
+    state = dedup_state_file(cfg)  # by default in the status directory
+    if state is not None:
+        ensure_dir("dedup.state_file", state.parent)
 
 
 def dedup_state_file(cfg: Config) -> Path | None:

@@ -16,7 +16,7 @@ import click
 
 from edge import __version__, ruuvi
 from edge.config import Config, load_config, mqtt_password, redact_url
-from edge.settings import ConfigError, as_dict
+from edge.settings import ConfigError, as_dict, ensure_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -115,6 +115,10 @@ def run(config: Path | None, db: Path | None, mqtt_url: str | None, gateway_id: 
     from edge.sources import SourceError
     from edge.store import StoreError
 
+    try:
+        ensure_dir("gateway.db", Path(cfg.gateway.db).parent)
+    except ConfigError as e:
+        raise click.ClickException(f"config: {e}") from None
     counters = Counters()
     try:
         gateway = Gateway(cfg, SystemClock(assume_synced=cfg.clock.assume_synced), counters)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file
+from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file, state_dir
 from edge.wire import WireError, check_prefix
 
 GATEWAY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -24,7 +24,7 @@ def _check(ok: bool, message: str) -> None:
 @dataclass
 class GatewaySection:
     id: str = ""
-    db: str = "edge-gw.db"
+    db: str = ""  # "" = buffer.db in the state folder (edge.settings.state_dir), resolved by load_config
 
     def __post_init__(self) -> None:
         _check(
@@ -230,6 +230,8 @@ def load_config(
 ) -> Config:
     """Load and validate; raise ConfigError naming the bad key. A daemon also needs gateway.id (its caller checks)."""
     cfg = load(Config, path, env_prefix=ENV_PREFIX, environ=environ, overrides=overrides)
+    if not cfg.gateway.db:
+        cfg.gateway.db = str(state_dir("edge-gw", environ) / "buffer.db")
     if path is not None:
         with open(path, "rb") as f:
             mqtt = tomllib.load(f).get("mqtt", {})

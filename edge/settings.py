@@ -231,3 +231,33 @@ def check_private(key: str, path: Path) -> None:
             f"{key} is set inline in {path}, which is readable by group or others (mode {mode & 0o777:04o}); "
             f"chmod 600 {path} or use a password file"
         )
+
+
+def state_dir(daemon: str, environ: Mapping[str, str] | None = None) -> Path:
+    """Where a daemon keeps its state when its config names no path. One rule for both daemons:
+
+    1. `$STATE_DIRECTORY`, which systemd sets for a unit with `StateDirectory=` (system or user service);
+    2. `/var/lib/<daemon>` when running as root;
+    3. otherwise the XDG state directory, `$XDG_STATE_HOME/<daemon>` (by default `~/.local/state/<daemon>`).
+    """
+    env = os.environ if environ is None else environ
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib") / daemon
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(base) / daemon
+
+
+def ensure_dir(key: str, path: Path) -> Path:
+    """Create `path` (mode 0750, parents as needed) if it is missing and check that it is a writable folder; a
+    ConfigError that names `key` otherwise."""
+    try:
+        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot create the folder {path}: {e.strerror or e}") from None
+    if not path.is_dir():
+        raise ConfigError(f"{key}: {path} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: the folder {path} is not writable by this user")
+    return path

@@ -69,8 +69,10 @@ def test_config_errors_name_the_key_and_exit_1(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", "--influx", "ftp://x/y", "--status-file", str(tmp_path / "s.json")])
     assert result.exit_code == 1 and "influx.url (from the command line)" not in result.output
     assert "influx.url: expected http://" in result.output
-    result = CliRunner().invoke(cli, ["run", "--status-file", str(tmp_path / "missing" / "s.json")])
-    assert result.exit_code == 1 and "status.file: directory" in result.output
+    (tmp_path / "a-file").write_text("")
+    result = CliRunner().invoke(cli, ["run", "--status-file", str(tmp_path / "a-file" / "s.json")])
+    assert result.exit_code == 1
+    assert f"status.file: cannot create the folder {tmp_path / 'a-file'}: " in result.output
     result = CliRunner().invoke(cli, ["config", "check", "--set", "nonsense"])
     assert result.exit_code == 2 and "SECTION.KEY=VALUE" in result.output
 

@@ -18,7 +18,7 @@ from cloud.config import check_runtime, dedup_state_file, load_config
 from cloud.dedup import Dedup
 from cloud.dedup_journal import DedupJournal, JournalError, entries
 from cloud.model import Point
-from edge.settings import ConfigError
+from edge.settings import ConfigError, state_dir
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -164,10 +164,16 @@ def test_where_the_state_file_is(tmp_path: Path) -> None:
     status = cfg(**{"status.file": "/var/lib/ci/status.json"})
     assert dedup_state_file(status) == Path("/var/lib/ci/status.dedup.sqlite")
     assert dedup_state_file(cfg(**{"dedup.state_file": "/x/d.sqlite"})) == Path("/x/d.sqlite")
-    assert dedup_state_file(cfg(**{"status.file": ""})) is None
+    # Empty: the state folder (edge.settings.state_dir; /var/lib/cloud-ingest for root with no systemd folder).
+    assert dedup_state_file(cfg(**{"status.file": ""})) == state_dir("cloud-ingest", {}) / "status.dedup.sqlite"
     assert dedup_state_file(cfg(**{"dedup.enabled": "false"})) is None
-    bad = cfg(**{"status.file": str(tmp_path / "s.json"), "dedup.state_file": str(tmp_path / "no" / "d.sqlite")})
-    with pytest.raises(ConfigError, match=r"^dedup.state_file: directory .*/no does not exist$"):
+    # A missing folder is created (0750); one that cannot be is a one-line error naming the key.
+    made = cfg(**{"status.file": str(tmp_path / "s.json"), "dedup.state_file": str(tmp_path / "new" / "d.sqlite")})
+    check_runtime(made)
+    assert (tmp_path / "new").is_dir() and (tmp_path / "new").stat().st_mode & 0o777 == 0o750
+    (tmp_path / "a-file").write_text("")
+    bad = cfg(**{"status.file": str(tmp_path / "s.json"), "dedup.state_file": str(tmp_path / "a-file" / "d.sqlite")})
+    with pytest.raises(ConfigError, match=r"^dedup.state_file: cannot create the folder .*/a-file: "):
         check_runtime(bad)
 
 

@@ -23,6 +23,8 @@ def write(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
 def test_example_config_is_valid_and_complete() -> None:
     cfg = load_config(REPO / "edge-gw.example.toml", environ={})
     assert cfg.gateway.id == "pi-kitchen"
+    # "The values shown are the defaults": everything but the required id loads as no file at all does.
+    assert cfg == load_config(None, {"gateway.id": "pi-kitchen"}, environ={})
     # Every setting the loader knows appears in the shipped sample, so the sample documents them all.
     text = (REPO / "edge-gw.example.toml").read_text()
     for section, values in as_dict(cfg).items():
@@ -160,3 +162,42 @@ def test_topic_prefix_one_rule_for_config_check_and_run(tmp_path: Path, prefix: 
             assert proc.stderr.strip().splitlines() == [
                 f"Error: config: mqtt.topic_prefix: topic prefix {prefix!r}: "
                 "expected a plain topic path (no wildcards) that is not under 'ruuvi/'"], proc.stderr
+
+
+def test_state_folder_rule(tmp_path: Path) -> None:
+    from edge.settings import state_dir
+
+    assert state_dir("edge-gw", {"STATE_DIRECTORY": "/srv/a:/srv/b"}) == Path("/srv/a")  # systemd StateDirectory=
+    if os.geteuid() == 0:
+        assert state_dir("edge-gw", {}) == Path("/var/lib/edge-gw")
+        assert load_config(None, environ={}).gateway.db == "/var/lib/edge-gw/buffer.db"
+    else:
+        assert state_dir("edge-gw", {"XDG_STATE_HOME": "/x"}) == Path("/x/edge-gw")
+        assert state_dir("edge-gw", {"HOME": "/home/u"}) == Path("/home/u/.local/state/edge-gw")
+    cfg = load_config(None, environ={"STATE_DIRECTORY": str(tmp_path / "st")})
+    assert cfg.gateway.db == str(tmp_path / "st" / "buffer.db")
+
+
+def test_run_creates_a_missing_buffer_folder_or_says_why_not_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "edge.cli", "run", "--gateway-id", "gw-1", "--source", "simulate", "--count", "3",
+           "--mqtt", "mqtt://127.0.0.1:1", "--assume-synced"]
+    proc = subprocess.run([*run, "--db", str(tmp_path / "some" / "missing" / "dir" / "buffer.db")],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert "adverts=3" in proc.stderr, proc.stderr
+    assert (tmp_path / "some/missing/dir/buffer.db").is_file()
+    assert (tmp_path / "some/missing/dir").stat().st_mode & 0o777 == 0o750
+    (tmp_path / "a-file").write_text("")
+    proc = subprocess.run([*run, "--db", str(tmp_path / "a-file" / "buffer.db")],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: config: gateway.db: cannot create the folder {tmp_path / 'a-file'}: File exists"]
+    # Without --db (and no config), the state folder: here systemd's, through $STATE_DIRECTORY.
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")}
+    proc = subprocess.run(run, capture_output=True, text=True, check=False, timeout=60, env=env, cwd=tmp_path)
+    assert "adverts=3" in proc.stderr, proc.stderr
+    assert (tmp_path / "state" / "buffer.db").is_file()
+    assert not (tmp_path / "edge-gw.db").exists()
