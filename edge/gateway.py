@@ -32,6 +32,10 @@ from edge.uplink import MqttSettings, Uplink, UplinkSettings
 
 log = logging.getLogger("edge.gateway")
 _state_failed = RateLimitedLog(log, 30.0)
+_held = RateLimitedLog(log, 300.0)
+HELD_HINT = ("%d readings are held until the system clock is synchronised (their time is corrected then); check "
+             "`timedatectl` (NTP), or set clock.assume_synced = true (--assume-synced) where the clock is right "
+             "without NTP")
 
 HOUSEKEEPING_S = 0.5
 
@@ -199,6 +203,8 @@ class Gateway:
             "scanner": self.source.state(),
         })
         stats = self.store.stats()
+        if stats.held_rows and not self.pipeline.synced:
+            _held.warning(HELD_HINT, stats.held_rows)
         self.counters.set_gauge("buffer_rows", stats.rows)
         self.counters.set_gauge("buffer_bytes", stats.bytes)
         self.counters.set_gauge("clock_synced", 1 if self.pipeline.synced else 0)
@@ -219,6 +225,10 @@ class Gateway:
         self.uplink = Uplink(self.db, self.cfg.gateway.id, mqtt_settings(self.cfg), uplink_settings(self.cfg),
                              self.counters, self.clock, limits=store_limits(self.cfg))
         self.uplink.start()
+        if not self.clock.synced():
+            log.warning("the system clock is not synchronised (NTP): readings are held, not sent, until it is; "
+                        "check `timedatectl`, or set clock.assume_synced = true (--assume-synced) on a host whose "
+                        "clock is right without NTP")
         writer_task = asyncio.create_task(self.writer.run(), name="store-writer")
         house_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
         drained: bool | None = None

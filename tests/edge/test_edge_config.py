@@ -201,3 +201,29 @@ def test_run_creates_a_missing_buffer_folder_or_says_why_not_in_one_line(tmp_pat
     assert "adverts=3" in proc.stderr, proc.stderr
     assert (tmp_path / "state" / "buffer.db").is_file()
     assert not (tmp_path / "edge-gw.db").exists()
+
+
+def test_held_readings_are_reported_by_run_and_by_flush(tmp_path: Path) -> None:
+    """On a host whose kernel does not report NTP sync (this VM, most containers), readings are held; run says so
+    and flush exits 1 saying why, instead of 'buffer is empty'."""
+    import subprocess
+    import sys
+
+    from edge.clock import SystemClock
+
+    if SystemClock().synced():
+        pytest.skip("this host's clock reports NTP sync: nothing is held")
+    db = tmp_path / "b.db"
+    base = [sys.executable, "-m", "edge.cli"]
+    proc = subprocess.run([*base, "run", "--gateway-id", "gw-1", "--source", "simulate", "--count", "30", "--db",
+                           str(db), "--mqtt", "mqtt://127.0.0.1:1"], capture_output=True, text=True, check=False,
+                          timeout=60)
+    assert "the system clock is not synchronised (NTP): readings are held" in proc.stderr, proc.stderr
+    assert "readings are held until the system clock is synchronised" in proc.stderr, proc.stderr
+    proc = subprocess.run([*base, "flush", "--gateway-id", "gw-1", "--db", str(db), "--mqtt", "mqtt://127.0.0.1:1"],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "readings are held until the clock is " \
+        "synchronised" in lines[0] and "timedatectl" in lines[0], proc.stderr
