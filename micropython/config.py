@@ -8,7 +8,8 @@ DEFAULTS = {
         "host": None,
         "port": None,  # 1883, or 8883 with tls
         "tls": False,
-        "ca_file": None,  # PEM/DER CA certificate on the board; without it the server is not verified
+        "ca_file": None,  # PEM/DER CA certificate on the board: required with tls, unless insecure is true
+        "insecure": False,  # tls without verifying the broker (no ca_file); the status line says tls=INSECURE
         "username": None,  # defaults to gateway_id (the broker ACL expects that)
         "password": None,
         "keepalive_s": 60,
@@ -102,6 +103,13 @@ def validate(given):
     _int(cfg, "broker", "keepalive_s", 0, 65535, problems)
     _int(cfg, "broker", "timeout_s", 1, 120, problems)
     _text(b["ca_file"], "broker.ca_file", problems, required=False)
+    if not isinstance(b["insecure"], bool):
+        problems.append("broker.insecure must be true or false")
+    elif b["tls"] is True and not b["ca_file"] and not b["insecure"]:
+        problems.append(
+            "broker.tls needs broker.ca_file to verify the broker; set broker.insecure = true to connect without "
+            "verifying it (not recommended)"
+        )
     _text(b["username"], "broker.username", problems, required=False)
     _text(b["password"], "broker.password", problems, required=False)
     if b["username"] is None:

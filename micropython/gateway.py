@@ -80,7 +80,7 @@ class Gateway:
     # ---- uplink ---------------------------------------------------------------------------------
     def _client(self):
         b = self.cfg["broker"]
-        ctx = mqtt.tls_context(b["ca_file"]) if b["tls"] else None
+        ctx = mqtt.tls_context(b["ca_file"], b["insecure"]) if b["tls"] else None
         return mqtt.MQTTClient(
             self.gateway_id, b["host"], b["port"], b["username"], b["password"], b["keepalive_s"], ctx, b["timeout_s"]
         )
@@ -250,6 +250,7 @@ class Gateway:
         return (
             "buffer=%d/%d pending=%d dropped=%d lost=%d last_ack=%s acked=%d batches=%d unconfirmed=%d "
             "oldest_unconfirmed=%ds bad_confirms=%d tags=%d adverts=%d dup=%d bad=%d heap_free=%d wifi=%s mqtt=%s clock=%s"
+            " tls=%s"
             % (
                 r.depth(),
                 r.slots,
@@ -270,8 +271,15 @@ class Gateway:
                 "up" if self.wifi.isconnected() else "down",
                 "up" if self.client is not None else "down",
                 "synced" if self.clock.synced else "unsynced",
+                self._tls_state(),
             )
         )
+
+    def _tls_state(self):
+        b = self.cfg["broker"]
+        if not b["tls"]:
+            return "off"
+        return "verified" if b["ca_file"] else "INSECURE"
 
     # ---- tasks ----------------------------------------------------------------------------------
     async def _ble_task(self):
@@ -329,6 +337,8 @@ def boot(path="config.json"):
         return None
     gw = Gateway(cfg, bluetooth.BLE(), network.WLAN(network.STA_IF), Clock(ntptime))
     _log("gateway %s starting, buffer %d records" % (cfg["gateway_id"], gw.ring.slots))
+    if cfg["broker"]["tls"] and not cfg["broker"]["ca_file"]:
+        _log("WARNING: TLS without verifying the broker (broker.insecure = true)")
     if gw.ring.resized:
         _log("buffer.bytes changed: the old buffer file was discarded")
     try:

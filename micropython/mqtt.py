@@ -319,16 +319,19 @@ class MQTTClient:
             self.sock = None
 
 
-def tls_context(ca_file=None):
-    # An SSLContext for the broker connection; with a CA file the server certificate is verified.
+def tls_context(ca_file=None, insecure=False):
+    # An SSLContext for the broker connection. Without a CA file the server cannot be verified, and that must be
+    # asked for (config broker.insecure), never a silent fallback.
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
         ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # real, missing from the stubs
-    else:
+    elif insecure:
         if hasattr(ctx, "check_hostname"):  # CPython only; the ESP32 stubs rightly don't know it
             setattr(ctx, "check_hostname", False)  # noqa: B010
         ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
+    else:
+        raise ValueError("TLS without a CA file: set broker.ca_file, or broker.insecure = true")
     return ctx

@@ -3,8 +3,10 @@ the real mpremote over a loopback socket (bridge.mjs). `cp` to flash and `reset`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,6 +106,7 @@ def test_cli_dry_run_and_config_check(build_dir: Path, tmp_path: Path) -> None:
         "port": 1883,
         "tls": False,
         "ca_file": None,
+        "insecure": False,
         "username": "esp32-1",
         "password": None,
         "keepalive_s": 60,
@@ -172,3 +175,28 @@ def test_mpremote_exec_and_run_against_the_wasm_repl(bridge: str, tmp_path: Path
     assert sorted(line.split()[-1] for line in r.stdout.splitlines()[1:]) == sorted(
         [f"{m}.mpy" for m in MODULES] + ["main.py"]
     )
+
+
+def test_tls_without_a_ca_file_is_refused_unless_insecure_is_asked_for(tmp_path: Path) -> None:
+    """micropython/mqtt.py used to turn certificate checking off in silence when TLS had no ca_file."""
+    base = {"gateway_id": "esp32-1", "wifi": {"ssid": "lab"}}
+    cfg = tmp_path / "board.json"
+    cfg.write_text(json.dumps({**base, "broker": {"host": "b.lan", "tls": True}}))
+    with pytest.raises(mpy.MpyError, match=r"broker\.tls needs broker\.ca_file to verify the broker; set "
+                                           r"broker\.insecure = true"):
+        mpy.check_config(cfg)
+    cfg.write_text(json.dumps({**base, "broker": {"host": "b.lan", "tls": True, "insecure": True}}))
+    assert mpy.check_config(cfg)["broker"]["port"] == 8883  # type: ignore[index]
+    cfg.write_text(json.dumps({**base, "broker": {"host": "b.lan", "tls": True, "ca_file": "/ca.pem"}}))
+    assert mpy.check_config(cfg)["broker"]["insecure"] is False  # type: ignore[index]
+    cfg.write_text(json.dumps({**base, "broker": {"host": "b.lan", "insecure": "yes"}}))
+    with pytest.raises(mpy.MpyError, match=r"broker\.insecure must be true or false"):
+        mpy.check_config(cfg)
+    # The context itself refuses too (CPython runs the board module as it is).
+    spec = importlib.util.spec_from_file_location("_board_mqtt", ROOT / "micropython" / "mqtt.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(ValueError, match="TLS without a CA file"):
+        mod.tls_context(None)
+    assert mod.tls_context(None, True).verify_mode == ssl.CERT_NONE
