@@ -8,12 +8,13 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint typecheck pytest demo bench mpy firmware clean
+.PHONY: help install check test lint typecheck pytest demo bench mpy firmware clean
 
 help:
 	@echo "make install   install apt/pip/npm dependencies (Debian 12 / Raspberry Pi OS)"
 	@echo "make demo      run the whole pipeline locally (installs what is missing first)"
-	@echo "make test      lint, type-check and run every test suite"
+	@echo "make check     lint, type-check and the fast lane: unit and component tests (no 'slow' suites)"
+	@echo "make test      lint, type-check and run every test suite (what CI runs)"
 	@echo "make bench     run the benchmarks in bench/ (prints figures; not a test)"
 	@echo "make mpy       compile the MicroPython gateway with mpy-cross into build/micropython"
 
@@ -21,6 +22,9 @@ install:
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
 
 test: $(PY) lint typecheck pytest
+
+check: $(PY) lint typecheck
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 $(PY):
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh

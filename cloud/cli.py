@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
+from edge.extras import run_with_extras
+
 from cloud import __version__
 from cloud.config import Config, check_runtime, check_secrets, load_config
 from edge.config import redact_url
@@ -311,7 +313,7 @@ def config_check(config: Path | None, settings: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    cli(prog_name="cloud-ingest")
+    run_with_extras("cloud-ingest", lambda: cli(prog_name="cloud-ingest"))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from edge import __version__, ruuvi
+from edge.extras import run_with_extras
 from edge.config import Config, load_config, mqtt_password, redact_url
 from edge.settings import ConfigError, as_dict, ensure_dir
 
@@ -381,7 +382,7 @@ def mpy_deploy(port: str, board_config: Path, build_dir: Path, dry_run: bool) ->
 
 
 def main() -> None:
-    cli(prog_name="edge-gw")
+    run_with_extras("edge-gw", lambda: cli(prog_name="edge-gw"))
 
 
 if __name__ == "__main__":

@@ -47,3 +47,18 @@ def influxd(tmp_path: Path) -> Iterator[Influxd]:
         yield db
     finally:
         db.stop()
+
+
+# The suites that run the whole pipeline, provision a root file system or run a program end to end: `make test`
+# runs them, `make check` (the fast lane) does not. One list, so a new file in these folders is slow too.
+SLOW_SUITES = ("faults", "ansible", "grafana", "security")
+SLOW_FILES = ("badinput/test_badinput_gateway.py", "badinput/test_badinput_receiver.py", "test_readme.py",
+              "firmware/test_firmware_fuzz.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        rel = Path(item.path).relative_to(here).as_posix()
+        if rel.split("/")[0] in SLOW_SUITES or rel in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)

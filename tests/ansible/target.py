@@ -64,7 +64,7 @@ def collections(dest: Path) -> Path:
 
 def wheelhouse(dest: Path) -> Path:
     """The edge-gw wheel (this tree) and its dependencies, for the roles' offline install."""
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", str(REPO), "-w", str(dest)])
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", f"{REPO}[gateway,cloud]", "-w", str(dest)])
     return dest
 
 

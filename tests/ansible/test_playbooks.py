@@ -52,6 +52,21 @@ def test_first_run_changes_and_second_run_changes_nothing(provisioned: Provision
         assert second["failed"] == 0
 
 
+def test_each_host_gets_only_its_extra(provisioned: Provisioned) -> None:
+    """The gateway's venv has the [gateway] extra and no cloud libraries; the receiver's has no bleak."""
+    root = provisioned.root.path
+
+    def installed(venv: str) -> set[str]:
+        site = next((root / venv.lstrip("/") / "lib").glob("python3*/site-packages"))
+        return {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+
+    gateway, cloud = installed("/opt/edge-gw"), installed("/opt/cloud-ingest")
+    assert {"bleak", "paho_mqtt", "edge_gw"} <= gateway
+    assert not gateway & {"gmqtt", "influxdb_client", "pytest"}, gateway
+    assert {"gmqtt", "influxdb_client", "edge_gw"} <= cloud
+    assert not cloud & {"bleak", "dbus_fast", "pytest"}, cloud
+
+
 def test_gateway_files_modes_and_user(provisioned: Provisioned) -> None:
     root = provisioned.root.path
     assert owner(root / "etc/edge-gw/edge-gw.toml", root) == ("edge-gw", "edge-gw", "0o600")
@@ -282,7 +297,7 @@ def test_upgrade_in_place_restarts_and_keeps_the_buffer(provisioned: Provisioned
     archive = _bump_wheel_version(provisioned.workdir / "wheels", provisioned.workdir / "upgrade", "0.1.1")
     env = ansible_env(provisioned.workdir, provisioned.collections)
     recap, out = ansible_playbook(ANSIBLE_DIR / "playbooks" / "gateways.yml", provisioned.inventory, env,
-                                  extra_vars={"edge_gateway_package": "edge-gw==0.1.1",
+                                  extra_vars={"edge_gateway_package": "edge-gw[gateway]==0.1.1",
                                               "edge_gateway_wheelhouse": str(archive)})
     assert recap["failed"] == 0 and recap["changed"] == 3, out[-4000:]  # archive, unpack, pip
     assert "changed: [gw-test-1]" in out.split("TASK [edge_gateway : Install edge-gw into its venv.]")[1][:300]
