@@ -15,11 +15,10 @@ from typing import Any, TypeVar
 
 import click
 
-from edge.extras import run_with_extras
-
 from cloud import __version__
 from cloud.config import Config, check_runtime, check_secrets, load_config
 from edge.config import redact_url
+from edge.extras import run_with_extras
 from edge.settings import ConfigError, as_dict
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import click
 
 from edge import __version__, ruuvi
-from edge.extras import run_with_extras
 from edge.config import Config, load_config, mqtt_password, redact_url
+from edge.extras import run_with_extras
 from edge.settings import ConfigError, as_dict, ensure_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
