@@ -246,3 +246,28 @@ def test_alert_rules_cover_broker_drops() -> None:
     assert set(re.findall(r"\bcloud_ingest_[a-z_]+", text)) <= exposed_names(Metrics())
     assert {"CloudIngestBrokerDropping", "CloudIngestBrokerDropsUnknown"} <= set(
         re.findall(r"- alert: (\w+)", text))
+
+
+def test_drops_while_the_database_is_down_add_up(mosquitto_factory: Any, influxd: Any, tmp_path: Path) -> None:
+    """The receiver connected, its database down: the broker sends the window, queues 10 and drops the rest. Every
+    batch published is either stored or counted as dropped. The receiver reads nothing while it holds back (the
+    window is full), $SYS included, so it counts these drops once the database is back and it reads again."""
+    broker = small_queue_broker(mosquitto_factory, tmp_path / "mq")
+    window, published = 50, 300
+    cfg = make_config(broker.port, create_db(influxd), tmp_path, batch__max_interval="0.2", rollups__enabled=False,
+                      mqtt__receive_maximum=window)
+    rx = start_receiver(cfg)
+    try:
+        wait_until(lambda: rx.receiver.counts.broker_sys == "ok", 10, "$SYS seen")
+        influxd.stop()
+        publish_batches(broker.port, 1, published)
+        wait_until(lambda: rx.receiver.input.inflight >= window, 15, "the window full")
+        influxd.start()
+        wait_until(lambda: len(stored(influxd)) + rx.metric(DROPPED) == published, 60, "stored + dropped")
+        time.sleep(2)  # two more $SYS intervals: nothing more
+        n_stored, n_dropped = len(stored(influxd)), int(rx.metric(DROPPED))
+    finally:
+        rx.stop()
+    print(f"published {published}, stored {n_stored}, dropped {n_dropped}")
+    # Measured: exactly the window and the queue stored (no PUBACK flowed, so Mosquitto kept to the window).
+    assert (n_stored, n_dropped) == (window + QUEUE, published - window - QUEUE)
