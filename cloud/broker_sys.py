@@ -55,7 +55,8 @@ class BrokerDrops:
         counts.broker_sys = "unknown"
 
     def subscribed(self) -> None:
-        """A new connection subscribed: wait for this broker's counters again."""
+        """A new connection subscribed: wait for this broker's counters again (its ACL may have changed)."""
+        self.counts.broker_sys = "unknown"
         self._subscribed_ns = self._clock()
         self._uptime_s = None
         self._pending = None
