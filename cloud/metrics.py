@@ -29,6 +29,13 @@ class Metrics:
         self.confirmations = Counter(p + "confirmations", "confirmation messages published to edge-gw gateways",
                                      registry=r)
         self.confirmed_seqs = Counter(p + "confirmed_seqs", "edge-gw batch seqs confirmed", registry=r)
+        self.broker_dropped = Counter(p + "broker_dropped_messages", "messages the broker dropped (Mosquitto's "
+                                      "broker-wide $SYS count, all clients), counted across receiver and broker "
+                                      "restarts", registry=r)
+        self.broker_last_drop = Gauge(p + "broker_last_drop_timestamp_seconds", "Unix time the receiver last saw the "
+                                      "broker's drop counter rise (0: never)", registry=r)
+        self.broker_sys_ok = Gauge(p + "broker_sys_ok", "1 while the broker's $SYS drop counter reaches the receiver, "
+                                   "0 when it cannot (ACL, not Mosquitto, sys_interval 0)", registry=r)
         self.write_errors = Counter(p + "write_errors", "failed write attempts (retried)", registry=r)
         self.batches = Counter(p + "batches", "batches written, by why they closed", ["reason"], registry=r)
         self.batch_points = Histogram(p + "batch_points", "points per written batch", buckets=_BATCH_BUCKETS,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cloud import status
+from cloud.broker_sys import BrokerDrops
 from cloud.metrics import Metrics
 from cloud.model import Parsed
 
@@ -65,6 +66,10 @@ class Monitor:
         self._status_failed = False
         self._failed_attempts = 0
         self._restore_counts()
+        # Starts at the lifetime total, not 0: drops counted at start-up (they happened while the receiver was down)
+        # then show as an increase, not hidden in a counter reset.
+        metrics.broker_dropped.inc(self.counts.broker_dropped)
+        self.broker = BrokerDrops(self.counts, on_drops=metrics.broker_dropped.inc, clock=clock)
 
     # ---- what happened ----------------------------------------------------------------------------------------
 
@@ -148,6 +153,8 @@ class Monitor:
         m.queue_points.set(live.queue_points)
         m.inflight.set(live.inflight_messages)
         m.mqtt_connected.set(1 if live.mqtt_connected else 0)
+        m.broker_sys_ok.set(1 if self.counts.broker_sys == "ok" else 0)
+        m.broker_last_drop.set(self.counts.broker_last_drop_ns / 1e9)
 
     def snapshot(self, live: Live) -> status.Status:
         return dataclasses.replace(
@@ -194,6 +201,7 @@ class Monitor:
             if failed > self._failed_attempts:
                 self.metrics.write_errors.inc(failed - self._failed_attempts)
                 self._failed_attempts = failed
+            self.broker.check()
             now = live()
             self.update_gauges(now)
             self.write_status(now)

@@ -21,7 +21,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50
@@ -58,10 +58,26 @@ class MqttMessage(Message):
 Handler = Callable[[str, bytes, int, bool], MqttMessage | None]
 
 
+class SysReader(Protocol):
+    """Reads the broker's `$SYS` topics (cloud/broker_sys.py): a plain QoS 0 subscription of its own on every
+    connection, never shared, and never part of a batch."""
+
+    topics: tuple[str, ...]
+
+    def subscribed(self) -> None: ...
+
+    def refused(self, codes: list[int]) -> None: ...
+
+    def message(self, topic: str, payload: bytes) -> None: ...
+
+
 class MqttInput:
-    def __init__(self, settings: MqttSettings, handler: Handler, *, on_connection: Callable[[bool], None]) -> None:
+    def __init__(self, settings: MqttSettings, handler: Handler, *, on_connection: Callable[[bool], None],
+                 sys_reader: SysReader | None = None) -> None:
         self.settings = settings
         self._handler = handler
+        self._sys = sys_reader
+        self._sys_mid: int | None = None
         self._on_connection = on_connection
         self.publisher = Publisher(settings.receive_maximum)
         self.generation = 0
@@ -135,6 +151,9 @@ class MqttInput:
             return
         # Subscribing again on every connect is harmless with a kept session and needed if the broker lost it.
         client.subscribe([gmqtt.Subscription(t, qos=self.settings.qos) for t in topics])
+        if self._sys is not None:
+            self._sys.subscribed()
+            self._sys_mid = client.subscribe([gmqtt.Subscription(t, qos=0) for t in self._sys.topics])
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         self.generation += 1
@@ -145,12 +164,19 @@ class MqttInput:
 
     def _on_subscribe(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
         refused = [q for q in qos if q >= 0x80]
+        if mid == self._sys_mid and self._sys is not None:
+            if refused:
+                self._sys.refused(refused)
+            return
         if refused:
             log.error("the broker refused %d subscription(s): reason codes %s", len(refused), refused)
         self.subscribed.set()
 
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         # Everything up to the first await runs in arrival order (gmqtt schedules one task per message, FIFO).
+        if self._sys is not None and topic.startswith("$SYS/"):
+            self._sys.message(topic, payload)
+            return 0
         msg = self._handler(topic, payload, qos, bool(properties.get("dup")))
         if msg is not None and msg.future is not None:
             await msg.future

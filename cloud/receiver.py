@@ -71,7 +71,8 @@ class Receiver:
                                                  max_messages=s.batch_max_messages)
         dedup = Dedup(window_s=s.dedup_window_s, max_entries=s.dedup_max_entries) if s.dedup else None
         self.journal = self._open_journal(dedup, s.dedup_state_file) if dedup is not None else None
-        self.input = MqttInput(s.mqtt, self._accept, on_connection=self._on_connection)
+        self.input = MqttInput(s.mqtt, self._accept, on_connection=self._on_connection,
+                               sys_reader=self.monitor.broker)
         self.write_path = WritePath(
             WritePathSettings(receiver=s.mqtt.client_id, dlq_topic=s.dlq_topic, dlq_max_payload=s.dlq_max_payload,
                               confirm=s.confirm),

@@ -49,6 +49,14 @@ class Status:
     redeliveries: int = 0
     confirmations: int = 0  # confirmation messages published to edge-gw gateways
     confirmed_seqs: int = 0  # batch seqs they carried
+    # Messages the broker dropped (cloud/broker_sys.py): the broker-wide count from Mosquitto's $SYS, over this
+    # receiver's lifetime; "ok" while $SYS counters arrive, "unavailable" when none came, "unknown" before.
+    broker_sys: str = "unknown"
+    broker_dropped: int = 0
+    broker_dropped_raw: int = -1  # the broker's own counter at the last look (-1: never seen)
+    broker_uptime_s: int = 0  # ... the broker's uptime then, and when that was
+    broker_seen_ns: int = 0
+    broker_last_drop_ns: int = 0  # when the receiver last saw the counter rise
     gateways: dict[str, GatewayState] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
@@ -96,6 +104,18 @@ def gateway_online(gw: GatewayState, offline_after_s: float, now_ns: int) -> boo
     return gw.state != "offline" and (now_ns - gw.last_seen_ns) / 1e9 <= offline_after_s
 
 
+def _broker_drops(status: Status, now_ns: int) -> str:
+    if status.broker_dropped_raw < 0:
+        why = "no $SYS counters from the broker (ACL?)" if status.broker_sys == "unavailable" else "not seen yet"
+        return f"unknown: {why}"
+    text = f"{status.broker_dropped} messages dropped by the broker (full session queues)"
+    if status.broker_dropped:
+        text = f"DROPPING: {text}, the last seen {_ago(status.broker_last_drop_ns, now_ns)}"
+    if status.broker_sys != "ok":
+        text += f"; $SYS counters {status.broker_sys} now"
+    return text
+
+
 def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns: int | None = None) -> str:
     now = time.time_ns() if now_ns is None else now_ns
     up = running(status, interval_s, now)
@@ -112,6 +132,7 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"dead letters:   {status.dead_letters}",
         f"duplicates:     {status.duplicates} (cross-gateway), {status.redeliveries} redeliveries",
         f"confirmed:      {status.confirmed_seqs} edge-gw batches, in {status.confirmations} messages",
+        f"broker drops:   {_broker_drops(status, now)}",
         f"gateways:       {len(status.gateways)}",
     ]
     width = max((len(g) for g in status.gateways), default=7)

@@ -103,7 +103,7 @@ def test_status_shows_queue_last_write_gateways_and_dead_letters(tmp_path: Path)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert re.fullmatch(r"receiver: +running \(client id rx-1, pid 4242, status updated \d\.\d s ago\)", lines[0])
-    assert lines[1:11] == [
+    assert lines[1:12] == [
         "mqtt:           connected",
         "database:       ok",
         "queue:          1 batches, 250 points, 12 messages not acknowledged",
@@ -113,9 +113,10 @@ def test_status_shows_queue_last_write_gateways_and_dead_letters(tmp_path: Path)
         "dead letters:   3",
         "duplicates:     100 (cross-gateway), 2 redeliveries",
         "confirmed:      9 edge-gw batches, in 4 messages",
+        "broker drops:   unknown: not seen yet",
         "gateways:       3",
     ]
-    assert lines[11:] == [
+    assert lines[12:] == [
         "  c8:25:2d:8e:9c:2c  OFFLINE  last seen 20.0 min ago, 4000 readings, 100 duplicates",
         "  pi-garage          OFFLINE  last seen 1.0 s ago, 0 readings, 0 duplicates",
         "  pi-kitchen         online   last seen 1.0 s ago, 8000 readings, 0 duplicates",
