@@ -25,6 +25,7 @@ DEFAULT_RULES = [
     "user cloud-ingest",
     "topic read edge-gw/#", "topic read ruuvi/#", "topic read sensors/#",
     "topic write edge-gw/dlq", "topic write edge-gw/+/confirm",
+    "topic read $SYS/broker/publish/messages/dropped", "topic read $SYS/broker/uptime",
     "pattern write edge-gw/%u/batch", "pattern write edge-gw/%u/status", "pattern read edge-gw/%u/confirm",
 ]
 
@@ -98,6 +99,7 @@ def test_role_variables_reach_the_acl_and_the_broker_enforces_it(tmp_path: Path)
         "user ingest-eu",
         "topic read fleet/#", "topic read ruuvi/#", "topic read sensors/#",
         "topic write fleet/dlq", "topic write fleet/+/confirm",
+        "topic read $SYS/broker/publish/messages/dropped", "topic read $SYS/broker/uptime",
         "pattern write fleet/%u/batch", "pattern write fleet/%u/status", "pattern read fleet/%u/confirm",
     ]
 

@@ -143,6 +143,7 @@ def test_broker_acl_lets_only_the_receiver_confirm(provisioned: Provisioned) -> 
     assert [x for x in acl.splitlines() if x and not x.startswith("#")] == [
         "user cloud-ingest", "topic read edge-gw/#", "topic read ruuvi/#", "topic read sensors/#",
         "topic write edge-gw/dlq", "topic write edge-gw/+/confirm",
+        "topic read $SYS/broker/publish/messages/dropped", "topic read $SYS/broker/uptime",
         "pattern write edge-gw/%u/batch", "pattern write edge-gw/%u/status", "pattern read edge-gw/%u/confirm"]
     # The receiver the playbooks configure logs in as the ACL's user.
     toml = (root / "etc/cloud-ingest/cloud-ingest.toml").read_text()
