@@ -44,6 +44,17 @@ def stop_pid(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, ti
         proc.wait(5)
 
 
+def server_binary(name: str) -> str:
+    """A server's program: on the PATH, or in the sbin folders, which a normal user's PATH on Debian lacks (Debian's
+    mosquitto is /usr/sbin/mosquitto, and `make demo` must work for that user too)."""
+    extra = os.pathsep.join(("/usr/local/sbin", "/usr/sbin", "/sbin"))
+    found = shutil.which(name) or shutil.which(name, path=extra)
+    if found is None:
+        msg = f"{name} is not installed: run `make install` (scripts/install-deps.sh)"
+        raise FileNotFoundError(msg)
+    return found
+
+
 @dataclass
 class Mosquitto:
     """A private Mosquitto 2.x broker. `extra` lines are appended to its config (auth, TLS listeners, ACLs)."""
@@ -91,7 +102,8 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         out = open(self.workdir / "mosquitto.stdout", "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([server_binary("mosquitto"), "-c", str(conf)], stdout=out,
+                                     stderr=subprocess.STDOUT)
         _wait_tcp(self.port, self.proc, self.workdir / "mosquitto.stdout")
         return self
 
@@ -151,7 +163,8 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         conf.write_text(self.config_text())
         log = self.workdir / "influxd.log"
         out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(["influxd", "-config", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([server_binary("influxd"), "-config", str(conf)], stdout=out,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from servers import Influxd, _wait_tcp, free_port, stop_pid
+from servers import Influxd, _wait_tcp, free_port, server_binary, stop_pid
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -112,7 +112,8 @@ class Broker:
         conf = w / "mosquitto.conf"
         conf.write_text(self.config_text())
         out = open(w / "mosquitto.stdout", "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([server_binary("mosquitto"), "-c", str(conf)], stdout=out,
+                                     stderr=subprocess.STDOUT)
         _wait_tcp(self.port, self.proc, w / "mosquitto.stdout")
         _wait_tcp(self.mtls_port, self.proc, w / "mosquitto.stdout")
         return self
