@@ -1,6 +1,5 @@
 """Dedup: one reading per (mac, format, sequence) within the window; bounded in time and entries."""
 
-import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,19 +63,13 @@ def test_entries_are_bounded_and_the_newest_survive() -> None:
     assert d.is_duplicate("m0", 0, DF5, 100_000) is False  # oldest forgotten
 
 
-def test_cost_per_call_does_not_grow_with_history() -> None:
-    # 10k keys per window, so from the 10k-th call on every call expires one key and the dict stays full.
+def test_a_full_window_stays_at_its_bound_over_a_long_history() -> None:
+    # 10k keys per window, so from the 10k-th call on every call expires one key and the dict stays full. That the
+    # cost per call does not grow with history is measured in bench/bench_timing.py, not asserted here.
     d = Dedup(window_s=1, max_entries=10_000)
-    rates = []
-    for chunk in range(8):
-        start = time.perf_counter()
-        for i in range(chunk * 40_000, (chunk + 1) * 40_000):
-            d.is_duplicate("aa", i % 65535, DF5, i * 100_000)
-        rates.append(40_000 / (time.perf_counter() - start))
+    for i in range(320_000):
+        d.is_duplicate("aa", i % 65535, DF5, i * 100_000)
     assert len(d) == 10_000
-    # O(1): late calls (after 300k of history) are as fast as early ones. Best of a few chunks each, because
-    # other work on the machine only ever slows a chunk down.
-    assert max(rates[5:]) > 0.5 * max(rates[1:4])
 
 
 class Reference:

@@ -140,13 +140,18 @@ def test_broker_down_then_up_through_the_daemon(tmp_path: Path) -> None:
     proc = subprocess.Popen(gateway_cmd(broker, db, "--source", "simulate", "--tags", "20", "--rate", "2000"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.5)
+        collector.wait_for(200, 30)
+        assert len(collector.keys) >= 200, "the gateway did not forward"
         broker.stop()
-        time.sleep(2.0)  # the gateway keeps committing to its buffer while the broker is away
-        during = buffered(db)
-        assert during > 500
+        # The gateway keeps committing to its buffer while the broker is away.
+        deadline = time.monotonic() + 30
+        while buffered(db) <= 1000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert buffered(db) > 1000
+        seen = len(collector.keys)
         broker.start()  # same port, same persistence dir: the collector's session is kept
-        time.sleep(3.0)
+        collector.wait_for(seen + 1000, 30)  # the gateway reconnected and forwards its backlog again
+        assert len(collector.keys) >= seen + 1000
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         total = committed_total(db)

@@ -4,7 +4,6 @@ import asyncio
 import itertools
 import subprocess
 import sys
-import time
 from collections import defaultdict
 
 import pytest
@@ -112,19 +111,12 @@ def test_count_stops_exactly_and_state_reports() -> None:
 
 
 @pytest.mark.parametrize(("rate", "count"), [(20.0, 10), (400.0, 200), (20_000.0, 10_000)])
-def test_rate_is_held_steady(rate: float, count: int) -> None:
-    source = SimulatedSource(SourceOptions(tags=50, rate=rate, count=count))
-    times: list[float] = []
-    start = time.monotonic()
-    asyncio.run(source.run(lambda a: times.append(time.monotonic())))
-    elapsed = time.monotonic() - start
-    expected = (count - 1) / rate
-    assert len(times) == count
-    assert expected * 0.95 <= elapsed <= expected + 0.5  # upper bound loose: 2 shared cores
-    # Smooth: no gap much longer than the pacing step (one advert at low rates, a few-ms burst at high rates);
-    # the margin absorbs scheduler hiccups on a loaded machine, not bursts of a whole second.
-    gap = max(b - a for a, b in itertools.pairwise(times))
-    assert gap <= max(1.0 / rate, 0.002) + 0.1
+def test_a_paced_run_emits_exactly_count_adverts_in_order(rate: float, count: int) -> None:
+    """How close the pacing keeps to the rate is measured in bench/bench_timing.py, not asserted here."""
+    source = SimulatedSource(SourceOptions(tags=50, rate=rate, count=count, seed=3))
+    got: list[Advert] = []
+    asyncio.run(source.run(got.append))
+    assert got == take(Fleet(50, seed=3), count)
 
 
 def test_bad_options() -> None:

@@ -78,7 +78,10 @@ def test_batches_unacked_when_the_broker_dies_are_sent_again(tmp_path: Path, mos
     counters = Counters()
     with subscriber(mosquitto.port) as sub, running_uplink(db, mosquitto.url, counters=counters) as up:
         assert up.wait_connected(5)
-        time.sleep(2.5)  # the broker's autosave (every 1 s, checked with 1 s resolution) wrote the subscriber's session
+        # Until the broker's autosave (every 1 s) has written the subscriber's session to disk.
+        saved = mosquitto.workdir / "mosquitto.db"
+        subscribed = time.time()
+        assert sub.wait(lambda _s: saved.exists() and saved.stat().st_mtime > subscribed, timeout=10)
         assert mosquitto.proc is not None
         os.kill(mosquitto.proc.pid, signal.SIGSTOP)
         fill(db, make_readings(1200))
@@ -266,7 +269,9 @@ def test_status_writes_are_throttled(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(Uplink, "_open_store", lambda self: CountingStore(self.db_path, clock=self.clock))
     settings = UplinkSettings(backoff_min_s=0.02, backoff_max_s=0.05, status_interval_s=0.5)
     with running_uplink(tmp_path / "buf.db", f"mqtt://127.0.0.1:{free_port()}", settings=settings) as up:
-        time.sleep(2.0)
+        deadline = time.monotonic() + 20
+        while up.state()["reconnects"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert up.state()["reconnects"] >= 20  # many attempts ...
     times = [t for t, _ in writes[:-1]]  # (the last one is the final write at stop)
     assert len(times) <= 5  # ... but at most one status write per 0.5 s
