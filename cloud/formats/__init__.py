@@ -93,7 +93,7 @@ class Router:
         if not points or (oldest <= min(p.time_ns for p in points) and max(p.time_ns for p in points) <= newest):
             return parsed
 
-        bounds = f"outside [now - {cfg.max_age_s:g} s, now + {cfg.max_ahead_s:g} s]"
+        bounds = f"outside [now - {_seconds(cfg.max_age_s)} s, now + {_seconds(cfg.max_ahead_s)} s]"
 
         def refuse(time_ns: int) -> tuple[str, str] | None:
             if time_ns > newest:
@@ -114,6 +114,10 @@ class Router:
                 parsed.refused.append(Refused(payload, *why))
         parsed.points = kept
         return parsed
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f}" if float(s).is_integer() else f"{s:g}"
 
 
 __all__ = ["PARSERS", "FormatsConfig", "InvalidMessage", "Parsed", "Refused", "Router", "topic_matches"]
