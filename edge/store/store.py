@@ -24,9 +24,10 @@ once a second; no index on time_ns, which would slow every insert): a reading wi
 queue late (moved after clock sync) is dropped when it reaches the head. Readings of the current boot, held or
 not, age by the monotonic clock, so a step of the wall clock in either direction changes no age (see Pipeline in
 edge/gateway.py for what the gateway does on a step); those of an earlier boot age by their time. Readings released
-uncorrected from an earlier boot have no trustworthy time, so only the byte cap bounds them. Freed pages go back to the file system with `incremental_vacuum` once they are 3/4 of the file
-and at least 1/64 of the cap (1 MiB minimum), so the file shrinks after a backlog drains instead of keeping its
-high-water size; below that, inserts reuse them.
+uncorrected from an earlier boot have no trustworthy time, so only the byte cap bounds them. Freed pages go back to
+the file system with `incremental_vacuum` once they are 3/4 of the file and at least 1/64 of the cap (1 MiB
+minimum), so the file shrinks after a backlog drains instead of keeping its high-water size; below that, inserts
+reuse them.
 """
 
 from __future__ import annotations
