@@ -143,9 +143,10 @@ class WritePath:
             if msg.failure is not None:
                 f = msg.failure
                 dead.append(await self._dead_letter(msg.topic, f.payload, f.reason, "parse", f.time_ns))
-            for r in msg.refused:
-                dead.append(await self._dead_letter(msg.topic, r.payload, r.reason, "reading", self._clock()))
-                self.monitor.refused(r.kind)
+            for refused in msg.refused:
+                dead.append(await self._dead_letter(msg.topic, refused.payload, refused.reason, "reading",
+                                                    self._clock()))
+                self.monitor.refused(refused.kind)
         if points:
             outcome = await self.sink.write(points)
             written = points
