@@ -61,11 +61,18 @@ _Seen = tuple[int, int, str, int]
 def fingerprint(fields: dict[str, FieldValue]) -> int:
     """A hash of the measured values (VALUE_FIELDS); numbers hash the same in every process (unlike None)."""
     get = fields.get
-    return hash(tuple([get(k, -1) for k in VALUE_FIELDS]))
+    # VALUE_FIELDS spelled out: 0.27 us per point instead of 0.56 for a loop over the names (timeit).
+    return hash((get("temperature", -1), get("humidity", -1), get("pressure", -1), get("acceleration_x", -1),
+                 get("acceleration_y", -1), get("acceleration_z", -1), get("battery_voltage", -1),
+                 get("movement_counter", -1), get("pm2_5", -1), get("co2", -1)))
+
+
+_SPANS = {df: (1 << bits) // 4 for df, bits in SEQ_BITS.items()}
+_DEFAULT_SPAN = (1 << DEFAULT_SEQ_BITS) // 4
 
 
 def span_of(data_format: str) -> int:
-    return (1 << SEQ_BITS.get(data_format, DEFAULT_SEQ_BITS)) // 4
+    return _SPANS.get(data_format, _DEFAULT_SPAN)
 
 
 @dataclass(slots=True)
@@ -121,6 +128,8 @@ class Dedup:
         seen = self._seen
         written = self._written
         duplicates = result.duplicates
+        spans = _SPANS
+        max_entries = self.max_entries
         for p in points:
             fields = p.fields
             seq = fields.get(SEQ_FIELD)
@@ -130,18 +139,26 @@ class Dedup:
                 kept.append(p)
                 continue
             df = tags.get("data_format", "")
+            tag = (p.measurement, mac, df)
             key = (p.measurement, mac, df, seq)
             fp = fingerprint(fields)
             gateway = tags.get("gateway", "")
+            n = written.get(tag, 0)
             prev = seen.get(key)
-            if prev is not None and prev[0] == fp:
-                tag = (p.measurement, mac, df)
-                if written.get(tag, 0) - prev[1] < span_of(df):
-                    if prev[2] == gateway and prev[3] == p.time_ns:
-                        result.redeliveries += 1
-                    else:
-                        duplicates[gateway] = duplicates.get(gateway, 0) + 1
-                    continue
-            self._add((p.measurement, mac, df), key, fp, gateway, p.time_ns)
+            if prev is not None and prev[0] == fp and n - prev[1] < spans.get(df, _DEFAULT_SPAN):
+                if prev[2] == gateway and prev[3] == p.time_ns:
+                    result.redeliveries += 1
+                else:
+                    duplicates[gateway] = duplicates.get(gateway, 0) + 1
+                continue
+            # A new measurement: _add(), inline (this runs once per point).
+            if n == 0 and len(written) >= max_entries:
+                del written[next(iter(written))]
+            written[tag] = n + 1
+            if prev is not None:
+                del seen[key]
+            seen[key] = (fp, n + 1, gateway, p.time_ns)
+            if len(seen) > max_entries:
+                seen.popitem(last=False)
             kept.append(p)
         return result

@@ -3,7 +3,7 @@ the gateways' clocks say."""
 
 from __future__ import annotations
 
-from cloud.dedup import Dedup, fingerprint, span_of
+from cloud.dedup import VALUE_FIELDS, Dedup, fingerprint, span_of
 from cloud.model import Point
 
 S = 1_000_000_000
@@ -111,6 +111,13 @@ def test_different_tags_and_measurements_are_not_confused() -> None:
     pts = [p("gw-a", "aa:aa:aa:aa:aa:01", 7, T0), p("gw-a", "aa:aa:aa:aa:aa:02", 7, T0),
            Point("other", {"mac": "aa:aa:aa:aa:aa:01", "gateway": "gw-b"}, {"measurement_sequence_number": 7}, T0)]
     assert d.filter(pts).kept == pts
+
+
+def test_every_value_field_and_only_those_make_the_fingerprint() -> None:
+    base: dict[str, float | int | bool | str] = dict.fromkeys(VALUE_FIELDS, 1)
+    for k in VALUE_FIELDS:
+        assert fingerprint({**base, k: 2}) != fingerprint(base), k
+    assert fingerprint({**base, "rssi": -50, "tx_power": 4, "luminosity": 3.0}) == fingerprint(base)
 
 
 def test_rssi_and_derived_values_are_not_compared() -> None:
