@@ -8,7 +8,8 @@ the restart is then dropped as it would have been without one.
 
 One row per written batch, its entries one JSON array: an INSERT per point cost about 1.0 us of CPU per reading,
 one per batch costs about 0.7 us including building (with the values' hash, cloud/dedup.py) and encoding the
-entries (`python -m cloud.dedup_journal --bench`; 0.34 us in format 1, without the hash). The file keeps the newest batches that hold `max_entries` entries, the same bound as the memory, so
+entries (`python -m cloud.dedup_journal --bench`; 0.34 us in format 1, without the hash). The file keeps the
+newest batches that hold `max_entries` entries, the same bound as the memory, so
 loading it rebuilds exactly what the memory held; older batches are deleted as new ones come, and SQLite reuses
 their pages, so the file stops growing at about 60 bytes per entry (30 MB at the default 500,000).
 
