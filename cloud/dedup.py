@@ -1,18 +1,33 @@
 """Cross-gateway dedup: one RuuviTag measurement heard by several gateways is written once.
 
-A measurement is identified by the tag's mac plus its `measurement_sequence_number`. Sequence numbers wrap (8 bits
-for data format 6, 16 bits for 5 and C5), so two readings are the same measurement only when their gateway receive
-times are also within `window_s` of each other. Points without a sequence number (formats 3 and 8, flat sensors)
-cannot be matched across gateways and always pass.
+A measurement is identified by what the tag says, never by a gateway's clock (a gateway an hour behind must not
+make its copies look like other measurements): the tag's `mac`, its data format, its
+`measurement_sequence_number`, and the measured values. The values tell two measurements with the same sequence
+number apart: after the tag's counter wrapped, and after the tag rebooted (its counter restarts), the number
+comes again with other values. Copies of one measurement carry the very same values (they are one advert); only
+`rssi` and the gateway differ, and neither is compared. The values compared are those every format with a
+sequence number carries (VALUE_FIELDS); the fingerprint is a hash of them, so equal values are certain and a
+collision of different ones is negligible (64 bits).
 
-Which copy is written: within one batch, the copy with the earliest gateway receive time ("first receive time
-wins"). Across batches the copy already written stays; a later copy is dropped even if its clock says it came first,
-since replacing a written point would need a DELETE. Every dropped copy is counted against the gateway that sent it.
+The span: a copy matches a remembered measurement only while the tag has had fewer than `span` other measurements
+written since, a quarter of its counter's range (SEQ_BITS: 16 bits for formats 5, C5 and 8, 8 for 6, 24 for E1),
+e.g. 16,384 measurements, about 6 h of a RuuviTag. So a number that came round again after a wrap is a new
+measurement even if its values happen to equal the old ones (a tag at rest), while a gateway replaying a backlog of
+up to that many measurements is still matched. Counting the tag's written measurements, rather than subtracting
+sequence numbers, needs no guess about which way the counter moved: a reboot or a gateway far behind cannot make
+the others' copies look out of span.
+
+Which copy is written: the first to reach this process (the order of the batches and, within one, of the points).
+Every dropped copy is counted against the gateway that sent it; the very same point again (same gateway, same
+receive time) is a redelivery, counted apart.
+
+Points without a sequence number (data format 3, flat sensors) cannot be matched and always pass: each gateway
+that hears a DF3 tag writes its own copy, under its own `gateway` tag.
 
 The memory is bounded: the oldest `max_entries` measurements are forgotten first. A copy that arrives after its
-measurement was forgotten (a gateway replaying an hours-old backlog under heavy traffic) is written again, under its
-own `gateway` tag. Pure: no I/O, no clock. `remember()` loads what an earlier run wrote (cloud/dedup_journal.py keeps
-that on disk), so a restart does not start with an empty memory.
+measurement was forgotten is written again, under its own `gateway` tag. Pure: no I/O, no clock. `remember()`
+loads what an earlier run wrote (cloud/dedup_journal.py keeps that on disk), so a restart does not start with an
+empty memory.
 """
 
 from __future__ import annotations
@@ -21,19 +36,43 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from cloud.model import Point
+from cloud.model import FieldValue, Point
 
 SEQ_FIELD = "measurement_sequence_number"
+# Bits of the tag's measurement counter per data format (the `data_format` tag; C5 = 197, E1 = 225).
+SEQ_BITS = {"5": 16, "197": 16, "8": 16, "6": 8, "225": 24}
+DEFAULT_SEQ_BITS = 16
+# Measured values that tell two measurements with the same sequence number apart; a key a format lacks counts as -1.
+VALUE_FIELDS = ("temperature", "humidity", "pressure", "acceleration_x", "acceleration_y", "acceleration_z",
+                "battery_voltage", "movement_counter", "pm2_5", "co2")
 
-_Key = tuple[str, str, int]
+_Tag = tuple[str, str, str]  # (measurement, mac, data format)
+_Key = tuple[str, str, str, int]  # ... and the sequence number
 
-# One written point as the journal keeps it: (measurement, mac, sequence number, gateway receive time, gateway).
-Entry = tuple[str, str, int, int, str]
+# One written point as the journal keeps it: (measurement, mac, data format, sequence number, fingerprint,
+# gateway receive time, gateway).
+Entry = tuple[str, str, str, int, int, int, str]
+
+# What is remembered per measurement: (fingerprint, the tag's written-measurement count when it was written,
+# gateway, gateway receive time). A plain tuple: this runs once per point.
+_Seen = tuple[int, int, str, int]
 
 
-# What is remembered per measurement: (gateway receive time, gateway, which filter() call kept it, its index in
-# that call's `kept` list). A plain tuple: this runs once per point.
-_Seen = tuple[int, str, int, int]
+def fingerprint(fields: dict[str, FieldValue]) -> int:
+    """A hash of the measured values (VALUE_FIELDS); numbers hash the same in every process (unlike None)."""
+    get = fields.get
+    # VALUE_FIELDS spelled out: 0.27 us per point instead of 0.56 for a loop over the names (timeit).
+    return hash((get("temperature", -1), get("humidity", -1), get("pressure", -1), get("acceleration_x", -1),
+                 get("acceleration_y", -1), get("acceleration_z", -1), get("battery_voltage", -1),
+                 get("movement_counter", -1), get("pm2_5", -1), get("co2", -1)))
+
+
+_SPANS = {df: (1 << bits) // 4 for df, bits in SEQ_BITS.items()}
+_DEFAULT_SPAN = (1 << DEFAULT_SEQ_BITS) // 4
+
+
+def span_of(data_format: str) -> int:
+    return _SPANS.get(data_format, _DEFAULT_SPAN)
 
 
 @dataclass(slots=True)
@@ -48,76 +87,78 @@ class DedupResult:
 
 
 class Dedup:
-    def __init__(self, *, window_s: float = 30.0, max_entries: int = 500_000) -> None:
-        if window_s <= 0 or max_entries < 1:
-            raise ValueError("window_s must be > 0 and max_entries >= 1")
-        self.window_ns = int(window_s * 1e9)
+    def __init__(self, *, max_entries: int = 500_000, window_s: float | None = None) -> None:
+        """`window_s` is accepted for the old `dedup.window` setting and has no effect: copies are matched by
+        what the tag says, not by receive times."""
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        del window_s
         self.max_entries = max_entries
         self._seen: OrderedDict[_Key, _Seen] = OrderedDict()
-        self._calls = 0
+        self._written: dict[_Tag, int] = {}  # per tag: measurements written so far (the span's yardstick)
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def remember(self, entries: Iterable[Entry]) -> None:
         """Seed the memory with points written before, oldest first, as if filter() had kept them."""
+        for measurement, mac, df, seq, fp, t, gateway in entries:
+            self._add((measurement, mac, df), (measurement, mac, df, seq), fp, gateway, t)
+
+    def _add(self, tag: _Tag, key: _Key, fp: int, gateway: str, t: int) -> None:
+        written = self._written
+        n = written.get(tag, 0) + 1
+        if n == 1 and len(written) >= self.max_entries:
+            # More tags than measurements remembered: forget the count of the tag seen first. Should it come back,
+            # its count restarts below those of its remembered entries, which then count as in span: only the
+            # values and the number decide for them, as they did before the span.
+            del written[next(iter(written))]
+        written[tag] = n
         seen = self._seen
-        max_entries = self.max_entries
-        for measurement, mac, seq, t, gateway in entries:
-            key = (measurement, mac, seq)
-            if key in seen:
-                del seen[key]  # a later write of the key (the sequence number wrapped) is the newer entry
-            # Call 0 is no filter() call: a remembered copy is never replaced by an earlier one of a later batch.
-            seen[key] = (t, gateway, 0, -1)
-            if len(seen) > max_entries:
-                seen.popitem(last=False)
+        if key in seen:
+            del seen[key]  # a new measurement with the number of an old one (wrap, reboot): the newer entry
+        seen[key] = (fp, n, gateway, t)
+        if len(seen) > self.max_entries:
+            seen.popitem(last=False)
 
     def filter(self, points: Sequence[Point]) -> DedupResult:
         """Return the points to write, in their original order, and what was dropped."""
-        self._calls += 1
-        call = self._calls
         result = DedupResult(kept=[])
         kept = result.kept
-        dropped_here: set[int] = set()  # indexes in `kept` replaced by an earlier copy
         seen = self._seen
-        window = self.window_ns
-        max_entries = self.max_entries
+        written = self._written
         duplicates = result.duplicates
+        spans = _SPANS
+        max_entries = self.max_entries
         for p in points:
-            seq = p.fields.get(SEQ_FIELD)
-            if type(seq) is not int:
-                kept.append(p)
-                continue
+            fields = p.fields
+            seq = fields.get(SEQ_FIELD)
             tags = p.tags
             mac = tags.get("mac")
-            if mac is None:
+            if type(seq) is not int or mac is None:
                 kept.append(p)
                 continue
-            key = (p.measurement, mac, seq)
+            df = tags.get("data_format", "")
+            tag = (p.measurement, mac, df)
+            key = (p.measurement, mac, df, seq)
+            fp = fingerprint(fields)
             gateway = tags.get("gateway", "")
-            t = p.time_ns
+            n = written.get(tag, 0)
             prev = seen.get(key)
-            if prev is None or abs(t - prev[0]) > window:
-                # A new measurement (or the sequence number wrapped since): remember it as the newest entry.
-                if prev is not None:
-                    del seen[key]
-                seen[key] = (t, gateway, call, len(kept))
-                kept.append(p)
-                if len(seen) > max_entries:
-                    seen.popitem(last=False)
+            if prev is not None and prev[0] == fp and n - prev[1] < spans.get(df, _DEFAULT_SPAN):
+                if prev[2] == gateway and prev[3] == p.time_ns:
+                    result.redeliveries += 1
+                else:
+                    duplicates[gateway] = duplicates.get(gateway, 0) + 1
                 continue
-            prev_time, prev_gateway, prev_call, prev_index = prev
-            if prev_gateway == gateway and prev_time == t:
-                result.redeliveries += 1
-                continue
-            if prev_call == call and t < prev_time:
-                # Same batch and this copy was received first: it replaces the one kept so far.
-                duplicates[prev_gateway] = duplicates.get(prev_gateway, 0) + 1
-                dropped_here.add(prev_index)
-                seen[key] = (t, gateway, call, len(kept))
-                kept.append(p)
-                continue
-            duplicates[gateway] = duplicates.get(gateway, 0) + 1
-        if dropped_here:
-            result.kept = [p for i, p in enumerate(kept) if i not in dropped_here]
+            # A new measurement: _add(), inline (this runs once per point).
+            if n == 0 and len(written) >= max_entries:
+                del written[next(iter(written))]
+            written[tag] = n + 1
+            if prev is not None:
+                del seen[key]
+            seen[key] = (fp, n + 1, gateway, p.time_ns)
+            if len(seen) > max_entries:
+                seen.popitem(last=False)
+            kept.append(p)
         return result

@@ -1,18 +1,24 @@
 """The dedup memory on disk, so that a receiver restart (clean or kill -9) does not forget what it wrote.
 
 The receiver runs as a write-only database user, so it cannot rebuild its memory from InfluxDB. Instead it appends
-every written point that dedup can match (mac + sequence number) to a small SQLite file, after the database write
+every written point that dedup can match (mac, data format, sequence number and a fingerprint of its values,
+cloud/dedup.py) to a small SQLite file, after the database write
 and before the PUBACKs of the batch; at start-up it loads them into `Dedup`. A copy that another gateway sends after
 the restart is then dropped as it would have been without one.
 
 One row per written batch, its entries one JSON array: an INSERT per point cost about 1.0 us of CPU per reading,
-one per batch costs about 0.4 us including building and encoding the entries (`python -m cloud.dedup_journal
---bench`). The file keeps the newest batches that hold `max_entries` entries, the same bound as the memory, so
+one per batch costs about 0.7 us including building (with the values' hash, cloud/dedup.py) and encoding the
+entries (`python -m cloud.dedup_journal --bench`; 0.34 us in format 1, without the hash). The file keeps the
+newest batches that hold `max_entries` entries, the same bound as the memory, so
 loading it rebuilds exactly what the memory held; older batches are deleted as new ones come, and SQLite reuses
 their pages, so the file stops growing at about 60 bytes per entry (30 MB at the default 500,000).
 
 WAL with synchronous=NORMAL: a commit survives the process dying at once; a power cut can take the last commits
 back (those copies may then be written again by another gateway: a duplicate, never a loss).
+
+Format 2 (entries with data format and fingerprint) replaced format 1 (entries matched by receive time). A format-1
+file is set aside like an unreadable one: the receiver starts once with an empty memory, so copies of the
+measurements written just before the upgrade may be written again.
 """
 
 from __future__ import annotations
@@ -28,18 +34,19 @@ from typing import Any
 
 import orjson
 
-from cloud.dedup import SEQ_FIELD, Entry
+from cloud.dedup import SEQ_FIELD, Entry, fingerprint
 from cloud.model import Point
 
 log = logging.getLogger("cloud.dedup_journal")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
     written_ns INTEGER NOT NULL,  -- the receiver's clock when the batch was written: for people, not used
     n INTEGER NOT NULL,           -- entries in the batch
-    entries BLOB NOT NULL         -- JSON: [[measurement, mac, seq, receive time ns, gateway], ...]
+    entries BLOB NOT NULL         -- JSON: [[measurement, mac, data format, seq, fingerprint, receive time ns,
+                                  --         gateway], ...]
 )
 """
 
@@ -53,13 +60,15 @@ def entries(points: Sequence[Point]) -> list[Entry]:
     out: list[Entry] = []
     append = out.append
     for p in points:
-        seq = p.fields.get(SEQ_FIELD)
+        fields = p.fields
+        seq = fields.get(SEQ_FIELD)
         if type(seq) is not int:
             continue
         tags = p.tags
         mac = tags.get("mac")
         if mac is not None:
-            append((p.measurement, mac, seq, p.time_ns, tags.get("gateway", "")))
+            append((p.measurement, mac, tags.get("data_format", ""), seq, fingerprint(fields), p.time_ns,
+                    tags.get("gateway", "")))
     return out
 
 
@@ -95,7 +104,7 @@ class DedupJournal:
             conn.execute("PRAGMA synchronous=NORMAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, FORMAT_VERSION):
-                raise sqlite3.DatabaseError(f"unknown format version {version}")
+                raise sqlite3.DatabaseError(f"format version {version}, not {FORMAT_VERSION}")
             conn.execute(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
         except BaseException:
@@ -118,7 +127,7 @@ class DedupJournal:
                 from None
 
     def load(self) -> list[Any]:
-        """The entries of the newest batches that hold `max_entries`, oldest first (each a 5-item list: Entry)."""
+        """The entries of the newest batches that hold `max_entries`, oldest first (each a 7-item list: Entry)."""
         try:
             return self._load()
         except (sqlite3.DatabaseError, ValueError, TypeError) as e:
@@ -212,7 +221,9 @@ def _bench(points_per_batch: int = 5000, batches: int = 40) -> None:
 
     pts = [Point("ruuvi", {"mac": f"c0:ff:ee:00:{i % 256:02x}:{i // 256 % 256:02x}", "gateway": "gw-a",
                            "data_format": "5"},
-                 {SEQ_FIELD: i % 65536, "temperature": 21.5}, 1_763_900_000_000_000_000 + i)
+                 {SEQ_FIELD: i % 65536, "temperature": 21.5, "humidity": 40.25, "pressure": 100100.0,
+                  "acceleration_x": 4, "acceleration_y": -4, "acceleration_z": 1036, "battery_voltage": 2977},
+                 1_763_900_000_000_000_000 + i)
            for i in range(points_per_batch)]
     with tempfile.TemporaryDirectory() as tmp:
         j = DedupJournal(Path(tmp) / "dedup.sqlite", max_entries=20 * points_per_batch)

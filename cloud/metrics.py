@@ -24,6 +24,8 @@ class Metrics:
         self.points_written = Counter(p + "points_written", "points written to the database", registry=r)
         self.dead_letters = Counter(p + "dead_letters", "messages or points sent to the dead-letter topic",
                                     ["stage"], registry=r)
+        self.readings_refused = Counter(p + "readings_refused", "readings dead-lettered on their own, by why: "
+                                        "ahead (timestamp in the future), too_old", ["reason"], registry=r)
         self.duplicates = Counter(p + "duplicates", "readings dropped by cross-gateway dedup, by the gateway that sent "
                                   "the dropped copy", ["gateway"], registry=r)
         self.confirmations = Counter(p + "confirmations", "confirmation messages published to edge-gw gateways",

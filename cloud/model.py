@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 FieldValue = float | int | bool | str
 
@@ -24,6 +24,15 @@ class GatewayStatus:
     time_ns: int
 
 
+@dataclass(slots=True, frozen=True)
+class Refused:
+    """One reading of an otherwise good batch that is not written: it goes to the dead-letter topic on its own."""
+
+    payload: bytes  # the reading as JSON, as the batch carried it
+    reason: str  # one line
+    kind: str  # why, as a metric label: "ahead" (timestamp in the future) or "too_old"
+
+
 @dataclass(slots=True)
 class Parsed:
     """What one MQTT message became: points to write, and/or a gateway state change."""
@@ -32,6 +41,7 @@ class Parsed:
     status: GatewayStatus | None = None
     gateway: str | None = None
     seq: int | None = None  # an edge-gw batch's `seq`: the receiver confirms it to `gateway` once it is stored
+    refused: list[Refused] = field(default_factory=list)  # readings of the batch refused one by one
 
 
 class InvalidMessage(ValueError):

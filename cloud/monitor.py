@@ -92,7 +92,7 @@ class Monitor:
         self.metrics.mqtt_connected.set(1 if up else 0)
 
     def parsed(self, parsed: Parsed, now_ns: int) -> None:
-        n = len(parsed.points)
+        n = len(parsed.points) + len(parsed.refused)
         self.counts.received_readings += n
         self.metrics.readings_received.inc(n)
         name = parsed.gateway or (parsed.status.gateway if parsed.status else None)
@@ -127,6 +127,11 @@ class Monitor:
         self.counts.dead_letters += 1
         self.metrics.dead_letters.labels(stage).inc()
         log.warning("dead letter (%s) from %s: %s", stage, topic, reason[:300])
+
+    def refused(self, kind: str) -> None:
+        """One reading refused on its own (its dead letter is counted by dead_letter())."""
+        self.counts.refused_readings += 1
+        self.metrics.readings_refused.labels(kind).inc()
 
     def confirmed(self, messages: int, seqs: int) -> None:
         self.counts.confirmations += messages

@@ -121,6 +121,7 @@ class Receiver:
             return self._add(self._failed(topic, payload, reason, qos, now_ns), [])
         self.monitor.parsed(parsed, now_ns)
         msg = self.input.new_message(topic, qos, gateway=parsed.gateway, seq=parsed.seq)
+        msg.refused = parsed.refused
         return self._add(msg, parsed.points)
 
     def _failed(self, topic: str, payload: bytes, reason: str, qos: int, now_ns: int) -> MqttMessage:

@@ -45,6 +45,7 @@ class Status:
     received_readings: int = 0
     written: int = 0
     dead_letters: int = 0
+    refused_readings: int = 0  # of the dead letters: readings refused on their own (a timestamp out of bounds)
     duplicates: int = 0
     redeliveries: int = 0
     confirmations: int = 0  # confirmation messages published to edge-gw gateways
@@ -129,7 +130,7 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"last write:     {_ago(status.last_write_ns, now)} ({status.last_batch_points} points)",
         f"received:       {status.received_messages} messages, {status.received_readings} readings",
         f"written:        {status.written} points",
-        f"dead letters:   {status.dead_letters}",
+        f"dead letters:   {status.dead_letters} ({status.refused_readings} readings refused on their own)",
         f"duplicates:     {status.duplicates} (cross-gateway), {status.redeliveries} redeliveries",
         f"confirmed:      {status.confirmed_seqs} edge-gw batches, in {status.confirmations} messages",
         f"broker drops:   {_broker_drops(status, now)}",

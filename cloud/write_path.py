@@ -5,8 +5,9 @@ For each batch, in this order:
 2. sink: write the rest; the database may refuse single points (a field type conflict, ...);
 3. journal: remember what was written, so that dedup survives a restart. After the write, never before: a journaled
    point counts as written, so its redelivered copy would be dropped;
-4. dead letters: the messages that failed to parse and the points the database refused go to the dead-letter topic,
-   and the path waits for each one's PUBACK: a message is acknowledged only once its dead letters are safe;
+4. dead letters: the messages that failed to parse, the readings refused one by one (a timestamp out of bounds,
+   `Message.refused`) and the points the database refused go to the dead-letter topic, one record each, and the path
+   waits for each one's PUBACK: a message is acknowledged only once its dead letters are safe;
 5. confirmations: per gateway, the `seq`s of its edge-gw batches in this batch (docs/wire-format.md "Confirmation");
    published, not waited for: a lost confirmation only makes the gateway send again, and step 1 drops the copies;
 6. acknowledgement, in the order the batches came in, whatever order several writers finish them in.
@@ -21,14 +22,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cloud import dlq
 from cloud.batcher import Batch
 from cloud.dedup import Dedup
 from cloud.dedup_journal import DedupJournal, JournalError
-from cloud.model import Point
+from cloud.model import Point, Refused
 from cloud.monitor import Monitor
 from cloud.sink import Sink, SinkAuthError
 from edge.wire import WireError, confirm_topic, encode_confirms
@@ -53,6 +54,7 @@ class Message:
     gateway: str | None = None
     seq: int | None = None  # an edge-gw batch's seq: confirmed to `gateway` once the message is handled
     failure: ParseFailure | None = None
+    refused: list[Refused] = field(default_factory=list)  # readings dead-lettered on their own; the rest is written
 
     def acknowledge(self) -> None:
         raise NotImplementedError
@@ -141,6 +143,10 @@ class WritePath:
             if msg.failure is not None:
                 f = msg.failure
                 dead.append(await self._dead_letter(msg.topic, f.payload, f.reason, "parse", f.time_ns))
+            for refused in msg.refused:
+                dead.append(await self._dead_letter(msg.topic, refused.payload, refused.reason, "reading",
+                                                    self._clock()))
+                self.monitor.refused(refused.kind)
         if points:
             outcome = await self.sink.write(points)
             written = points

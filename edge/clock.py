@@ -1,14 +1,23 @@
-"""The clock behind a small interface, so tests can drive time and clock synchronisation."""
+"""The clock behind a small interface, so tests can drive time and clock synchronisation.
+
+Test-only knob: `EDGE_GW_TEST_CLOCK_STEPS="<after s>:<offset s>[,...]"` makes SystemClock's wall clock run
+`offset` seconds off the real one from `after` seconds (monotonic) after the clock was made, e.g. `0:-3600` for a
+gateway an hour behind from the start, `3:3600,8:0` for a clock that steps an hour ahead after 3 s and back after
+8 s. The fault suite uses it to step a gateway's clock in a subprocess without touching the host's clock. Never set
+it on a real gateway: its readings would carry wrong times.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import time
 from typing import Protocol
 
 _STA_UNSYNC = 0x0040
 _TIME_ERROR = 5
+TEST_STEPS_ENV = "EDGE_GW_TEST_CLOCK_STEPS"
 
 
 class Clock(Protocol):
@@ -73,6 +82,20 @@ def _read_boot_id() -> str:
         return "unknown"
 
 
+def parse_test_steps(text: str) -> list[tuple[int, int]]:
+    """`<after s>:<offset s>,...` (EDGE_GW_TEST_CLOCK_STEPS) as (after ns, offset ns), in order of `after`."""
+    steps: list[tuple[int, int]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        after, sep, offset = part.partition(":")
+        try:
+            steps.append((int(float(after) * 1e9), int(float(offset) * 1e9)))
+        except ValueError:
+            raise ValueError(f"{TEST_STEPS_ENV}: {part!r} is not <after s>:<offset s>") from None
+        if not sep:
+            raise ValueError(f"{TEST_STEPS_ENV}: {part!r} is not <after s>:<offset s>")
+    return sorted(steps)
+
+
 class SystemClock:
     """The real clock. `assume_synced` is for hosts whose time is right but whose kernel does not say so
     (containers, hosts synchronised by a hypervisor)."""
@@ -81,9 +104,22 @@ class SystemClock:
         self._assume_synced = assume_synced
         self._synced_latch = False
         self._boot_id = _read_boot_id()
+        self._steps = parse_test_steps(os.environ.get(TEST_STEPS_ENV, ""))
+        self._made = time.monotonic_ns()
 
     def wall_ns(self) -> int:
+        if self._steps:
+            return time.time_ns() + self._test_offset()
         return time.time_ns()
+
+    def _test_offset(self) -> int:
+        since = time.monotonic_ns() - self._made
+        offset = 0
+        for after, value in self._steps:
+            if since < after:
+                break
+            offset = value
+        return offset
 
     def mono_ns(self) -> int:
         # BOOTTIME keeps counting through suspend, so offsets stay valid on a laptop or a Pi that sleeps.
@@ -112,6 +148,10 @@ class FakeClock:
         step = int(seconds * 1e9)
         self.wall += step
         self.mono += step
+
+    def step(self, seconds: float) -> None:
+        """Step the wall clock (settimeofday, an NTP step): the monotonic clock does not move."""
+        self.wall += int(seconds * 1e9)
 
     def wall_ns(self) -> int:
         return self.wall

@@ -38,6 +38,9 @@ HELD_HINT = ("%d readings are held until the system clock is synchronised (their
              "without NTP")
 
 HOUSEKEEPING_S = 0.5
+# A change of the wall-minus-monotonic offset between two readings larger than this (plus what NTP may slew in
+# between, at most 500 ppm) is a step of the wall clock.
+STEP_NS = 1_000_000_000
 
 
 @dataclass
@@ -91,7 +94,23 @@ def source_options(cfg: Config) -> SourceOptions:
 
 
 class Pipeline:
-    """The pure part of the advert path: decode, dedup, build the Reading. Counts what it drops."""
+    """The pure part of the advert path: decode, dedup, build the Reading. Counts what it drops.
+
+    Clock steps: every reading's time is the wall clock when it was taken, also after the wall clock stepped, in
+    either direction. The pipeline sees a step as a jump of the wall-minus-monotonic offset between two readings
+    (more than STEP_NS plus the slew NTP may do in between), counts it (`clock_steps_ahead`, `clock_steps_back`)
+    and logs it with its size, but does not correct it: it cannot tell the wrong side of a step from the right
+    one (an NTP step fixes a wrong clock, a bad time source or `date -s` makes a right one wrong), and the
+    monotonic clock has no meaning of its own to fall back on. What follows:
+    - a step ahead past the cloud's `formats.max_ahead` (300 s): cloud-ingest refuses each such reading on its own,
+      dead-letters it (with its JSON, so it can be re-timed and replayed) and confirms the batch, so the gateway
+      deletes it like any delivered reading; the readings with a valid time in the same batch are stored;
+    - a step back: readings carry times earlier than readings taken before the step, so on a tag the time order
+      no longer follows the sequence order. Nothing is refused or lost: each is a point of its own, and the
+      cloud's dedup matches copies by the tag's sequence number and values, not by these times;
+    - the buffer ages its readings by the monotonic clock (edge/store/store.py), so a step changes no reading's
+      age: a step ahead does not drop the buffer as too old, a step back keeps nothing longer than max_age.
+    """
 
     def __init__(self, clock: Clock, dedup: Dedup, put: Callable[[Reading], None], *, derived: bool = False) -> None:
         self.clock = clock
@@ -110,6 +129,10 @@ class Pipeline:
         # Bound once: this runs for every advert.
         self._mono_ns = clock.mono_ns
         self._wall_ns = clock.wall_ns
+        self.steps_ahead = 0
+        self.steps_back = 0
+        self._last_mono = clock.mono_ns()
+        self._offset = clock.wall_ns() - self._last_mono
 
     def __call__(self, adv: Advert) -> None:
         self.adverts += 1
@@ -145,7 +168,24 @@ class Pipeline:
             return
         if self.derived:
             fields.update(ruuvi.derived(fields))
-        self.put(Reading(adv.mac, self._wall_ns(), mono, self.synced, adv.rssi, fmt, adv.payload, fields))
+        wall = self._wall_ns()
+        offset = wall - mono
+        jump = offset - self._offset
+        if jump > STEP_NS or jump < -STEP_NS:
+            self._stepped(jump, mono)
+        self._offset = offset
+        self._last_mono = mono
+        self.put(Reading(adv.mac, wall, mono, self.synced, adv.rssi, fmt, adv.payload, fields))
+
+    def _stepped(self, jump: int, mono: int) -> None:
+        if abs(jump) <= STEP_NS + (mono - self._last_mono) // 2000:
+            return  # no more than NTP may have slewed since the last reading
+        if jump > 0:
+            self.steps_ahead += 1
+        else:
+            self.steps_back += 1
+        log.warning("the wall clock stepped %s by %.3f s; readings keep the clock's time (see Pipeline)",
+                    "ahead" if jump > 0 else "back", abs(jump) / 1e9)
 
 
 class Gateway:
@@ -170,7 +210,8 @@ class Gateway:
         options = dataclasses.replace(options, tags_expected=self._tags_seen_recently(options.expect_s))
         self.source = source if source is not None else open_source(cfg.source.kind, options, counters)
         self.uplink: Uplink | None = None
-        self._pushed = {"adverts_received": 0, "decode_errors": 0, "duplicates": 0}
+        self._pushed = {"adverts_received": 0, "decode_errors": 0, "duplicates": 0, "clock_steps_ahead": 0,
+                        "clock_steps_back": 0}
         self._started_ns = clock.wall_ns()
         self._last_error_logged = ""
 
@@ -181,7 +222,8 @@ class Gateway:
     def _push_counters(self) -> None:
         p = self.pipeline
         for name, value in (("adverts_received", p.adverts), ("decode_errors", p.decode_errors),
-                            ("duplicates", p.duplicates)):
+                            ("duplicates", p.duplicates), ("clock_steps_ahead", p.steps_ahead),
+                            ("clock_steps_back", p.steps_back)):
             self.counters.inc(name, value - self._pushed[name])
             self._pushed[name] = value
         if p.last_error and p.last_error != self._last_error_logged:

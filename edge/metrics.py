@@ -26,6 +26,8 @@ COUNTERS: dict[str, str] = {
     "scanner_restarts": "BLE scanner restarts by the watchdog",
     "adapter_resets": "BLE adapter resets by the watchdog",
     "clock_corrections": "readings whose timestamp was corrected after clock sync",
+    "clock_steps_ahead": "steps of the wall clock ahead (more than 1 s against the monotonic clock)",
+    "clock_steps_back": "steps of the wall clock back (more than 1 s against the monotonic clock)",
 }
 
 GAUGES: dict[str, str] = {

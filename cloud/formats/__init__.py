@@ -3,7 +3,8 @@
 Every parser has the signature `parse(topic, payload, *, measurement="ruuvi", received_ns=None) -> Parsed` and
 raises InvalidMessage (a one-line reason for the dead-letter record) for anything it can't parse or validate.
 The Router adds the checks that are the same for all formats: payload size, and timestamps absurdly far in the
-past or future (configurable). Which format a topic uses is configurable with MQTT topic filters (`+`, `#`).
+past or future (configurable), which refuse the reading that carries one, not the batch around it. Which format a
+topic uses is configurable with MQTT topic filters (`+`, `#`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cloud.formats import edge, flat, ruuvi_gateway
-from cloud.model import InvalidMessage, Parsed
+from cloud.model import InvalidMessage, Parsed, Point, Refused
 
 Parser = Callable[..., Parsed]
 
@@ -73,7 +74,11 @@ class Router:
         return None
 
     def route(self, topic: str, payload: bytes, received_ns: int | None = None) -> Parsed:
-        """Parse one MQTT message. `received_ns` (default: now) is the time used for messages that carry none."""
+        """Parse one MQTT message. `received_ns` (default: now) is the time used for messages that carry none.
+
+        A reading whose timestamp is outside [now - max_age, now + max_ahead] is refused on its own: it goes to
+        `Parsed.refused` (with its JSON and the reason) and the other readings of the batch are kept. A message of
+        the other formats is one reading: refused, it is the whole payload."""
         cfg = self.config
         if len(payload) > cfg.max_payload_bytes:
             raise InvalidMessage(f"payload of {len(payload)} bytes exceeds {cfg.max_payload_bytes}")
@@ -84,12 +89,35 @@ class Router:
         parsed = PARSERS[name](topic, payload, measurement=cfg.measurement, received_ns=now)
         oldest = now - int(cfg.max_age_s * _NS)
         newest = now + int(cfg.max_ahead_s * _NS)
-        for p in parsed.points:
-            if not oldest <= p.time_ns <= newest:
-                raise InvalidMessage(
-                    f"timestamp {p.time_ns} is outside [now - {cfg.max_age_s:g} s, now + {cfg.max_ahead_s:g} s]"
-                )
+        points = parsed.points
+        if not points or (oldest <= min(p.time_ns for p in points) and max(p.time_ns for p in points) <= newest):
+            return parsed
+
+        bounds = f"outside [now - {_seconds(cfg.max_age_s)} s, now + {_seconds(cfg.max_ahead_s)} s]"
+
+        def refuse(time_ns: int) -> tuple[str, str] | None:
+            if time_ns > newest:
+                return f"timestamp {time_ns} is {bounds}: {(time_ns - now) / _NS:.0f} s ahead of the receiver", "ahead"
+            if time_ns < oldest:
+                return f"timestamp {time_ns} is {bounds}: {(now - time_ns) / _NS:.0f} s old", "too_old"
+            return None
+
+        if name == "edge" and parsed.seq is not None:
+            parsed.points, parsed.refused = edge.split_readings(payload, parsed.gateway or "", cfg.measurement, refuse)
+            return parsed
+        kept: list[Point] = []
+        for p in points:
+            why = refuse(p.time_ns)
+            if why is None:
+                kept.append(p)
+            elif not parsed.refused:  # one message, one reading: the payload is the record
+                parsed.refused.append(Refused(payload, *why))
+        parsed.points = kept
         return parsed
 
 
-__all__ = ["PARSERS", "FormatsConfig", "InvalidMessage", "Parsed", "Router", "topic_matches"]
+def _seconds(s: float) -> str:
+    return f"{s:.0f}" if float(s).is_integer() else f"{s:g}"
+
+
+__all__ = ["PARSERS", "FormatsConfig", "InvalidMessage", "Parsed", "Refused", "Router", "topic_matches"]

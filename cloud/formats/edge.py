@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from cloud.formats._common import (
     require_str,
     typed_fields,
 )
-from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point
+from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point, Refused
 
 WIRE_VERSION = 1
 MAX_SEQ = (1 << 53) - 1  # a seq a confirmation can carry (docs/wire-format.md, "Confirmation")
@@ -71,6 +72,26 @@ def batch_seq(topic: str, payload: bytes) -> int | None:
         return None
     seq = obj.get("seq") if isinstance(obj, dict) else None
     return seq if type(seq) is int and 0 <= seq <= MAX_SEQ else None
+
+
+def split_readings(payload: bytes, gateway: str, measurement: str,
+                   refuse: Callable[[int], tuple[str, str] | None]) -> tuple[list[Point], list[Refused]]:
+    """A parsed batch again, reading by reading: the points to keep, and the readings `refuse` (given a reading's
+    time) names a (reason, kind) for, each with its own JSON. The rare path: only batches with such a reading."""
+    obj = orjson.loads(payload)
+    points: list[Point] = []
+    refused: list[Refused] = []
+    for i, r in enumerate(obj["readings"]):
+        p = _point(r, i, gateway, measurement)
+        if p is None:
+            continue  # nothing to store, nothing to refuse
+        why = refuse(p.time_ns)
+        if why is None:
+            points.append(p)
+        else:
+            reason, kind = why
+            refused.append(Refused(orjson.dumps(r), f"readings[{i}]: {reason}", kind))
+    return points, refused
 
 
 def _points(readings: list[Any], gateway: str, measurement: str) -> list[Point]:

@@ -21,11 +21,13 @@ Bounds: after each batch the pages in use are compared with `max_bytes` (two O(1
 `drop-oldest` deletes from the head of the queue down to 98 % of the cap; `drop-newest` refuses the incoming batch
 while the cap is reached. Readings older than `max_age_s` are deleted from the head of the queue (checked at most
 once a second; no index on time_ns, which would slow every insert): a reading with an old time that entered the
-queue late (moved after clock sync) is dropped when it reaches the head. Readings released uncorrected from an
-earlier boot have no trustworthy time, so only the byte cap bounds them; held readings of the current boot age by
-the monotonic clock. Freed pages go back to the file system with `incremental_vacuum` once they are 3/4 of the file
-and at least 1/64 of the cap (1 MiB minimum), so the file shrinks after a backlog drains instead of keeping its
-high-water size; below that, inserts reuse them.
+queue late (moved after clock sync) is dropped when it reaches the head. Readings of the current boot, held or
+not, age by the monotonic clock, so a step of the wall clock in either direction changes no age (see Pipeline in
+edge/gateway.py for what the gateway does on a step); those of an earlier boot age by their time. Readings released
+uncorrected from an earlier boot have no trustworthy time, so only the byte cap bounds them. Freed pages go back to
+the file system with `incremental_vacuum` once they are 3/4 of the file and at least 1/64 of the cap (1 MiB
+minimum), so the file shrinks after a backlog drains instead of keeping its high-water size; below that, inserts
+reuse them.
 """
 
 from __future__ import annotations
@@ -351,21 +353,24 @@ class Store:
     def _drop_old(self, conn: sqlite3.Connection) -> None:
         max_age_ns = int(self.limits.max_age_s * 1e9)
         dropped = 0
-        if self.clock.synced():
-            # Readings released uncorrected from an earlier boot carry a time from an unsynced clock; their age
-            # is unknown, so only the byte cap bounds them.
-            cutoff = self.clock.wall_ns() - max_age_ns
-            head = conn.execute("SELECT time_ns FROM readings WHERE clock_synced = 1 ORDER BY id LIMIT 1").fetchone()
-            if head is not None and head[0] < cutoff:
-                young = conn.execute("SELECT id FROM readings WHERE time_ns >= ? AND clock_synced = 1 "
-                                     "ORDER BY id LIMIT 1", (cutoff,)).fetchone()
-                upper = young[0] if young is not None else 1 << 62
-                dropped = conn.execute("DELETE FROM readings WHERE id < ? AND clock_synced = 1", (upper,)).rowcount
-                conn.execute("UPDATE queue SET ready_rows = ready_rows - ? WHERE id = 1", (dropped,))
-        # Held readings of this boot age by the monotonic clock, which is right even before sync.
+        boot = self._boot_row(conn)
+        # Readings of this boot age by the monotonic clock, so a step of the wall clock changes no age (a step a
+        # year ahead must not drop the buffer). Those of an earlier boot by their time, once the clock is synced;
+        # those released uncorrected from an earlier boot carry a time from an unsynced clock: their age is
+        # unknown, so only the byte cap bounds them.
         mono_cutoff = self.clock.mono_ns() - max_age_ns
-        n = conn.execute("DELETE FROM held WHERE boot = ? AND mono_ns < ?",
-                         (self._boot_row(conn), mono_cutoff)).rowcount
+        wall_cutoff = self.clock.wall_ns() - max_age_ns if self.clock.synced() else -(1 << 62)
+        head = conn.execute("SELECT boot, mono_ns, time_ns FROM readings WHERE clock_synced = 1 ORDER BY id LIMIT 1"
+                            ).fetchone()
+        if head is not None and (head[1] < mono_cutoff if head[0] == boot else head[2] < wall_cutoff):
+            young = conn.execute(
+                "SELECT id FROM readings WHERE clock_synced = 1 AND CASE WHEN boot = ? THEN mono_ns >= ? "
+                "ELSE time_ns >= ? END ORDER BY id LIMIT 1", (boot, mono_cutoff, wall_cutoff)).fetchone()
+            upper = young[0] if young is not None else 1 << 62
+            dropped = conn.execute("DELETE FROM readings WHERE id < ? AND clock_synced = 1", (upper,)).rowcount
+            conn.execute("UPDATE queue SET ready_rows = ready_rows - ? WHERE id = 1", (dropped,))
+        # Held readings of this boot age by the monotonic clock, which is right even before sync.
+        n = conn.execute("DELETE FROM held WHERE boot = ? AND mono_ns < ?", (boot, mono_cutoff)).rowcount
         if n:
             conn.execute("UPDATE queue SET held_rows = held_rows - ? WHERE id = 1", (n,))
         self._bump(conn, "readings_dropped_age", dropped + n)

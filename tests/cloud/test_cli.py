@@ -110,7 +110,7 @@ def test_status_shows_queue_last_write_gateways_and_dead_letters(tmp_path: Path)
         "last write:     2.0 s ago (5000 points)",
         "received:       70 messages, 12000 readings",
         "written:        11900 points",
-        "dead letters:   3",
+        "dead letters:   3 (0 readings refused on their own)",
         "duplicates:     100 (cross-gateway), 2 redeliveries",
         "confirmed:      9 edge-gw batches, in 4 messages",
         "broker drops:   unknown: not seen yet",

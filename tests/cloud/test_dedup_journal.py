@@ -15,7 +15,7 @@ from test_receiver_kill import cloud_ingest, run_args, wait_subscribed
 from test_receiver_support import Publisher, create_db, edge_batch, mac_text, now_ns, reading, stored, wait_until
 
 from cloud.config import check_runtime, dedup_state_file, load_config
-from cloud.dedup import Dedup
+from cloud.dedup import Dedup, fingerprint
 from cloud.dedup_journal import DedupJournal, JournalError, entries
 from cloud.model import Point
 from edge.settings import ConfigError, state_dir
@@ -25,8 +25,8 @@ MS = 1_000_000
 T0 = 1_763_900_000 * S
 
 
-def p(gw: str, tag: int, seq: int | None, t: int) -> Point:
-    fields: dict[str, float | int | bool | str] = {"temperature": 20.0}
+def p(gw: str, tag: int, seq: int | None, t: int, temp: float = 20.0) -> Point:
+    fields: dict[str, float | int | bool | str] = {"temperature": temp}
     if seq is not None:
         fields["measurement_sequence_number"] = seq
     return Point("ruuvi", {"mac": f"aa:aa:aa:aa:aa:{tag:02x}", "gateway": gw, "data_format": "5"}, fields, t)
@@ -34,7 +34,7 @@ def p(gw: str, tag: int, seq: int | None, t: int) -> Point:
 
 def restarted(path: Path, max_entries: int = 1000) -> tuple[Dedup, DedupJournal]:
     """What a new receiver process does at start-up."""
-    d = Dedup(window_s=30, max_entries=max_entries)
+    d = Dedup(max_entries=max_entries)
     j = DedupJournal(path, max_entries=max_entries)
     d.remember(j.load())
     return d, j
@@ -45,9 +45,10 @@ def test_entries_are_the_points_dedup_can_match() -> None:
     pts.append(Point("ruuvi", {"gateway": "gw-a"}, {"measurement_sequence_number": 1}, T0))  # no mac
     pts.append(Point("ruuvi", {"mac": "m"}, {"measurement_sequence_number": True}, T0))  # a bool is not a number
     pts.append(Point("other", {"mac": "m"}, {"measurement_sequence_number": 9}, T0 + 1))  # no gateway tag
-    assert entries(pts) == [("ruuvi", "aa:aa:aa:aa:aa:01", 7, T0, "gw-a"),
-                            ("ruuvi", "aa:aa:aa:aa:aa:03", 65535, T0 + 5, "gw-b"),
-                            ("other", "m", 9, T0 + 1, "")]
+    fp = fingerprint({"temperature": 20.0})
+    assert entries(pts) == [("ruuvi", "aa:aa:aa:aa:aa:01", "5", 7, fp, T0, "gw-a"),
+                            ("ruuvi", "aa:aa:aa:aa:aa:03", "5", 65535, fp, T0 + 5, "gw-b"),
+                            ("other", "m", "", 9, fingerprint({"measurement_sequence_number": 9}), T0 + 1, "")]
 
 
 def test_after_a_restart_the_other_gateways_copy_is_dropped(tmp_path: Path) -> None:
@@ -68,9 +69,10 @@ def test_after_a_restart_the_other_gateways_copy_is_dropped(tmp_path: Path) -> N
     # gw-a's own copy again (MQTT redelivery of a message written but not acknowledged before the kill)
     r = d2.filter([p("gw-a", 0, 100, T0)])
     assert r.kept == [] and r.redeliveries == 1
-    # outside the window it is a new measurement (the sequence number wrapped)
-    late = p("gw-b", 1, 101, T0 + 31 * S)
-    assert d2.filter([late]).kept == [late]
+    # other values under the same number: a new measurement (the tag rebooted); its copy is matched in turn
+    rebooted = p("gw-b", 1, 101, T0 + 31 * S, temp=25.0)
+    assert d2.filter([rebooted]).kept == [rebooted]
+    assert d2.filter([p("gw-a", 1, 101, T0 - 3600 * S, temp=25.0)]).duplicates == {"gw-a": 1}
     j2.close()
 
 
@@ -102,11 +104,11 @@ def test_the_order_of_the_memory_survives(tmp_path: Path) -> None:
     # A key written again later (its sequence number wrapped) is the newest entry, as in the running memory.
     path = tmp_path / "dedup.sqlite"
     d, j = restarted(path, max_entries=2)
-    for batch in ([p("gw-a", 1, 5, T0)], [p("gw-a", 2, 5, T0 + 1)], [p("gw-a", 1, 5, T0 + 60 * S)]):
+    for batch in ([p("gw-a", 1, 5, T0)], [p("gw-a", 2, 5, T0 + 1)], [p("gw-a", 1, 5, T0 + 60 * S, temp=21.0)]):
         j.record(d.filter(batch).kept)
     j.close()
     d2, j2 = restarted(path, max_entries=2)
-    r = d2.filter([p("gw-b", 1, 5, T0 + 60 * S + 1), p("gw-b", 2, 5, T0 + 2)])
+    r = d2.filter([p("gw-b", 1, 5, T0 + 60 * S + 1, temp=21.0), p("gw-b", 2, 5, T0 + 2)])
     assert r.kept == [] and r.duplicates == {"gw-b": 2}
     j2.close()
 
@@ -149,6 +151,21 @@ def test_a_newer_format_is_set_aside(tmp_path: Path) -> None:
     d, j = restarted(path)
     assert len(d) == 0
     j.close()
+    assert len([f for f in tmp_path.iterdir() if f.name.startswith("dedup.sqlite.bad-")]) == 1
+
+
+def test_a_format_1_file_is_set_aside_with_its_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Format 1 keyed entries by receive time and had neither data format nor values: it cannot seed this memory.
+    path = tmp_path / "dedup.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, written_ns INTEGER NOT NULL, n INTEGER NOT NULL,"
+                     " entries BLOB NOT NULL)")
+        conn.execute("INSERT INTO batches VALUES (1, 0, 1, ?)", (json.dumps([["ruuvi", "m", 7, T0, "gw-a"]]),))
+        conn.execute("PRAGMA user_version = 1")
+    d, j = restarted(path)
+    assert len(d) == 0
+    j.close()
+    assert "format version 1, not 2" in caplog.text
     assert len([f for f in tmp_path.iterdir() if f.name.startswith("dedup.sqlite.bad-")]) == 1
 
 

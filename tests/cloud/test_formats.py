@@ -9,7 +9,7 @@ from cloud.formats import FormatsConfig, Router, topic_matches
 from cloud.formats import edge as edge_fmt
 from cloud.formats import flat as flat_fmt
 from cloud.formats import ruuvi_gateway as rg
-from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point
+from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point, Refused
 
 NOW = 1_763_913_700_000_000_000  # 2025-11-23T16:01:40Z
 T = 1_763_913_600_123_456_789
@@ -334,12 +334,18 @@ def test_router_rejections() -> None:
         r.route("other/x", b"{}")
     with pytest.raises(InvalidMessage, match="payload of 1001 bytes exceeds 1000"):
         r.route("sensors/x", b" " * 1001)
+    # A message of one reading with a timestamp out of bounds: that reading is refused, the payload is its record.
     old = NOW // 10**9 - 3601
-    with pytest.raises(InvalidMessage, match="outside"):
-        r.route("sensors/x", f'{{"temperature":1,"timestamp":{old}}}'.encode())
+    msg = f'{{"temperature":1,"timestamp":{old}}}'.encode()
+    parsed = r.route("sensors/x", msg)
+    assert parsed.points == []
+    assert parsed.refused == [Refused(msg, f"timestamp {old * 10**9} is outside [now - 3600 s, now + 60 s]: 3601 s old",
+                                      "too_old")]
     ahead = NOW // 10**9 + 61
-    with pytest.raises(InvalidMessage, match="outside"):
-        r.route("sensors/x", f'{{"temperature":1,"timestamp":{ahead}}}'.encode())
+    msg = f'{{"temperature":1,"timestamp":{ahead}}}'.encode()
+    parsed = r.route("sensors/x", msg)
+    assert (parsed.points, [(x.payload, x.kind) for x in parsed.refused]) == ([], [(msg, "ahead")])
+    assert parsed.refused[0].reason.endswith(": 61 s ahead of the receiver")
     # The received time may be passed in (the receiver's receive time), and wins over the clock.
     assert r.route("sensors/x", b'{"temperature":1}', received_ns=NOW - 5).points[0].time_ns == NOW - 5
 

@@ -104,6 +104,21 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "lock, so `status` says it runs. Then the other file goes and the broker comes back: the gateway forwards "
         "what it holds without a restart, and SIGTERM ends it with 0. Every committed reading not stored must be "
         "one the gateway counted as dropped."),
+    "17-clock-step-ahead": (
+        "A gateway's clock steps an hour ahead mid-run, then back",
+        "A gateway (1000 adverts/s) whose wall clock, by the test-only `EDGE_GW_TEST_CLOCK_STEPS=4:3600,9:0`, runs "
+        "right for 4 s, an hour ahead for 5 s, then right again. cloud-ingest refuses each reading more than "
+        "`formats.max_ahead` (300 s) ahead on its own: it is dead-lettered (one record per reading, stage "
+        "`reading`) and counted, the rest of its batch is stored, and the batch is confirmed, so the gateway "
+        "deletes it. The committed set comes from the buffer's ledger: every reading with a valid time must be "
+        "stored, every reading from the future must have a dead letter (shown as dropped), nothing else missing. "
+        "The gateway counts one step ahead and one back."),
+    "18-skewed-gateways": (
+        "Two gateways hear the same tags, one an hour behind",
+        "As 5, but the second gateway's clock runs an hour behind (`EDGE_GW_TEST_CLOCK_STEPS=0:-3600`), so the two "
+        "copies of a measurement carry receive times an hour apart. Cross-gateway dedup keys on what the tag says "
+        "(mac, data format, sequence number, measured values), not on the gateways' clocks: each measurement "
+        "must be stored once, as one of the copies a gateway committed."),
 }
 
 RESULTS: list[Outcome] = []
