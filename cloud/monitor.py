@@ -18,8 +18,11 @@ from cloud import status
 from cloud.broker_sys import BrokerDrops
 from cloud.metrics import Metrics
 from cloud.model import Parsed
+from edge.ratelog import RateLimitedLog
 
 log = logging.getLogger("cloud.receiver")
+# A flood of bad input is counted in full (metrics, status); the log says so every few seconds, not per record.
+_dead_letters = RateLimitedLog(log, 10.0)
 
 
 class _Batch(Protocol):
@@ -126,7 +129,7 @@ class Monitor:
     def dead_letter(self, stage: str, topic: str, reason: str) -> None:
         self.counts.dead_letters += 1
         self.metrics.dead_letters.labels(stage).inc()
-        log.warning("dead letter (%s) from %s: %s", stage, topic, reason[:300])
+        _dead_letters.warning("dead letter (%s) from %s: %s", stage, topic, reason[:300])
 
     def refused(self, kind: str) -> None:
         """One reading refused on its own (its dead letter is counted by dead_letter())."""

@@ -197,7 +197,9 @@ def test_bad_messages_on_every_topic_are_dead_lettered_and_good_ones_still_writt
     assert "Client huge-publisher disconnected due to oversize packet." in mosquitto.log.read_text()
     rx_log = rx.log.read_text()
     assert "Traceback" not in rx_log
-    # ...and one warning line per dead letter, naming topic and reason.
+    # ...and warning lines naming topic and reason, at a bounded rate: the first at once, then one per 10 s at most
+    # (each dead letter is counted and published all the same, as checked above).
     warned = [ln for ln in rx_log.splitlines() if " WARNING cloud.receiver: dead letter (parse) from " in ln
               or " WARNING cloud.receiver: dead letter (reading) from " in ln]
-    assert len(warned) == len(bad)
+    assert 1 <= len(warned) <= 4, warned
+    assert len(warned) < len(bad)
