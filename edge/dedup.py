@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from edge.config import DedupSection
+
 Key = tuple[str, int, int] | tuple[str, bytes]
 
 
 class Dedup:
-    def __init__(self, window_s: float = 60.0, max_entries: int = 100_000) -> None:
+    def __init__(self, window_s: float = float(DedupSection.window),
+                 max_entries: int = DedupSection.max_entries) -> None:
         if window_s <= 0:
             raise ValueError("dedup window must be positive")
         if max_entries < 1:

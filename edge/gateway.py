@@ -248,6 +248,10 @@ class Gateway:
         if stats.held_rows and not self.pipeline.synced:
             _held.warning(HELD_HINT, stats.held_rows)
         self.counters.set_gauge("buffer_rows", stats.rows)
+        oldest = stats.oldest_time_ns
+        self.counters.set_gauge("oldest_unsent_age_seconds",
+                                0.0 if oldest is None else max(0.0, (self.clock.wall_ns() - oldest) / 1e9))
+        self.counters.set_gauge("tags_seen", self.store.tags_seen())
         self.counters.set_gauge("buffer_bytes", stats.bytes)
         self.counters.set_gauge("clock_synced", 1 if self.pipeline.synced else 0)
 

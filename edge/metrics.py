@@ -33,7 +33,7 @@ COUNTERS: dict[str, str] = {
 GAUGES: dict[str, str] = {
     "buffer_rows": "readings waiting in the SQLite buffer",
     "buffer_bytes": "bytes used by the SQLite buffer file",
-    "oldest_unsent_age_seconds": "age of the oldest unsent reading",
+    "oldest_unsent_age_seconds": "age of the oldest reading in the buffer (sent or not; by its receive time)",
     "uplink_connected": "1 while connected to the broker",
     "inflight_messages": "published batches waiting for PUBACK",
     "unconfirmed_readings": "readings sent and not yet confirmed by the cloud",

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.clock import Clock, SystemClock
+from edge.config import UplinkSection
 from edge.metrics import Counters
 from edge.mqtt import ConnectionLost, ConnectionRefused, MqttSettings, Session, UplinkError
 from edge.outstanding import CONFIRM_MODES, Outstanding, SentBatch
@@ -61,18 +62,19 @@ STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backo
 
 @dataclass(frozen=True)
 class UplinkSettings:
-    batch_max_readings: int = 500
+    # The defaults are the config's ([uplink] in edge.config), so a daemon, `flush` and a test agree.
+    batch_max_readings: int = UplinkSection.batch_max_readings
     batch_max_bytes: int = MAX_BATCH_BYTES
-    inflight: int = 16  # unacknowledged batches at most
-    backfill_rate: float = 20_000.0  # readings/s for the backlog; math.inf for no cap
-    backoff_min_s: float = 0.5
-    backoff_max_s: float = 60.0
+    inflight: int = UplinkSection.inflight  # unacknowledged batches at most
+    backfill_rate: float = UplinkSection.backfill_rate  # readings/s for the backlog; math.inf for no cap
+    backoff_min_s: float = float(UplinkSection.backoff_min)
+    backoff_max_s: float = float(UplinkSection.backoff_max)
     poll_s: float = 0.05  # how often an idle uplink looks for new rows
     ack_timeout_s: float = 30.0  # a batch unacknowledged this long means the connection is dead
     status_interval_s: float = 1.0  # at most one status write per interval
-    confirm: str = "cloud"  # delete on the cloud's confirmation ("cloud") or on the broker's PUBACK ("broker")
-    confirm_timeout_s: float = 60.0  # send a PUBACKed batch again when its confirmation is this late (doubling)
-    max_unconfirmed: int = 20_000  # readings sent and not yet confirmed, at most
+    confirm: str = UplinkSection.confirm  # delete on the cloud's confirmation ("cloud") or the PUBACK ("broker")
+    confirm_timeout_s: float = float(UplinkSection.confirm_timeout)  # re-send when a confirmation is this late
+    max_unconfirmed: int = UplinkSection.max_unconfirmed  # readings sent and not yet confirmed, at most
     confirm_log_interval_s: float = 60.0  # at most one "no confirmation" warning per interval
 
     def __post_init__(self) -> None:

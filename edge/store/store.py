@@ -449,6 +449,13 @@ class Store:
             self._vacuum_if_worth_it(conn)
         return deleted
 
+    def tags_seen(self) -> int:
+        """Distinct tags this buffer has heard (its per-tag table)."""
+        if self._tags is not None:
+            return len(self._tags)
+        with self._read() as conn:
+            return int(conn.execute("SELECT count(*) FROM tags").fetchone()[0])
+
     def max_id(self) -> int:
         """The largest id ever given to a reading (ids are never reused), 0 for a new buffer."""
         with self._read() as conn:

@@ -226,6 +226,8 @@ def test_prometheus_metrics_while_running(mosquitto: Mosquitto, tmp_path: Path) 
         assert values["edge_gw_clock_synced"] == 1.0
         assert values["edge_gw_decode_errors_total"] == 0.0
         assert values["edge_gw_confirms_received_total"] > 0
+        assert values["edge_gw_tags_seen"] == 5.0
+        assert 0.0 <= values["edge_gw_oldest_unsent_age_seconds"] < 60.0
         assert values["edge_gw_confirms_invalid_total"] == 0.0
         assert "edge_gw_unconfirmed_readings" in values
     finally:
