@@ -29,6 +29,7 @@ from gmqtt.mqtt.constants import MQTTv50
 from cloud.mqtt_publish import Publisher
 from cloud.receiver_settings import MqttSettings
 from cloud.write_path import Message
+from edge.backoff import Backoff
 
 log = logging.getLogger("cloud.receiver")
 
@@ -199,8 +200,9 @@ class MqttInput:
     async def connect(self, stop: asyncio.Event) -> None:
         """Connect, retrying with backoff while the broker is unreachable, until `stop`."""
         s = self.settings
-        delay = 0.5
+        backoff = Backoff(0.5, CONNECT_RETRY_MAX_S)
         while not stop.is_set():
+            delay = backoff.next_delay()
             try:
                 await self.client.connect(s.host, s.port, ssl=s.tls or False, keepalive=s.keepalive,
                                           version=MQTTv50)
@@ -212,7 +214,6 @@ class MqttInput:
                 raise InputError(f"the broker refused the connection: {e}") from None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, CONNECT_RETRY_MAX_S)
 
     async def disconnect(self, *, end_session: bool) -> None:
         """Let the PUBACKs, dead letters and confirmations just queued reach the broker, then say goodbye."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.backoff import Backoff
 from edge.clock import Clock, SystemClock
 from edge.config import UplinkSection
 from edge.metrics import Counters
@@ -50,7 +50,7 @@ from edge.wire import (
     status_topic,
 )
 
-__all__ = ["MqttSettings", "Uplink", "UplinkError", "UplinkSettings"]
+__all__ = ["Backoff", "MqttSettings", "Uplink", "UplinkError", "UplinkSettings"]
 
 log = logging.getLogger("edge.uplink")
 _status_failed = RateLimitedLog(log, 30.0)
@@ -90,23 +90,6 @@ class UplinkSettings:
         if not self.backfill_rate > 0 or not 0 < self.backoff_min_s <= self.backoff_max_s:
             msg = f"uplink settings out of range: {self}"
             raise UplinkError(msg)
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: the n-th delay is uniform in [d/2, d], d = min(max, min * 2**n)."""
-
-    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        self.min_s, self.max_s = min_s, max_s
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.max_s, self.min_s * 2 ** min(self.attempt, 30))
-        self.attempt += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class TokenBucket:
