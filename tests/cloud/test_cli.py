@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 import pytest
-from cli_commands import all_commands
+from cli_commands import all_commands, check_readme_table
 from click.testing import CliRunner
 
 from cloud import status
@@ -138,3 +138,7 @@ def test_config_file_option_everywhere(cmd: list[str], tmp_path: Path) -> None:
     bad.write_text("[nope]\n")
     result = CliRunner().invoke(cli, [*cmd, "-c", str(bad)])
     assert result.exit_code == 1 and "nope: unknown section" in result.output
+
+
+def test_the_readme_cli_table_matches_each_commands_help() -> None:
+    check_readme_table(cli, "cloud-ingest", (Path(__file__).resolve().parents[2] / "README.md").read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 import pytest
-from cli_commands import all_commands
+from cli_commands import all_commands, check_readme_table
 from click.testing import CliRunner
 
 from edge.cli import cli
@@ -66,6 +66,10 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
             assert re.search(rf"edge-gw {re.escape(name)}\b", readme), f"edge-gw {name} is not in the README"
             result = CliRunner().invoke(cli, [*name.split(), "--help"])
             assert result.exit_code == 0
+
+
+def test_the_readme_cli_table_matches_each_commands_help() -> None:
+    check_readme_table(cli, "edge-gw", (REPO / "README.md").read_text())
 
 
 def test_config_check_hides_secrets(tmp_path: Path) -> None:
