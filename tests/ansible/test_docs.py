@@ -12,8 +12,13 @@ ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
 ROLES = sorted(p.name for p in (ANSIBLE / "roles").iterdir() if p.is_dir())
 
 
-def test_the_five_roles_exist() -> None:
+def test_every_role_is_complete_and_used_by_a_playbook() -> None:
+    playbooks = "".join(p.read_text() for p in (ANSIBLE / "playbooks").glob("*.yml"))
     assert ROLES == ["cloud_ingest", "edge_gateway", "grafana", "influxdb", "mosquitto"]
+    for role in ROLES:
+        for part in ("defaults/main.yml", "tasks/main.yml", "meta/main.yml"):
+            assert (ANSIBLE / "roles" / role / part).is_file(), f"{role} has no {part}"
+        assert re.search(rf"^\s*- (role: )?{role}\s*$", playbooks, re.M), f"no playbook applies the role {role}"
 
 
 @pytest.mark.parametrize("role", ROLES)

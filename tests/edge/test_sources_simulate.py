@@ -34,7 +34,9 @@ def test_macs_are_stable_random_static_addresses() -> None:
     macs = [t.mac for t in fleet.tags]
     assert len(set(macs)) == 1000
     assert macs[:2] == [tag_mac(3, 0).hex(":"), tag_mac(3, 1).hex(":")]
-    assert tag_mac(3, 0) == tag_mac(3, 0) and tag_mac(3, 0) != tag_mac(4, 0)
+    # Stable across runs and versions: a replayed capture or a buffer from last week names the same tags.
+    assert [tag_mac(3, 0).hex(":"), tag_mac(3, 1).hex(":"), tag_mac(4, 0).hex(":")] == [
+        "d7:d2:50:f3:4a:7b", "f5:fb:4a:49:dc:2d", "e0:6a:6e:37:64:58"]
     assert all(int(m[:2], 16) & 0xC0 == 0xC0 for m in macs)
     assert Fleet(20, seed=1).tags[5].mac == Fleet(10, seed=1).tags[5].mac  # fleet size does not move MACs
 
