@@ -134,6 +134,8 @@ class FakeBlueZ:
         assert self.zoo is not None
         self.zoo.kill()
         self.zoo.wait(5)
+        if self.zoo.stdout is not None:
+            self.zoo.stdout.close()
 
     async def start_bluetoothd(self) -> None:
         """bluetoothd comes back with fresh state; the tags register their advertisements again."""
@@ -150,6 +152,8 @@ class FakeBlueZ:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            if proc is not None and proc.stdout is not None:
+                proc.stdout.close()
         self.zoo = self.daemon = None
 
     # -- driving it (call from the test's event loop, with DBUS_SYSTEM_BUS_ADDRESS set) -------------------------
