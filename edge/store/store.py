@@ -44,12 +44,14 @@ import orjson
 
 from edge.clock import Clock, SystemClock
 from edge.model import Reading
-from edge.store import schema
+from edge.ratelog import RateLimitedLog
+from edge.store import schema, walid
 from edge.store.model import BufferStats, StoredReading, StoreError, StoreLimits
 from edge.store.report import build_report
 from edge.store.tags import TAG_COLUMNS, TagState, new_tag
 
 log = logging.getLogger(__name__)
+_wal_id_failed = RateLimitedLog(log, 30.0)
 
 LIMITS_SECTION = "store"
 SYNC_INTERVAL_NS = 1_000_000_000
@@ -105,9 +107,11 @@ class Store:
         try:
             self._conn = schema.connect(self.path, readonly=readonly)
             self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+            self._db_id = 0 if readonly else self._identity()
         except sqlite3.Error as e:
             msg = f"cannot open buffer {self.path}: {e}"
             raise StoreError(msg) from e
+        self._recorder = walid.Recorder.of(self.path)
         self._lock = threading.RLock()
         self._boot: int | None = None
         self._tags: dict[str, TagState] | None = None
@@ -125,6 +129,24 @@ class Store:
             # The daemon's limits, for `edge-gw status`, which opens the file without knowing them.
             self.save_status(LIMITS_SECTION, {"max_bytes": limits.max_bytes, "max_age_s": limits.max_age_s,
                                               "policy": limits.policy})
+        if not readonly:
+            self._note_wal()
+
+    def _identity(self) -> int:
+        """This file's database id (see walid.py), set on first open and checkpointed into the file itself, where
+        the start-up check reads it without the -wal."""
+        db_id = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if db_id == 0:
+            db_id = walid.new_db_id()
+            self._conn.execute(f"PRAGMA user_version = {db_id}")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return db_id
+
+    def _note_wal(self) -> None:
+        try:
+            self._recorder.note(self._db_id)
+        except OSError as e:
+            _wal_id_failed.warning("buffer %s: cannot record the -wal's identity (retried): %s", self.path, e)
 
     # -- plumbing -------------------------------------------------------------------------------------------------
 
@@ -173,6 +195,7 @@ class Store:
                 conn.executescript("PRAGMA incremental_vacuum;")
         except sqlite3.Error as e:
             log.warning("buffer %s: checkpoint or vacuum failed (retried later): %s", self.path, e)
+        self._note_wal()
 
     def _bump(self, conn: sqlite3.Connection, name: str, n: int) -> None:
         if n > 0:
