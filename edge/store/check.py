@@ -225,11 +225,16 @@ class _Reader:
     def __init__(self, src: sqlite3.Connection, table: str, columns: str) -> None:
         self.src = src
         self.sql = f"SELECT rowid, {columns} FROM {table} WHERE rowid >= ? AND rowid < ? ORDER BY rowid"
+        # One id by equality: a range scan steps on to the next leaf after its last row, so the row before a bad
+        # page would fail with it.
+        self.one = f"SELECT rowid, {columns} FROM {table} WHERE rowid = ?"
         self.table = table
         self.unreadable = 0
 
     def _try(self, lo: int, hi: int) -> list[tuple[Any, ...]] | None:
         try:
+            if hi - lo == 1:
+                return self.src.execute(self.one, (lo,)).fetchall()
             return self.src.execute(self.sql, (lo, hi)).fetchall()
         except sqlite3.DatabaseError:
             return None
