@@ -304,6 +304,11 @@ class _Reader:
 def _salvage(db: Path, dst: sqlite3.Connection, report: CheckReport) -> None:
     try:
         src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        # writable_schema: a file shorter than its header says (truncated) is read as far as it goes instead of
+        # refused as a whole (btree.c lockBtree); nothing is written on this read-only connection. cell_size_check:
+        # a cell that points outside its page fails its read instead of returning garbage.
+        src.execute("PRAGMA writable_schema = ON")
+        src.execute("PRAGMA cell_size_check = ON")
         src.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.DatabaseError as e:
         report.lost_rows = None  # not a database (any more): nothing to read, not even how much there was
