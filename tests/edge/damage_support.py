@@ -8,13 +8,15 @@ import contextlib
 import random
 import sqlite3
 import struct
+import time
 from pathlib import Path
 
 from edge.clock import FakeClock
 from edge.model import Reading
 from edge.store import Store
 
-T0 = 1_763_900_000_000_000_000
+# Now, not a fixed date: a daemon on the real clock drops readings older than store.max_age (30 days).
+T0 = time.time_ns() // 10**9 * 10**9
 
 
 def readings(n: int, *, mac: str = "d0:00:00:00:00:01", start: int = 0) -> list[Reading]:
