@@ -104,6 +104,14 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "lock, so `status` says it runs. Then the other file goes and the broker comes back: the gateway forwards "
         "what it holds without a restart, and SIGTERM ends it with 0. Every committed reading not stored must be "
         "one the gateway counted as dropped."),
+    "16-damaged-buffer": (
+        "The gateway's buffer file is damaged while it is stopped",
+        "A backlog of 15,000 readings is buffered with the broker down and the gateway stopped; random bytes land on "
+        "three leaf pages in the middle of the file. `edge-gw status` exits 1. The gateway starts again: its "
+        "start-up check salvages every readable reading into a fresh file (reading by id around the bad pages), "
+        "moves the damaged file aside and forwards the backlog with new readings. The readings missing in InfluxDB "
+        "must be exactly the rows on the destroyed pages (known from an intact copy's b-tree), and their number is "
+        "what `status` reports as `damage.lost_rows`."),
 }
 
 RESULTS: list[Outcome] = []
