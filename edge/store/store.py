@@ -26,6 +26,12 @@ earlier boot have no trustworthy time, so only the byte cap bounds them; held re
 the monotonic clock. Freed pages go back to the file system with `incremental_vacuum` once they are 3/4 of the file
 and at least 1/64 of the cap (1 MiB minimum), so the file shrinks after a backlog drains instead of keeping its
 high-water size; below that, inserts reuse them.
+
+Damage: the gateway checks the file at start, before a Store opens it (check.py): a -wal that does not belong to it
+is moved aside (the rule, with the database id in `user_version` and the `<buffer>.wal-id` record that this Store
+keeps, is in walid.py), then `PRAGMA quick_check` reads the whole file once: 0.53 s for a 46 MiB buffer and 3.6 s for
+a 506 MiB one (the default 512 MiB cap) with a cold page cache on this 2-core VM, 0.04 s and 0.44 s warm. A damaged
+file is salvaged row by row into a fresh one and moved aside as `<buffer>.damaged-<UTC>`.
 """
 
 from __future__ import annotations
