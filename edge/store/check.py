@@ -5,8 +5,8 @@ lock, before anything opens the file for writing.
    with its -shm): the rule is in walid.py.
 2. `PRAGMA quick_check` on a read-only connection: every page of every b-tree is read and its structure checked
    (not the index contents, which integrity_check adds at several times the cost). Its cost is one read of the file,
-   so the byte cap (`store.max_bytes`) bounds it. Measured on this 2-core VM with
-   `/tmp/store2/bench_check.py` (Store.add'ed DF5 readings, page cache dropped first): a 46 MiB buffer (140,000
+   so the byte cap (`store.max_bytes`) bounds it. Measured on this 2-core VM (buffers of DF5 readings written with
+   Store.add, page cache dropped first): a 46 MiB buffer (140,000
    readings) 0.53 s cold, 0.04 s warm; a 506 MiB buffer (1.55 M readings, the default 512 MiB cap) 3.6 s cold, 0.44 s
    warm. On an SD card that reads 20-40 MB/s, the full-cap file takes some 15-25 s, once per start.
 3. If the check fails (or the file is not SQLite at all, or an empty file replaced a buffer that had been written),
@@ -16,7 +16,7 @@ lock, before anything opens the file for writing.
    counters, tags, boots and status. Rows are read by id ranges that halve around a failing read down to single ids,
    so a bad leaf page costs only its own rows (a bad interior page, the rows below it). `lost_rows` is what the
    damaged file's own row counts (the `queue` row) say it held, minus what was salvaged; null when even those
-   cannot be read. Measured with `/tmp/store2/bench_salvage.py` (random bytes on 3 pages in the middle): check and
+   cannot be read. Measured the same way, with random bytes on 3 pages in the middle: check and
    salvage of the 46 MiB buffer 0.8 s (139,964 of 140,000 readings back), of the 506 MiB one 7.6 s (1,549,964 of
    1,550,000), page cache warm. The salvage needs room for a second copy of the readable rows on the same disk.
 4. A salvage interrupted by a crash leaves `<buffer>.salvage` beside the untouched damaged file: it is thrown away
