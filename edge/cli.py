@@ -239,20 +239,20 @@ def status(config: Path | None, db: Path | None, as_json: bool) -> None:
     path = Path(cfg.gateway.db)
     if not path.exists():
         raise click.ClickException(f"no buffer at {path} (use --db)")
-    from edge.gateway import daemon_pid
-    from edge.status import render
-    from edge.store import Store
+    from edge.status import load, render
+    from edge.store import StoreError
 
-    store = Store(path, readonly=True)
     try:
-        report = store.report()
-    finally:
-        store.close()
-    report["daemon_pid"] = daemon_pid(path)
+        report = load(path)
+    except StoreError as e:
+        raise click.ClickException(f"{e}; `edge-gw run` salvages what it can read when it starts") from None
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         click.echo(render(report, now_ns=time.time_ns()))
+    if report["integrity"] not in (None, "ok"):
+        raise click.ClickException(f"buffer {path} is damaged: {report['integrity']}; `edge-gw run` salvages what "
+                                   "it can read when it starts")
 
 
 @cli.command()

@@ -27,6 +27,8 @@ from edge.model import Advert, Reading
 from edge.ratelog import RateLimitedLog
 from edge.sources import Source, SourceOptions, open_source
 from edge.store import Store, StoreError, StoreLimits, StoreWriter
+from edge.store.check import check_buffer
+from edge.store.check import record as record_check
 from edge.store.lock import BufferLock, holder
 from edge.uplink import MqttSettings, Uplink, UplinkSettings
 
@@ -197,11 +199,14 @@ class Gateway:
         self.lock = BufferLock(self.db)
         self.lock.acquire()  # before anything writes: one daemon per buffer, known to flush and status
         try:
+            # Under the lock, before anything opens the file: refuse a foreign -wal, salvage a damaged file.
+            self.check = check_buffer(self.db, clock.wall_ns())
             self.store = Store(self.db, limits=store_limits(cfg), clock=clock)
         except BaseException:
             self.lock.release()
             raise
         counters.restore(self.store.load_counters())
+        record_check(self.check, self.store, counters)
         self.writer = StoreWriter(self.store, counters, max_rows=cfg.store.commit_rows,
                                   max_delay_s=float(cfg.store.commit_interval))
         self.pipeline = Pipeline(clock, Dedup(float(cfg.dedup.window), cfg.dedup.max_entries), self.writer.put,

@@ -28,6 +28,11 @@ COUNTERS: dict[str, str] = {
     "clock_corrections": "readings whose timestamp was corrected after clock sync",
     "clock_steps_ahead": "steps of the wall clock ahead (more than 1 s against the monotonic clock)",
     "clock_steps_back": "steps of the wall clock back (more than 1 s against the monotonic clock)",
+    "buffer_replaced": "times the start-up check found the buffer file damaged, salvaged it into a fresh file and "
+                       "moved it aside",
+    "readings_salvaged": "readings (ready and held) copied out of a damaged buffer file into the fresh one",
+    "readings_lost_damaged": "readings a damaged buffer file counted but could not give back",
+    "wal_refused": "times a -wal that does not belong to the buffer was moved aside at start",
 }
 
 GAUGES: dict[str, str] = {
@@ -40,6 +45,7 @@ GAUGES: dict[str, str] = {
     "oldest_unconfirmed_age_seconds": "time since the oldest unconfirmed reading was sent",
     "clock_synced": "1 once the system clock is synchronised",
     "tags_seen": "distinct tags seen",
+    "buffer_check_seconds": "time the start-up integrity check (and any salvage) of the buffer took",
 }
 
 

@@ -3,10 +3,47 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
+
+from edge.store import Store, StoreError, walid
+from edge.store.check import integrity
+from edge.store.lock import holder
 
 SHOWN_VALUES = ("temperature", "humidity", "pressure", "co2", "pm2_5")
 UNITS = {"temperature": "°C", "humidity": "%", "pressure": "Pa", "co2": "ppm", "pm2_5": "µg/m³"}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """`Store.report()` of the buffer at `path`, with "daemon_pid" and "integrity": when no daemon runs on it (a
+    running one checked the file at its start, see "check"), "ok" or the first problem `PRAGMA quick_check` finds;
+    null while a daemon runs. Raises StoreError, one line, when the file cannot be read at all, or when a -wal
+    beside it does not belong to it (reading would replay it; the gateway moves it aside at its next start)."""
+    pid = holder(path)
+    if pid is None:
+        verdict = walid.verify(path)
+        if verdict in ("foreign", "unverifiable"):
+            msg = f"buffer {path}: the -wal beside it does not belong to it ({verdict})"
+            raise StoreError(msg)
+    store = Store(path, readonly=True)
+    try:
+        report = store.report()
+    finally:
+        store.close()
+    report["daemon_pid"] = pid
+    report["integrity"] = (integrity(path) or "ok") if pid is None else None
+    return report
+
+
+def _moved(d: dict[str, Any]) -> str:
+    parts = []
+    if d.get("moved_to"):
+        lost = "an unknown number of" if d.get("lost_rows") is None else str(d["lost_rows"])
+        parts.append(f"{d.get('problem')}: salvaged {d.get('salvaged_readings', 0)} readings"
+                     f" (+{d.get('salvaged_held', 0)} held), lost {lost} rows; damaged file moved to {d['moved_to']}")
+    if d.get("wal_moved_to"):
+        parts.append(f"a -wal that was not its own ({d.get('wal')}) moved to {d['wal_moved_to']}")
+    return "; ".join(parts)
 
 
 def _ago(seconds: float | None) -> str:
@@ -80,6 +117,17 @@ def render(report: dict[str, Any], *, now_ns: int) -> str:
         f"scanner   {scanner.get('state', '-')}  adapter {scanner.get('adapter') or '-'}"
         f"  restarts {c['scanner_restarts']}  adapter resets {c['adapter_resets']}",
     ]
+    check = report.get("check") or {}
+    if check:
+        lines.append(f"check     at start {_when(check.get('checked_ns'))}: "
+                     + ("ok" if not (check.get("problem") or check.get("wal_moved_to")) else "REPAIRED")
+                     + f" in {check.get('seconds', 0):.2f} s")
+    integrity_now = report.get("integrity")
+    if integrity_now not in (None, "ok"):
+        lines.append(f"integrity DAMAGED: {integrity_now} (the gateway salvages what it can read at its next start)")
+    damage = report.get("damage") or {}
+    if damage:
+        lines.append(f"damage    {_when(damage.get('checked_ns'))}: {_moved(damage)}")
     tags = report.get("tags") or []
     lines.append("")
     if not tags:

@@ -10,6 +10,10 @@ Shape (keys are stable; a value is null when unknown):
      "clock": {"synced", "boot_id", "corrections"},
      "gateway": {... the section the gateway saves, with "scanner" inside} | {},
      "store": {"max_bytes", "max_age_s", "policy"} | {}  (saved by a Store opened with explicit limits),
+     "check": {...} | {}  the gateway's last start-up check (edge/store/check.py CheckReport: "checked_ns",
+              "seconds", "wal", "wal_moved_to", "problem", "moved_to", "salvaged_readings", "salvaged_held",
+              "lost_rows", "unreadable_ids"),
+     "damage": {...} | {}  the same fields, for the last start at which the check moved a file aside,
      "sections": {section: {"updated_ns": int}},
      "tags": [{"mac", "data_format", "first_seen_ns", "last_seen_ns", "last_seen_age_s", "rssi",
                "battery_voltage", "values", "received", "expected", "completeness_pct"}, ...]  # sorted by mac
@@ -86,6 +90,8 @@ def build_report(conn: sqlite3.Connection, stats: BufferStats, limits: StoreLimi
         "clock": {"synced": clock.synced(), "boot_id": clock.boot_id(), "corrections": counters["clock_corrections"]},
         "gateway": sections.get("gateway", {}),
         "store": saved_limits,
+        "check": sections.get("check", {}),
+        "damage": sections.get("damage", {}),
         "sections": updated,
         "tags": tags,
     }

@@ -28,6 +28,12 @@ uncorrected from an earlier boot have no trustworthy time, so only the byte cap 
 the file system with `incremental_vacuum` once they are 3/4 of the file and at least 1/64 of the cap (1 MiB
 minimum), so the file shrinks after a backlog drains instead of keeping its high-water size; below that, inserts
 reuse them.
+
+Damage: the gateway checks the file at start, before a Store opens it (check.py): a -wal that does not belong to it
+is moved aside (the rule, with the database id in `user_version` and the `<buffer>.wal-id` record that this Store
+keeps, is in walid.py), then `PRAGMA quick_check` reads the whole file once: 0.53 s for a 46 MiB buffer and 3.6 s for
+a 506 MiB one (the default 512 MiB cap) with a cold page cache on this 2-core VM, 0.04 s and 0.44 s warm. A damaged
+file is salvaged row by row into a fresh one and moved aside as `<buffer>.damaged-<UTC>`.
 """
 
 from __future__ import annotations
@@ -46,12 +52,14 @@ import orjson
 
 from edge.clock import Clock, SystemClock
 from edge.model import Reading
-from edge.store import schema
+from edge.ratelog import RateLimitedLog
+from edge.store import schema, walid
 from edge.store.model import BufferStats, StoredReading, StoreError, StoreLimits
 from edge.store.report import build_report
 from edge.store.tags import TAG_COLUMNS, TagState, new_tag
 
 log = logging.getLogger(__name__)
+_wal_id_failed = RateLimitedLog(log, 30.0)
 
 LIMITS_SECTION = "store"
 SYNC_INTERVAL_NS = 1_000_000_000
@@ -107,9 +115,11 @@ class Store:
         try:
             self._conn = schema.connect(self.path, readonly=readonly)
             self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+            self._db_id = 0 if readonly else self._identity()
         except sqlite3.Error as e:
             msg = f"cannot open buffer {self.path}: {e}"
             raise StoreError(msg) from e
+        self._recorder = walid.Recorder.of(self.path)
         self._lock = threading.RLock()
         self._boot: int | None = None
         self._tags: dict[str, TagState] | None = None
@@ -127,6 +137,24 @@ class Store:
             # The daemon's limits, for `edge-gw status`, which opens the file without knowing them.
             self.save_status(LIMITS_SECTION, {"max_bytes": limits.max_bytes, "max_age_s": limits.max_age_s,
                                               "policy": limits.policy})
+        if not readonly:
+            self._note_wal()
+
+    def _identity(self) -> int:
+        """This file's database id (see walid.py), set on first open and checkpointed into the file itself, where
+        the start-up check reads it without the -wal."""
+        db_id = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if db_id == 0:
+            db_id = walid.new_db_id()
+            self._conn.execute(f"PRAGMA user_version = {db_id}")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return db_id
+
+    def _note_wal(self) -> None:
+        try:
+            self._recorder.note(self._db_id)
+        except OSError as e:
+            _wal_id_failed.warning("buffer %s: cannot record the -wal's identity (retried): %s", self.path, e)
 
     # -- plumbing -------------------------------------------------------------------------------------------------
 
@@ -175,6 +203,7 @@ class Store:
                 conn.executescript("PRAGMA incremental_vacuum;")
         except sqlite3.Error as e:
             log.warning("buffer %s: checkpoint or vacuum failed (retried later): %s", self.path, e)
+        self._note_wal()
 
     def _bump(self, conn: sqlite3.Connection, name: str, n: int) -> None:
         if n > 0:

@@ -119,6 +119,14 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "copies of a measurement carry receive times an hour apart. Cross-gateway dedup keys on what the tag says "
         "(mac, data format, sequence number, measured values), not on the gateways' clocks: each measurement "
         "must be stored once, as one of the copies a gateway committed."),
+    "16-damaged-buffer": (
+        "The gateway's buffer file is damaged while it is stopped",
+        "A backlog of 15,000 readings is buffered with the broker down and the gateway stopped; random bytes land on "
+        "three leaf pages in the middle of the file. `edge-gw status` exits 1. The gateway starts again: its "
+        "start-up check salvages every readable reading into a fresh file (reading by id around the bad pages), "
+        "moves the damaged file aside and forwards the backlog with new readings. The readings missing in InfluxDB "
+        "must be exactly the rows on the destroyed pages (known from an intact copy's b-tree), and their number is "
+        "what `status` reports as `damage.lost_rows`."),
 }
 
 RESULTS: list[Outcome] = []
