@@ -55,8 +55,8 @@ class ReceiverProcess:
 
     def start(self) -> ReceiverProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_INGEST_")}
-        out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        with open(self.log, "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 20
         while self.status() is None or not self.status()["mqtt_connected"]:  # type: ignore[index]
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -101,9 +101,9 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
-        out = open(self.workdir / "mosquitto.stdout", "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen([server_binary("mosquitto"), "-c", str(conf)], stdout=out,
-                                     stderr=subprocess.STDOUT)
+        with open(self.workdir / "mosquitto.stdout", "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([server_binary("mosquitto"), "-c", str(conf)], stdout=out,
+                                         stderr=subprocess.STDOUT)
         _wait_tcp(self.port, self.proc, self.workdir / "mosquitto.stdout")
         return self
 
@@ -162,9 +162,9 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         conf = self.workdir / "influxdb.conf"
         conf.write_text(self.config_text())
         log = self.workdir / "influxd.log"
-        out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen([server_binary("influxd"), "-config", str(conf)], stdout=out,
-                                     stderr=subprocess.STDOUT)
+        with open(log, "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([server_binary("influxd"), "-config", str(conf)], stdout=out,
+                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -105,8 +105,8 @@ class Receiver:
 
     def start(self) -> Receiver:
         self.status_file.unlink(missing_ok=True)
-        out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+        with open(self.log, "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
         deadline = time.monotonic() + 30
         while not (self.status() or {}).get("mqtt_connected"):
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -109,8 +109,8 @@ class Bench:
             rx.retire()
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.work / f"{name.replace(' ', '_')}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or clean_env())
+        with open(self.work / f"{name.replace(' ', '_')}.log", "ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or clean_env())
         self.peaks.watch(name, proc.pid)
         return proc
 

@@ -160,8 +160,8 @@ class Daemons:
 
     def start(self, name: str, cmd: list[str], port: int | None = None) -> subprocess.Popen[bytes]:
         log = self.p.workdir / f"{name}.log"
-        out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        with open(log, "ab") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         if port is not None:
             _wait_tcp(port, proc, log, timeout=20)

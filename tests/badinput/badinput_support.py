@@ -124,8 +124,8 @@ class ReceiverProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ReceiverProcess:
-        out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+        with open(self.log, "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
         wait_until(lambda: self.proc is not None and (self.proc.poll() is not None
                                                       or bool((self.status() or {}).get("mqtt_connected"))),
                    20, "receiver connected")

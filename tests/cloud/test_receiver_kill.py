@@ -30,9 +30,9 @@ MS = 1_000_000
 
 def cloud_ingest(*args: str, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_INGEST_")}
-    out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen([sys.executable, "-c", "from cloud.cli import main; main()", *args],
-                            stdout=out, stderr=subprocess.STDOUT, env=env)
+    with open(log, "ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-c", "from cloud.cli import main; main()", *args],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def run_args(mqtt_port: int, url: str, tmp: Path, *extra: str) -> list[str]:

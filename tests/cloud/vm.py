@@ -31,17 +31,17 @@ class VictoriaMetrics:
 
     def start(self) -> VictoriaMetrics:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "vm.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [
-                "victoria-metrics",
-                f"-httpListenAddr=127.0.0.1:{self.port}",
-                f"-storageDataPath={self.workdir / 'data'}",
-                "-retentionPeriod=100y",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.workdir / "vm.log", "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [
+                    "victoria-metrics",
+                    f"-httpListenAddr=127.0.0.1:{self.port}",
+                    f"-storageDataPath={self.workdir / 'data'}",
+                    "-retentionPeriod=100y",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -199,8 +199,8 @@ class Gateway:
                 "--tags", str(tags), "--rate", str(rate), "--seed", str(seed), "--assume-synced"]
         if count is not None:
             args += ["--count", str(count), "--drain", "0"]
-        out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+        with open(self.log, "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
         self.starts += 1
         return self.proc
 
@@ -262,13 +262,13 @@ class Receiver:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         before = self.log.read_bytes().count(b"subscribed to") if self.log.exists() else 0
-        out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [*CLOUD, "run", "--mqtt", self.broker.url, "--influx", self.influx_url, "--client-id", "fault-rx",
-             "--metrics-port", "0", "--status-file", str(self.status_file),
-             "--set", "batch.max_interval=0.2", "--set", "influx.backoff_max=0.5", "--set", "rollups.enabled=false",
-             "--set", "status.interval=0.2", *(a for kv in self.extra for a in ("--set", kv))],
-            stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+        with open(self.log, "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [*CLOUD, "run", "--mqtt", self.broker.url, "--influx", self.influx_url, "--client-id", "fault-rx",
+                 "--metrics-port", "0", "--status-file", str(self.status_file),
+                 "--set", "batch.max_interval=0.2", "--set", "influx.backoff_max=0.5", "--set", "rollups.enabled=false",
+                 "--set", "status.interval=0.2", *(a for kv in self.extra for a in ("--set", kv))],
+                stdout=out, stderr=subprocess.STDOUT, env=clean_env())
         wait_until(lambda: self.log.read_bytes().count(b"subscribed to") > before, 30, "receiver subscribed")
 
     def status(self) -> dict[str, Any]:

@@ -102,11 +102,11 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
                                text=True, check=False, timeout=60)
         assert setup.returncode == 0, setup.stderr
         ingest_metrics, edge_metrics, vm_port = free_port(), free_port(), free_port()
-        log = open(work / "cloud-ingest.log", "ab")  # noqa: SIM115 - lives as long as the process
-        ingest = subprocess.Popen(
-            [*_py("cloud.cli"), "run", "--mqtt", broker.url, "--influx", f"{db.url}/ruuvi", "--metrics-port",
-             str(ingest_metrics), "--status-file", str(work / "status.json"), "--set", "batch.max_interval=200ms",
-             "--set", "rollups.settle=1s"], stdout=log, stderr=subprocess.STDOUT)
+        with open(work / "cloud-ingest.log", "ab") as log:  # the child keeps its own descriptor
+            ingest = subprocess.Popen(
+                [*_py("cloud.cli"), "run", "--mqtt", broker.url, "--influx", f"{db.url}/ruuvi", "--metrics-port",
+                 str(ingest_metrics), "--status-file", str(work / "status.json"), "--set", "batch.max_interval=200ms",
+                 "--set", "rollups.settle=1s"], stdout=log, stderr=subprocess.STDOUT)
         procs.append(ingest)
         _wait_tcp(ingest_metrics, ingest, work / "cloud-ingest.log", timeout=20)
 
@@ -117,20 +117,21 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
             f"      - targets: ['127.0.0.1:{ingest_metrics}']\n"
             f"  - job_name: edge-gw\n    scrape_interval: 1s\n    static_configs:\n"
             f"      - targets: ['127.0.0.1:{edge_metrics}']\n")
-        vm_log = open(work / "vm.log", "ab")  # noqa: SIM115 - lives as long as the process
-        vm = subprocess.Popen(
-            ["victoria-metrics", f"-httpListenAddr=127.0.0.1:{vm_port}", f"-storageDataPath={work / 'vm'}",
-             "-retentionPeriod=1", f"-promscrape.config={scrape}", "-search.latencyOffset=0s",
-             "-search.disableCache"], stdout=vm_log, stderr=subprocess.STDOUT)
+        with open(work / "vm.log", "ab") as vm_log:  # the child keeps its own descriptor
+            vm = subprocess.Popen(
+                ["victoria-metrics", f"-httpListenAddr=127.0.0.1:{vm_port}", f"-storageDataPath={work / 'vm'}",
+                 "-retentionPeriod=1", f"-promscrape.config={scrape}", "-search.latencyOffset=0s",
+                 "-search.disableCache"], stdout=vm_log, stderr=subprocess.STDOUT)
         procs.append(vm)
         _wait_tcp(vm_port, vm, work / "vm.log", timeout=20)
 
         # The live gateway runs for the whole session, so the 15 s-step PromQL range queries see its metrics.
-        gw_log = open(work / "edge-gw.log", "ab")  # noqa: SIM115 - lives as long as the process
-        gw = subprocess.Popen(
-            [*_py("edge.cli"), "run", "--mqtt", broker.url, "--gateway-id", LIVE_GATEWAY, "--db",
-             str(work / "buffer.db"), "--source", "simulate", "--tags", str(TAGS), "--seed", str(SEED), "--rate", "40",
-             "--assume-synced", "--metrics-port", str(edge_metrics)], stdout=gw_log, stderr=subprocess.STDOUT)
+        with open(work / "edge-gw.log", "ab") as gw_log:  # the child keeps its own descriptor
+            gw = subprocess.Popen(
+                [*_py("edge.cli"), "run", "--mqtt", broker.url, "--gateway-id", LIVE_GATEWAY, "--db",
+                 str(work / "buffer.db"), "--source", "simulate", "--tags", str(TAGS), "--seed", str(SEED),
+                 "--rate", "40", "--assume-synced", "--metrics-port", str(edge_metrics)],
+                stdout=gw_log, stderr=subprocess.STDOUT)
         procs.append(gw)
         _wait_tcp(edge_metrics, gw, work / "edge-gw.log", timeout=20)
 

@@ -111,9 +111,9 @@ class Broker:
             _swap(shipped, "persistence_location /var/lib/mosquitto/", f"persistence_location {w}/data/"))
         conf = w / "mosquitto.conf"
         conf.write_text(self.config_text())
-        out = open(w / "mosquitto.stdout", "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen([server_binary("mosquitto"), "-c", str(conf)], stdout=out,
-                                     stderr=subprocess.STDOUT)
+        with open(w / "mosquitto.stdout", "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([server_binary("mosquitto"), "-c", str(conf)], stdout=out,
+                                         stderr=subprocess.STDOUT)
         _wait_tcp(self.port, self.proc, w / "mosquitto.stdout")
         _wait_tcp(self.mtls_port, self.proc, w / "mosquitto.stdout")
         return self
