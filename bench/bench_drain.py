@@ -26,10 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from fakeclock import FakeClock  # noqa: E402
 from servers import Mosquitto  # noqa: E402
 
 from edge import ruuvi  # noqa: E402
-from edge.clock import FakeClock  # noqa: E402
 from edge.metrics import Counters  # noqa: E402
 from edge.model import Reading  # noqa: E402
 from edge.store import Store, StoreLimits  # noqa: E402

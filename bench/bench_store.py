@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import struct
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fakeclock import FakeClock
+
 from edge import ruuvi
-from edge.clock import FakeClock
 from edge.metrics import Counters
 from edge.model import Reading
 from edge.store import Store, StoreWriter

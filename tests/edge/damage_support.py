@@ -11,7 +11,8 @@ import struct
 import time
 from pathlib import Path
 
-from edge.clock import FakeClock
+from fakeclock import FakeClock
+
 from edge.model import Reading
 from edge.store import Store
 

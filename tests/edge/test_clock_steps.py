@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from fakeclock import FakeClock
 from test_pipeline import MAC, df5
 from test_store import reading
 
-from edge.clock import TEST_STEPS_ENV, FakeClock, SystemClock, parse_test_steps
+from edge.clock import TEST_STEPS_ENV, SystemClock, parse_test_steps
 from edge.dedup import Dedup
 from edge.gateway import Pipeline
 from edge.model import Advert, Reading

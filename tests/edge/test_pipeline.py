@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edge.clock import FakeClock
+from fakeclock import FakeClock
+
 from edge.dedup import Dedup
 from edge.gateway import Pipeline
 from edge.model import Advert, Reading

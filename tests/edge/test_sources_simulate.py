@@ -7,9 +7,9 @@ import sys
 from collections import defaultdict
 
 import pytest
+from fakeclock import FakeClock
 
 from edge import ruuvi
-from edge.clock import FakeClock
 from edge.dedup import Dedup
 from edge.gateway import Pipeline
 from edge.metrics import Counters

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from fakeclock import FakeClock
 
-from edge.clock import FakeClock
 from edge.metrics import COUNTERS
 from edge.model import Reading
 from edge.store import Store, StoreError, StoreLimits

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fakeclock import FakeClock
 from test_store import reading
 
-from edge.clock import FakeClock
 from edge.store import Store
 
 WRONG_WALL = 10**18  # 2001: what a Pi without RTC may believe before NTP

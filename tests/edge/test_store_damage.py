@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from damage_support import fill, ids_in, leaf_pages, page_size, reachable_rowids, readings, scribble
+from fakeclock import FakeClock
 from servers import Mosquitto
 from test_uplink_support import subscriber
 
-from edge.clock import FakeClock
 from edge.metrics import Counters
 from edge.store import Store, walid
 from edge.store.check import check_buffer, integrity, record

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakeclock import FakeClock
 from test_uplink_support import make_readings
 
-from edge.clock import FakeClock
 from edge.store import Store, StoreError, StoreLimits
 from edge.store.lock import BufferLock, holder
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import orjson
+from fakeclock import FakeClock
 from test_store import reading
 
-from edge.clock import FakeClock
 from edge.store import Store
 from edge.store.store import SYNC_INTERVAL_NS
 

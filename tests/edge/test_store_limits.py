@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fakeclock import FakeClock
 from test_store import reading
 
-from edge.clock import FakeClock
 from edge.store import Store, StoreLimits
 
 CAP = 2 << 20

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fakeclock import FakeClock
 from test_store import reading
 
-from edge.clock import FakeClock
 from edge.store import Store
 from edge.store.tags import TagState, new_tag
 

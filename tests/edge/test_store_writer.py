@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from fakeclock import FakeClock
 from test_store import reading
 
 import edge.store.writer as writer_module
-from edge.clock import FakeClock
 from edge.metrics import Counters
 from edge.store import Store, StoreError, StoreLimits, StoreWriter
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fakeclock import FakeClock
 from servers import Mosquitto, free_port
 from test_uplink_support import (
     FAST,
@@ -21,7 +22,6 @@ from test_uplink_support import (
     subscriber,
 )
 
-from edge.clock import FakeClock
 from edge.metrics import Counters
 from edge.mqtt import MqttSettings, UplinkError
 from edge.store import Store

@@ -127,9 +127,10 @@ def test_missing_ca_file_is_our_error(tmp_path: Path, secure_broker: tuple[Mosqu
         up.wait_connected(1)
 
 
-UPLINK_PROCESS = """
+UPLINK_PROCESS = f"""
 import sys, time
-from edge.clock import FakeClock
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from fakeclock import FakeClock
 from edge.metrics import Counters
 from edge.uplink import MqttSettings, Uplink, UplinkSettings
 up = Uplink(sys.argv[1], "gw-will", MqttSettings.from_url(sys.argv[2]), UplinkSettings(), Counters(), FakeClock())

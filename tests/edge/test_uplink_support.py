@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
+from fakeclock import FakeClock
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge import ruuvi
-from edge.clock import FakeClock
 from edge.metrics import Counters
 from edge.model import Reading
 from edge.store import Store
