@@ -20,6 +20,8 @@ class Metrics:
         p = "cloud_ingest_"
         self.messages_received = Counter(p + "messages_received", "MQTT messages received", ["format"], registry=r)
         self.redeliveries = Counter(p + "redeliveries", "MQTT messages received with the DUP flag", registry=r)
+        self.resent_points = Counter(p + "resent_points", "points dropped by dedup as already written: a gateway's "
+                                     "re-send or an MQTT redelivery", registry=r)
         self.readings_received = Counter(p + "readings_received", "readings (points) parsed from messages", registry=r)
         self.points_written = Counter(p + "points_written", "points written to the database", registry=r)
         self.dead_letters = Counter(p + "dead_letters", "messages or points sent to the dead-letter topic",

@@ -109,7 +109,11 @@ class Monitor:
         if parsed.status is not None:
             gw.state, gw.state_ns = parsed.status.state, parsed.status.time_ns
 
-    def duplicates(self, by_gateway: dict[str, int]) -> None:
+    def duplicates(self, by_gateway: dict[str, int], resent: int = 0) -> None:
+        """Points dedup dropped: copies another gateway heard (by gateway), and points this gateway sent again."""
+        if resent:
+            self.metrics.resent_points.inc(resent)
+            self.counts.resent_points += resent
         for gw, n in by_gateway.items():
             self.metrics.duplicates.labels(gw).inc(n)
             self.counts.duplicates += n

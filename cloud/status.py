@@ -48,6 +48,7 @@ class Status:
     refused_readings: int = 0  # of the dead letters: readings refused on their own (a timestamp out of bounds)
     duplicates: int = 0
     redeliveries: int = 0
+    resent_points: int = 0  # points dedup dropped as written before (a gateway's re-send, an MQTT redelivery)
     confirmations: int = 0  # confirmation messages published to edge-gw gateways
     confirmed_seqs: int = 0  # batch seqs they carried
     # Messages the broker dropped (cloud/broker_sys.py): the broker-wide count from Mosquitto's $SYS, over this
@@ -131,7 +132,8 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"received:       {status.received_messages} messages, {status.received_readings} readings",
         f"written:        {status.written} points",
         f"dead letters:   {status.dead_letters} ({status.refused_readings} readings refused on their own)",
-        f"duplicates:     {status.duplicates} (cross-gateway), {status.redeliveries} redeliveries",
+        f"duplicates:     {status.duplicates} (cross-gateway), {status.resent_points} points written before (re-sent), "
+        f"{status.redeliveries} messages redelivered (DUP)",
         f"confirmed:      {status.confirmed_seqs} edge-gw batches, in {status.confirmations} messages",
         f"broker drops:   {_broker_drops(status, now)}",
         f"gateways:       {len(status.gateways)}",

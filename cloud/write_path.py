@@ -137,7 +137,7 @@ class WritePath:
             result = self.dedup.filter(points)
             owners = _owners_of(result.kept, points, owners)
             points = result.kept
-            self.monitor.duplicates(result.duplicates)
+            self.monitor.duplicates(result.duplicates, result.redeliveries)
         dead: list[Awaitable[None]] = []
         for msg in batch.messages:
             if msg.failure is not None:

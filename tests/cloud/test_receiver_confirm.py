@@ -106,6 +106,7 @@ def test_readings_sent_again_under_a_new_seq_are_confirmed_and_not_written_again
             ranges = [r for _, p in gw.messages[1:] for r in orjson.loads(p)["seqs"]]
             assert sorted(ranges) in ([[101, 102]], [[101, 101], [102, 102]])
             assert rr.metric("cloud_ingest_points_written_total") == 0
+            assert rr.metric("cloud_ingest_resent_points_total") == 50  # all 50 dropped as written before
             assert count(influxd) == 50
         finally:
             rr.stop()
