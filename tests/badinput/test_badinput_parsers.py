@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from badinput_support import ruuvi_message
 
-from cloud.formats import Router, edge
+from cloud.formats import FormatsConfig, Router, edge
 from cloud.formats._common import FIELD_KINDS
 from cloud.lineproto import EncodeError, Encoder
 from cloud.model import InvalidMessage, Parsed
@@ -28,6 +28,9 @@ from cloud.model import InvalidMessage, Parsed
 RUNS = 60_000
 SEED = 4242
 NOW = 1_795_450_000_000_000_000
+# The router's default bounds on a reading's time (formats.max_age, formats.max_ahead).
+OLDEST = NOW - int(FormatsConfig().max_age_s * 1e9)
+NEWEST = NOW + int(FormatsConfig().max_ahead_s * 1e9)
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "ruuvi.json").read_text())
 FIELDS = [v["expected"] for v in VECTORS if "expected" in v and v["expected"].get("data_format") != 8]
 ODD_VALUES: list[Any] = [
@@ -121,8 +124,11 @@ def check_points(parsed: Parsed, topic: str, obj: Any, encoder: Encoder) -> int:
         assert line == slow, (topic, p)
         written += line is not None
     if topic.endswith("/batch") and isinstance(obj, dict):
+        # Every reading is a point or, its time out of bounds, refused on its own (Router.route), never lost.
         exact = [edge._point(r, i, "gw-1", "ruuvi") for i, r in enumerate(obj["readings"])]
-        assert parsed.points == [p for p in exact if p is not None], obj
+        kept = [p for p in exact if p is not None and OLDEST <= p.time_ns <= NEWEST]
+        assert parsed.points == kept, obj
+        assert len(parsed.refused) == sum(1 for p in exact if p is not None) - len(kept), obj
     return written
 
 
