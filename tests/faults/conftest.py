@@ -104,6 +104,19 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "lock, so `status` says it runs. Then the other file goes and the broker comes back: the gateway forwards "
         "what it holds without a restart, and SIGTERM ends it with 0. Every committed reading not stored must be "
         "one the gateway counted as dropped."),
+    "14-field-types": (
+        "Flat sensors write first into the shard that edge readings then share",
+        "500 flat-sensor JSON messages (20 sensors; integers sent as `2977.0`, floats as `21`, no sequence number) "
+        "are published and stored first, so they set the field types of the day's shard; then a gateway streams "
+        "3000+ DF5 readings into the same shard. The flat format takes the ruuvi schema's type for every field the "
+        "schema knows, so `SHOW FIELD KEYS` lists each field once with its schema type, and both sets are stored "
+        "exactly, with no dead letter."),
+    "15-ruuvi-gateway-same-second": (
+        "Ruuvi Gateway relays several measurements of a tag within one second",
+        "Ruuvi Gateway messages with a whole-second `ts`: 10 tags, 3 measurements each per second for 30 s (900 "
+        "distinct sequence numbers), and 308 of them sent again (byte for byte, or with another RSSI), some right "
+        "behind the original, some after everything was stored. Each measurement's point gets its sequence number "
+        "as nanoseconds within its second, so all 900 are stored, each once."),
 }
 
 RESULTS: list[Outcome] = []
