@@ -2,10 +2,12 @@
 
 `write()` returns only when every point is written or rejected. Errors are classified the way Telegraf does it:
 - 2xx: written.
-- 400 / 422 (a partial write, a parse error, a field-type conflict, points outside the retention policy): the batch is
-  bisected until the bad points are isolated; they are rejected with the server's message (dead-letter candidates)
-  and the rest is written. InfluxDB 1.x has already stored the good points of a partial write; writing them again
-  overwrites them with the same values, so bisecting is safe.
+- 400 / 422 (a partial write, a parse error, a field-type conflict, points outside the retention policy): when the
+  answer says every point of the request was dropped (InfluxDB's `partial write: ... dropped=N` with N = the points
+  sent), all of them are rejected at once with that message. Otherwise the batch is bisected until the bad points are
+  isolated (each half is classified the same way); they are rejected with the server's message (dead-letter
+  candidates) and the rest is written. InfluxDB 1.x has already stored the good points of a partial write; writing
+  them again overwrites them with the same values, so bisecting is safe.
 - 413: the batch is split in halves; a single point that is still too large is rejected.
 - 401 / 403: SinkAuthError, fatal (the receiver stops acking and exits).
 - 404 (database or bucket not found), 429, 5xx, timeouts, connection errors: retried forever with capped, jittered
@@ -17,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import orjson
 
 from cloud.lineproto import EncodeError, Encoder
 from cloud.model import Point
@@ -87,6 +92,9 @@ class Response:
 
 Transport = Callable[[bytes], Awaitable[Response]]
 
+# InfluxDB's PartialWriteError ends in `dropped=N` (1.x in {"error": ...}, 2.x in {"message": ...}).
+_DROPPED = re.compile(r"dropped=(\d+)$")
+
 
 class Sink(Protocol):
     @property
@@ -120,6 +128,19 @@ def retry_after_s(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def dropped_all(text: str, sent: int) -> bool:
+    """Whether the answer to a refused write says that none of the `sent` points was stored. InfluxDB 1.x counts
+    the points one shard refused, or those beyond the retention policy; both are at most the points sent, so a
+    count equal to `sent` means that all went to one shard and all were refused, or all were beyond the retention."""
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    message = body.get("error", body.get("message")) if isinstance(body, dict) else None
+    m = _DROPPED.search(message.strip()) if isinstance(message, str) else None
+    return m is not None and int(m.group(1)) == sent
 
 
 class BatchWriter:
@@ -159,9 +180,10 @@ class BatchWriter:
         if 200 <= resp.status < 300:
             return len(items)
         reason = f"HTTP {resp.status}: {' '.join(resp.text.split())[:500]}"
-        if len(items) == 1:
-            i, p, line = items[0]
-            rejected.append(Rejected(i, p, reason, line))
+        if len(items) == 1 or dropped_all(resp.text, len(items)):
+            # One cause for all of them (the same type conflict, or all beyond the retention policy): bisecting
+            # would cost about two requests per point to learn nothing more.
+            rejected.extend(Rejected(i, p, reason, line) for i, p, line in items)
             return 0
         mid = len(items) // 2
         return await self._write_items(items[:mid], rejected) + await self._write_items(items[mid:], rejected)

@@ -4,9 +4,12 @@
 
 Mapping onto the ruuvi schema (so one dashboard shows both): tag `mac` = the sensor id (the topic's last level; a
 `sensor_id` in the payload must match it), tag `data_format` = `flat`, tag `location` when given, tag `gateway` when
-the payload names one. Every other number is a float field, whatever JSON form it had (stable types: a sensor that
-sends `21` and later `21.5` must not hit a field-type conflict); booleans are boolean fields; other strings and
-nested values are ignored. `timestamp` is ISO 8601 (a time without a zone is taken as UTC) or Unix seconds; a
+the payload names one. Field types follow one schema per field, whatever format wrote the point (docs/cloud-ingest.md,
+"Field types"): a field the ruuvi schema knows (docs/wire-format.md, "InfluxDB types") takes the schema's type, so
+`battery_voltage` and `rssi` are integers (an integral float such as `2977.0` is converted; `2.95` is refused with a
+reason that names the field, since the schema's unit is mV); every other number is a float, whatever JSON form it had
+(a sensor that sends `21` and later `21.5` must not hit a field-type conflict); booleans are boolean fields; strings
+and nested values are ignored. `timestamp` is ISO 8601 (a time without a zone is taken as UTC) or Unix seconds; a
 message without one gets the receive time (`received_ns`), as for a device with no clock.
 """
 
@@ -17,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from cloud.formats._common import load_object
+from cloud.formats._common import FIELD_KINDS, load_object, typed_field
 from cloud.model import FieldValue, InvalidMessage, Parsed, Point
 
 DATA_FORMAT = "flat"
@@ -47,7 +50,12 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
         if k in _SKIP:
             continue
         t = type(v)
-        if t is bool:
+        if k in FIELD_KINDS:
+            # The schema's type, or a one-line refusal that names the field: never a second type in the measurement.
+            tv = typed_field(k, v) if t is bool or t is int or t is float else None
+            if tv is not None:
+                fields[k] = tv
+        elif t is bool:
             fields[k] = v
         elif t is int or t is float:
             f = float(v)

@@ -13,6 +13,13 @@ Choices:
 - time: `ts` (when the gateway heard the advert), else `gwts` (when it relayed it). With `cnt` there is no clock at
   all; the receive time at cloud-ingest (`received_ns`) is used: Ruuvi Gateway publishes live with QoS 0, so it is
   within network latency of the truth, and it is the only time there is.
+- `ts`/`gwts` have whole seconds, and a tag measures up to several times a second: InfluxDB keeps one point per
+  series and timestamp, so each measurement gets its own nanoseconds within its second (_within_second): its
+  `measurement_sequence_number` (formats 5, 6, C5, E1: below 2**24, so under 17 ms), else, for formats without one
+  (3), a hash of its decoded values in the first millisecond. The same measurement relayed again (a re-delivery, a
+  repeated advert heard in the same second, another copy with another RSSI) maps to the same point; two
+  measurements with distinct sequence numbers never do. Without a sequence number, two same-second measurements
+  with identical values are one point: nothing but their count is lost.
 - the tag MAC comes from the topic's last level (the firmware puts it there; `data` alone doesn't carry it for DF3);
   the gateway tag is `gw_mac` (lower-cased, like tag MACs); for gw_status it is the topic level before `gw_status`.
 - a relayed advert without Ruuvi manufacturer data (scan filter off) is not an error: it yields no points.
@@ -22,7 +29,10 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from typing import Any
+
+import orjson
 
 from cloud.formats._common import (
     gateway_name,
@@ -39,6 +49,8 @@ from edge.ruuvi.hexinput import ad_structures
 STATUS_LEVEL = "gw_status"
 _STATES = ("online", "offline")
 _NS = 1_000_000_000
+_SEQ_SPAN = _NS  # any sequence number a format has (E1: 24 bits) stays within its second
+_HASH_SPAN = 1_000_000
 
 # The gateway's decoded keys (ruuvi_decoded mode) -> (our field name, factor to our unit).
 _DECODED_KEYS: dict[str, tuple[str, float]] = {
@@ -84,7 +96,7 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
 
     mac = normalize_mac(levels[-1], "tag MAC in the topic")
     gateway = gateway_name(require_str(obj, "gw_mac"))
-    time_ns = _time_ns(obj, now)
+    time_ns, whole_seconds = _time_ns(obj, now)
     data = obj.get("data")
     if data is not None:
         if not isinstance(data, str):
@@ -98,6 +110,8 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
     if type(data_format) is not int:
         raise InvalidMessage(f"data format {data_format!r} is not an integer")
     fields = typed_fields(decoded)
+    if whole_seconds and fields:
+        time_ns += _within_second(fields)
     rssi = typed_field("rssi", obj.get("rssi"))
     if rssi is not None:
         fields["rssi"] = rssi
@@ -107,19 +121,29 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
     return Parsed(points=[Point(measurement, tags, fields, time_ns)], gateway=gateway)
 
 
-def _time_ns(obj: dict[str, Any], received_ns: int) -> int:
+def _time_ns(obj: dict[str, Any], received_ns: int) -> tuple[int, bool]:
+    """The point's time, and whether it came in whole seconds (`ts`/`gwts`) rather than as the receive time."""
     for key in ("ts", "gwts"):
         v = obj.get(key)
         if v is None:
             continue
         if type(v) is str and v.isascii() and v.isdigit():
-            return int(v) * _NS
+            return int(v) * _NS, True
         if type(v) is int and v >= 0:
-            return v * _NS
+            return v * _NS, True
         raise InvalidMessage(f"{key!r} must be Unix seconds (int or digit string), got {v!r}"[:200])
     if "cnt" in obj:
-        return received_ns
+        return received_ns, False
     raise InvalidMessage("no timestamp: none of 'ts', 'gwts', 'cnt'")
+
+
+def _within_second(fields: dict[str, Any]) -> int:
+    """Nanoseconds to add to a whole-second time, the same for every copy of one measurement (module doc)."""
+    seq = fields.get("measurement_sequence_number")
+    if type(seq) is int and seq >= 0:
+        return seq % _SEQ_SPAN
+    # crc32, not hash(): the same in every receiver process, so a re-delivery to another one lands on the same point.
+    return zlib.crc32(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)) % _HASH_SPAN
 
 
 def _decode(data: str) -> dict[str, Any] | None:

@@ -189,12 +189,14 @@ def rg_msg(middle: str, extra: str = "") -> bytes:
 )
 def test_ruuvi_gateway_shapes(payload: bytes) -> None:
     got = rg.parse(TOPIC, payload)
-    assert got == Parsed(points=[Point("ruuvi", TAGS5, FIELDS5, 1612358929 * 10**9)], gateway="aa:cc:ee:00:11:22")
+    # ts has whole seconds: the sequence number (38282) tells the measurements of one second apart, in nanoseconds.
+    expected = Point("ruuvi", TAGS5, FIELDS5, 1612358929 * 10**9 + 38282)
+    assert got == Parsed(points=[expected], gateway="aa:cc:ee:00:11:22")
 
 
 def test_ruuvi_gateway_time_choice() -> None:
     only_gwts = rg.parse(TOPIC, rg_msg(f'"gwts":1612358920,"data":"{RAW5}"'))
-    assert only_gwts.points[0].time_ns == 1612358920 * 10**9
+    assert only_gwts.points[0].time_ns == 1612358920 * 10**9 + 38282
     # No clock on the gateway: "cnt" instead of timestamps; the receive time is the only time there is.
     no_clock = rg.parse(TOPIC, rg_msg(f'"cnt":1011,"data":"{RAW5}"'), received_ns=NOW)
     assert no_clock.points[0].time_ns == NOW
@@ -204,6 +206,7 @@ def test_ruuvi_gateway_df6() -> None:
     raw6 = "020106030398FC17FF990406146457F8C79D001D03263A01146B05D04EB272"
     got = rg.parse(TOPIC, rg_msg(f'"gwts":1612358920,"ts":1612358929,"data":"{raw6}"'))
     [p] = got.points
+    assert p.time_ns == 1612358929 * 10**9 + 5
     assert p.tags["data_format"] == "6"
     assert p.fields == {
         "temperature": 26.1,
@@ -221,6 +224,46 @@ def test_ruuvi_gateway_df6() -> None:
         "rtc_running_on_boot": False,
         "rssi": -70,
     }
+
+
+def df5_advert(seq: int, temperature_raw: int = 0x1203) -> str:
+    """A Ruuvi Gateway `data` hex of a DF5 advert with this sequence number (and raw temperature)."""
+    body = bytes.fromhex("0512fc5394c37c0004fffc040cac364200cdcbb8334c884f")
+    body = bytes([5]) + temperature_raw.to_bytes(2, "big") + body[3:16] + seq.to_bytes(2, "big") + body[18:]
+    return ("0201061BFF9904" + body.hex()).upper()
+
+
+DF3_RAW = "02010611FF990403291A1ECE1EFC18F94202CA0B53"
+
+
+def test_ruuvi_gateway_same_second_measurements_are_distinct_points() -> None:
+    """Three measurements of one tag within one `ts` second: three timestamps, in sequence order, within the second.
+    Copies of one measurement (a re-delivery; a repeated advert with another RSSI) keep its timestamp."""
+    msgs = [rg_msg(f'"ts":1612358929,"data":"{df5_advert(seq, 0x1203 + seq)}"') for seq in (700, 701, 702)]
+    times = [rg.parse(TOPIC, m).points[0].time_ns for m in msgs]
+    assert times == [1612358929 * 10**9 + 700, 1612358929 * 10**9 + 701, 1612358929 * 10**9 + 702]
+    assert rg.parse(TOPIC, msgs[1]).points[0].time_ns == times[1]
+    other_rssi = msgs[1].replace(b'"rssi":-70', b'"rssi":-88')
+    assert rg.parse(TOPIC, other_rssi).points[0].time_ns == times[1]
+    # The largest sequence number of any format (E1: 24 bits) still stays within its second.
+    assert rg._within_second({"measurement_sequence_number": (1 << 24) - 1}) < 17_000_000
+
+
+def test_ruuvi_gateway_same_second_without_a_sequence_number() -> None:
+    """Format 3 has no sequence number: a hash of the values spreads distinct measurements within the first
+    millisecond, deterministically (the same in every process); identical values map to one point."""
+    first = rg.parse(TOPIC, rg_msg(f'"ts":1612358929,"data":"{DF3_RAW}"')).points[0]
+    assert first.tags["data_format"] == "3"
+    assert "measurement_sequence_number" not in first.fields
+    warmer = DF3_RAW[:18] + "2A" + DF3_RAW[20:]  # temperature byte 0x1A -> 0x2A
+    second = rg.parse(TOPIC, rg_msg(f'"ts":1612358929,"data":"{warmer}"')).points[0]
+    base = 1612358929 * 10**9
+    assert base <= first.time_ns < base + 1_000_000 and base <= second.time_ns < base + 1_000_000
+    assert first.time_ns != second.time_ns
+    assert (first.fields["temperature"], second.fields["temperature"]) == (26.3, 42.3)
+    again = rg.parse(TOPIC, rg_msg(f'"ts":1612358929,"data":"{DF3_RAW}"', "").replace(b"-70", b"-60")).points[0]
+    assert again.time_ns == first.time_ns
+    assert first.time_ns == base + 32714  # crc32 of the values, not hash(): the same in every receiver process
 
 
 def test_ruuvi_gateway_status() -> None:
@@ -281,6 +324,42 @@ def test_flat_sensor() -> None:
     )
 
 
+def test_flat_fields_take_the_schema_types() -> None:
+    """One type per field whatever format wrote it: a field the ruuvi schema knows takes the schema's type (the
+    integers stay integers), any other number is a float, booleans stay booleans."""
+    payload = (
+        b'{"temperature":21,"battery_voltage":2977,"rssi":-70.0,"co2":412,"movement_counter":3,'
+        b'"button_pressed":true,"co2_ppm":412,"door_open":false,"acceleration_x":null}'
+    )
+    [p] = flat_fmt.parse("sensors/s", payload, received_ns=NOW).points
+    assert p.fields == {
+        "temperature": 21.0,
+        "battery_voltage": 2977,
+        "rssi": -70,
+        "co2": 412,
+        "movement_counter": 3,
+        "button_pressed": True,
+        "co2_ppm": 412.0,
+        "door_open": False,
+    }
+    assert [type(v) for v in p.fields.values()] == [float, int, int, int, int, bool, float, bool]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"battery_voltage":2.95}', "field 'battery_voltage' must be an integer, got 2.95"),
+        (b'{"rssi":true}', "field 'rssi' must be an integer, got True"),
+        (b'{"temperature":false}', "field 'temperature' must be a number, got bool"),
+        (b'{"button_pressed":1}', "field 'button_pressed' must be a boolean, got int"),
+    ],
+)
+def test_flat_refuses_a_second_type_for_a_schema_field(payload: bytes, reason: str) -> None:
+    with pytest.raises(InvalidMessage) as e:
+        flat_fmt.parse("sensors/s", payload)
+    assert str(e.value) == reason
+
+
 @pytest.mark.parametrize(
     ("ts", "expected"),
     [
@@ -323,7 +402,7 @@ def test_router_picks_the_parser_by_topic() -> None:
     )
     assert r.route(f"ruuvi/{GW}/gw_status", b'{"state":"online"}').gateway == "aa:cc:ee:00:11:22"
     ts = NOW // 10**9
-    assert r.route(TOPIC, rg_msg(f'"ts":{ts},"data":"{RAW5}"')).points[0].time_ns == ts * 10**9
+    assert r.route(TOPIC, rg_msg(f'"ts":{ts},"data":"{RAW5}"')).points[0].time_ns == ts * 10**9 + 38282
     assert r.route("sensors/x", b'{"temperature":1}').points[0].time_ns == NOW
     assert r.format_of("edge-gw/dlq") is None
 
@@ -378,17 +457,20 @@ def test_topic_matches(flt: str, topic: str, match: bool) -> None:
     assert topic_matches(flt, topic) is match
 
 
-@pytest.mark.parametrize(("topic", "payload", "seq"), [
-    ("edge-gw/g/batch", b'{"v":2,"seq":17}', 17),
-    ("edge-gw/g/batch", b'{"v":1,"gateway":"other","seq":0,"readings":[]}', 0),
-    ("edge-gw/g/batch", b'{"seq":9007199254740991,"x":NaN}', None),  # not JSON: the seq can't be trusted
-    ("edge-gw/g/batch", b'{"seq":9007199254740992}', None),
-    ("edge-gw/g/batch", b'{"seq":-1}', None),
-    ("edge-gw/g/batch", b'{"seq":"5"}', None),
-    ("edge-gw/g/batch", b'{"seq":5.0}', None),
-    ("edge-gw/g/batch", b'{"seq":true}', None),
-    ("edge-gw/g/batch", b"[5]", None),
-    ("edge-gw/g/status", b'{"seq":5}', None),
-])
+@pytest.mark.parametrize(
+    ("topic", "payload", "seq"),
+    [
+        ("edge-gw/g/batch", b'{"v":2,"seq":17}', 17),
+        ("edge-gw/g/batch", b'{"v":1,"gateway":"other","seq":0,"readings":[]}', 0),
+        ("edge-gw/g/batch", b'{"seq":9007199254740991,"x":NaN}', None),  # not JSON: the seq can't be trusted
+        ("edge-gw/g/batch", b'{"seq":9007199254740992}', None),
+        ("edge-gw/g/batch", b'{"seq":-1}', None),
+        ("edge-gw/g/batch", b'{"seq":"5"}', None),
+        ("edge-gw/g/batch", b'{"seq":5.0}', None),
+        ("edge-gw/g/batch", b'{"seq":true}', None),
+        ("edge-gw/g/batch", b"[5]", None),
+        ("edge-gw/g/status", b'{"seq":5}', None),
+    ],
+)
 def test_the_seq_of_a_batch_that_fails_to_parse(topic: str, payload: bytes, seq: int | None) -> None:
     assert edge_fmt.batch_seq(topic, payload) == seq

@@ -105,7 +105,8 @@ def test_nothing_is_acknowledged_until_written(mosquitto_factory: Any, influxd: 
         pts = stored(influxd)
         assert len(pts) == 340
         want = {(t0 + b * 1000 * MS + i * MS, mac_text(i), "gw-a") for b in range(30) for i in range(10)}
-        want |= {((t0 // 10**9 + i) * 10**9, mac_text(100 + i), "c8:25:2d:8e:9c:2c") for i in range(40)}
+        # Ruuvi Gateway's whole-second ts plus the sequence number (i) as nanoseconds (cloud/formats/ruuvi_gateway.py).
+        want |= {((t0 // 10**9 + i) * 10**9 + i, mac_text(100 + i), "c8:25:2d:8e:9c:2c") for i in range(40)}
         assert keys(pts) == want
         # The redelivered copies were acknowledged, so another reconnect brings nothing back.
         before = rr.metric("cloud_ingest_messages_received_total", {"format": "edge"})

@@ -90,7 +90,8 @@ def test_tag_escaping_commas_spaces_equals_newlines_read_back(influxd: Influxd) 
     rows = series_values(
         influxd.query("SELECT temperature, pressure FROM ruuvi WHERE gateway = 'gw, one=two\\\\nthree four'", "iot")
     )
-    assert rows == [["2025-11-23T16:00:00Z", 24.3, 100044.0]]
+    # ts has whole seconds; the measurement's sequence number (205) is its nanoseconds within the second.
+    assert rows == [["2025-11-23T16:00:00.000000205Z", 24.3, 100044.0]]
 
 
 def test_partial_write_rejects_only_the_conflicting_points(influxd: Influxd) -> None:

@@ -127,8 +127,28 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "moves the damaged file aside and forwards the backlog with new readings. The readings missing in InfluxDB "
         "must be exactly the rows on the destroyed pages (known from an intact copy's b-tree), and their number is "
         "what `status` reports as `damage.lost_rows`."),
+    "14-field-types": (
+        "Flat sensors write first into the shard that edge readings then share",
+        "500 flat-sensor JSON messages (20 sensors; integers sent as `2977.0`, floats as `21`, no sequence number) "
+        "are published and stored first, so they set the field types of the day's shard; then a gateway streams "
+        "3000+ DF5 readings into the same shard. The flat format takes the ruuvi schema's type for every field the "
+        "schema knows, so `SHOW FIELD KEYS` lists each field once with its schema type, and both sets are stored "
+        "exactly, with no dead letter."),
+    "15-ruuvi-gateway-same-second": (
+        "Ruuvi Gateway relays several measurements of a tag within one second",
+        "Ruuvi Gateway messages with a whole-second `ts`: 10 tags, 3 measurements each per second for 30 s (900 "
+        "distinct sequence numbers), and 308 of them sent again (byte for byte, or with another RSSI), some right "
+        "behind the original, some after everything was stored. Each measurement's point gets its sequence number "
+        "as nanoseconds within its second, so all 900 are stored, each once."),
 }
 
+
+
+def _number(scenario: str) -> tuple[int, str]:
+    return int(scenario.split("-", maxsplit=1)[0].rstrip("b")), scenario
+
+
+SCENARIOS = dict(sorted(SCENARIOS.items(), key=lambda kv: _number(kv[0])))
 RESULTS: list[Outcome] = []
 
 
@@ -245,7 +265,7 @@ def write_doc(results: list[Outcome]) -> Path:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not RESULTS:
         return
-    results = sorted(RESULTS, key=lambda r: r.scenario)
+    results = sorted(RESULTS, key=lambda r: _number(r.scenario))
     terminalreporter.section("fault suite: readings end to end")
     for line in table(results):
         terminalreporter.write_line(line)
