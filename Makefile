@@ -30,7 +30,7 @@ $(PY):
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
 
 lint:
-	$(PY) -m ruff check edge cloud tests bench
+	$(PY) -m ruff check core edge cloud tests bench
 
 typecheck:
 	$(PY) -m mypy

@@ -1,4 +1,4 @@
-"""Decode benchmark: edge.ruuvi.decode vs ruuvitag-sensor's DF5 decoder, µs per reading.
+"""Decode benchmark: core.ruuvi.decode vs ruuvitag-sensor's DF5 decoder, µs per reading.
 
 Run: python bench/bench_decode.py [--number N] [--repeat R]
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.ruuvi import decode
+from core.ruuvi import decode
 
 # ruuvitag-sensor picks its dummy BLE adapter when CI is set; its decoders do no I/O either way.
 os.environ.setdefault("CI", "1")
@@ -70,9 +70,9 @@ def main() -> None:
     ours_us = per_reading_us(decode, list(data), args.number, args.repeat)
     theirs_us = per_reading_us(theirs, list(hexes), max(1, args.number // 4), args.repeat)
     print(f"python {sys.version.split()[0]}, {len(data)} distinct DF5 payloads, best of {args.repeat}")
-    print(f"edge.ruuvi.decode (DF5, bytes):             {ours_us:8.3f} µs/reading")
+    print(f"core.ruuvi.decode (DF5, bytes):             {ours_us:8.3f} µs/reading")
     print(f"ruuvitag_sensor Df5Decoder.decode_data (hex): {theirs_us:8.3f} µs/reading")
-    print(f"ratio (ruuvitag-sensor / edge.ruuvi):       {theirs_us / ours_us:8.1f}x")
+    print(f"ratio (ruuvitag-sensor / core.ruuvi):       {theirs_us / ours_us:8.1f}x")
 
 
 if __name__ == "__main__":

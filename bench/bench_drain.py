@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from fakeclock import FakeClock  # noqa: E402
 from servers import Mosquitto  # noqa: E402
 
-from edge import ruuvi  # noqa: E402
+from core import ruuvi  # noqa: E402
 from edge.metrics import Counters  # noqa: E402
 from edge.model import Reading  # noqa: E402
 from edge.store import Store, StoreLimits  # noqa: E402

@@ -144,10 +144,10 @@ def influx_ceiling(
 
 
 def sink_throughput(url: str, *, points: int = 200_000, batch: int = 5000, concurrency: int = 1) -> float:
-    """Points/s through cloud.sink (encode + gzip + HTTP in a worker thread), `concurrency` batches in flight."""
+    """Points/s through cloud.sinks.base (encode + gzip + HTTP in a worker thread), `concurrency` batches in flight."""
     import asyncio
 
-    from cloud.sink import open_sink
+    from cloud.sinks import open_sink
 
     pts = make_points(points, time.time_ns() - 2 * 3600 * 10**9)
     batches = [pts[i : i + batch] for i in range(0, len(pts), batch)]
@@ -178,7 +178,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--writers", type=int, default=1)
     ap.add_argument("--no-gzip", action="store_true")
-    ap.add_argument("--sink", action="store_true", help="also time cloud.sink on the same server, for comparison")
+    ap.add_argument("--sink", action="store_true", help="also time cloud.sinks.base on the same server, for comparison")
     args = ap.parse_args()
     kw = {"points": args.points, "batch": args.batch, "writers": args.writers, "gzip": not args.no_gzip}
     sink_rate = None
@@ -205,7 +205,7 @@ def main() -> None:
         f"({args.points} points, batches of {args.batch}, {args.writers} writer(s), gzip={not args.no_gzip})"
     )
     if sink_rate is not None:
-        print(f"cloud.sink:           {sink_rate:,.0f} points/s ({sink_rate / rate:.0%} of the ceiling)")
+        print(f"cloud.sinks.base:           {sink_rate:,.0f} points/s ({sink_rate / rate:.0%} of the ceiling)")
 
 
 if __name__ == "__main__":

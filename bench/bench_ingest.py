@@ -33,7 +33,7 @@ from bench_influx_ceiling import influx_ceiling  # noqa: E402
 from servers import Influxd, Mosquitto  # noqa: E402
 from test_receiver_support import Publisher, broker_settings, df5_payload, mac_bytes, mac_text, ruuvi_gw_message  # noqa: E402
 
-from edge import ruuvi  # noqa: E402
+from core import ruuvi  # noqa: E402
 from edge.model import Reading  # noqa: E402
 from edge.wire import encode_batch  # noqa: E402
 

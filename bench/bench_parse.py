@@ -4,7 +4,7 @@ dedup, and encode the points to line protocol (Encoder.line, as the sink does). 
 CPU time (time.process_time) rather than wall time, so that other work on a shared machine does not count as much;
 the best of --repeat runs is reported per stage. Points are handled in write batches of --batch points, as the
 receiver does, so the working set is a batch, not the whole run. Traffic is shaped like bench_ingest.py's: 500
-readings per message, 10 gateways of 100 tags, DF5 decoded by edge.ruuvi; `--mix` adds E1 and DF6 readings
+readings per message, 10 gateways of 100 tags, DF5 decoded by core.ruuvi; `--mix` adds E1 and DF6 readings
 (bools, nulls, more fields).
 
     python bench/bench_parse.py
@@ -31,7 +31,7 @@ from cloud.dedup import Dedup  # noqa: E402
 from cloud.formats import Router  # noqa: E402
 from cloud.lineproto import Encoder  # noqa: E402
 from cloud.model import Point  # noqa: E402
-from edge import ruuvi  # noqa: E402
+from core import ruuvi  # noqa: E402
 from edge.model import Reading  # noqa: E402
 from edge.wire import encode_batch  # noqa: E402
 

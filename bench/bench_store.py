@@ -2,7 +2,7 @@
 
     python bench/bench_store.py [--readings 200000] [--tags 1000]
 
-Readings are real DF5 payloads decoded by edge.ruuvi, as the gateway stores them. Not a timed test: run it by hand.
+Readings are real DF5 payloads decoded by core.ruuvi, as the gateway stores them. Not a timed test: run it by hand.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fakeclock import FakeClock
 
-from edge import ruuvi
+from core import ruuvi
 from edge.metrics import Counters
 from edge.model import Reading
 from edge.store import Store, StoreWriter

@@ -17,9 +17,9 @@ import click
 
 from cloud import __version__
 from cloud.config import Config, check_runtime, check_secrets, load_config
-from edge.config import redact_url
-from edge.extras import run_with_extras
-from edge.settings import ConfigError, as_dict
+from core.config import redact_url
+from core.extras import run_with_extras
+from core.settings import ConfigError, as_dict
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -163,7 +163,8 @@ async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0) -> int
     from cloud.formats import Router
     from cloud.metrics import Metrics
     from cloud.receiver import Receiver
-    from cloud.sink import SinkError, open_sink
+    from cloud.sinks import open_sink
+    from cloud.sinks.base import SinkError
 
     try:
         sink = open_sink(influx_url(cfg), options=sink_options(cfg))
@@ -229,10 +230,10 @@ def setup(config: Path | None, influx_url: str | None, backfill_hours: float | N
     """
     cfg = _load(config, _overrides(settings, {"influx.url": influx_url}))
     _setup_logging(cfg.log.level)
-    from cloud import setup as setup_mod
+    from cloud import schema as setup_mod
     from cloud.config import influx_url as make_url
     from cloud.config import rollup_config, sink_options
-    from cloud.sink import SinkError
+    from cloud.sinks.base import SinkError
 
     try:
         url = make_url(cfg)

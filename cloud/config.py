@@ -1,23 +1,22 @@
 """cloud-ingest's configuration: one TOML file (cloud/cloud-ingest.example.toml), `CLOUD_INGEST_<SECTION>_<KEY>`
-variables, then flags. Loaded and checked through edge.settings, so every error names the bad key."""
+variables, then flags. Loaded and checked through core.settings, so every error names the bad key."""
 
 from __future__ import annotations
 
 import re
-import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from cloud.formats import FormatsConfig
+from cloud.influx_duration import duration_ns
 from cloud.receiver_settings import MqttSettings, ReceiverSettings
 from cloud.rollups import INTERVALS, RollupConfig
-from cloud.setup import duration_ns
-from cloud.sink import SinkError, SinkOptions
-from edge.config import LogSection, MqttConnection, redact_url
-from edge.config import MetricsSection as EdgeMetricsSection
-from edge.settings import ConfigError, Duration, Size, check_private, ensure_dir, load, read_secret_file, state_dir
+from cloud.sinks.base import SinkError, SinkOptions
+from core.config import LogSection, MqttConnection, redact_url
+from core.config import MetricsSection as CoreMetricsSection
+from core.settings import ConfigError, Duration, Size, check_private, ensure_dir, load, read_secret_file, state_dir
 
 ENV_PREFIX = "CLOUD_INGEST"
 FORMAT_NAMES = ("edge", "ruuvi_gateway", "flat")
@@ -184,13 +183,13 @@ class ConfirmSection:
 
 
 @dataclass
-class MetricsSection(EdgeMetricsSection):
+class MetricsSection(CoreMetricsSection):
     port: int = 9466  # the receiver serves /metrics by default; the gateway only when asked
 
 
 @dataclass
 class StatusSection:
-    file: str = ""  # "" = status.json in the state folder (edge.settings.state_dir), resolved by load_config
+    file: str = ""  # "" = status.json in the state folder (core.settings.state_dir), resolved by load_config
     interval: Duration = Duration(1.0)
     gateway_offline_after: Duration = Duration(300.0)
 
@@ -246,7 +245,7 @@ def _check_cross(cfg: Config) -> None:
 def check_secrets(cfg: Config) -> None:
     """Read every credential file now: a missing one, or one others can read, is a one-line error before the
     receiver starts (not a traceback at the first connect)."""
-    mqtt_credentials(cfg)
+    cfg.mqtt.credentials()
     influx_url(cfg)
     sink_options(cfg)
 
@@ -271,11 +270,6 @@ def dedup_state_file(cfg: Config) -> Path | None:
         status_file = Path(cfg.status.file)
         return status_file.with_name(f"{status_file.stem}.dedup.sqlite")
     return None
-
-
-def mqtt_credentials(cfg: Config) -> tuple[str, str]:
-    """(username, password) for the receiver (see MqttConnection.credentials)."""
-    return cfg.mqtt.credentials()
 
 
 def influx_url(cfg: Config) -> str:
@@ -323,12 +317,12 @@ def receiver_settings(cfg: Config) -> ReceiverSettings:
     mq = cfg.mqtt
     parts = urlsplit(mq.url)
     tls = parts.scheme == "mqtts"
-    user, password = mqtt_credentials(cfg)
+    user, password = mq.credentials()
     share = f"$share/{mq.shared_group}/" if mq.shared_group else ""
     mqtt = MqttSettings(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or (8883 if tls else 1883),
-        tls=_tls_context(cfg) if tls else None,
+        tls=mq.ssl_context(),
         username=user,
         password=password,
         client_id=mq.client_id,
@@ -354,19 +348,6 @@ def receiver_settings(cfg: Config) -> ReceiverSettings:
         status_interval_s=float(cfg.status.interval),
         confirm=cfg.confirm.enabled,
     )
-
-
-def _tls_context(cfg: Config) -> ssl.SSLContext:
-    mq = cfg.mqtt
-    try:
-        ctx = ssl.create_default_context(cafile=mq.ca_file or None)
-        if mq.cert_file:
-            ctx.load_cert_chain(mq.cert_file, mq.key_file)
-    except (ssl.SSLError, OSError) as e:
-        # A file that does not load never starts to: say which one, once, instead of retrying forever.
-        raise ConfigError(f"MQTT TLS setup failed (mqtt.ca_file={mq.ca_file or '-'}, "
-                          f"mqtt.cert_file={mq.cert_file or '-'}): {e}") from None
-    return ctx
 
 
 def formats_config(cfg: Config) -> FormatsConfig:

@@ -18,7 +18,7 @@ from cloud import status
 from cloud.broker_sys import BrokerDrops
 from cloud.metrics import Metrics
 from cloud.model import Parsed
-from edge.ratelog import RateLimitedLog
+from core.ratelog import RateLimitedLog
 
 log = logging.getLogger("cloud.receiver")
 # A flood of bad input is counted in full (metrics, status); the log says so every few seconds, not per record.

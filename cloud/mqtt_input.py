@@ -29,7 +29,7 @@ from gmqtt.mqtt.constants import MQTTv50
 from cloud.mqtt_publish import Publisher
 from cloud.receiver_settings import MqttSettings
 from cloud.write_path import Message
-from edge.backoff import Backoff
+from core.backoff import Backoff
 
 log = logging.getLogger("cloud.receiver")
 

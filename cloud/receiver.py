@@ -30,13 +30,13 @@ from cloud.batcher import Batch, Batcher
 from cloud.dedup import Dedup
 from cloud.dedup_journal import DedupJournal, JournalError
 from cloud.formats import Router
-from cloud.formats.edge import batch_seq
+from cloud.formats.edge_batch import batch_seq
 from cloud.metrics import Metrics
 from cloud.model import InvalidMessage, Point
 from cloud.monitor import Live, Monitor
 from cloud.mqtt_input import InputError, MqttInput, MqttMessage, NotAcknowledged
 from cloud.receiver_settings import ReceiverSettings
-from cloud.sink import Sink, SinkAuthError
+from cloud.sinks.base import Sink, SinkAuthError
 from cloud.write_path import AfterWrite, Message, ParseFailure, WritePath, WritePathSettings
 
 log = logging.getLogger("cloud.receiver")

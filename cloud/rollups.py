@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from cloud.influx import Influx1Client, Target
 from cloud.model import Point
-from cloud.sink import SinkError, SinkOptions
+from cloud.sinks.base import SinkError, SinkOptions
+from cloud.sinks.influx1 import Influx1Client, Target
 
 log = logging.getLogger(__name__)
 

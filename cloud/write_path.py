@@ -31,8 +31,8 @@ from cloud.dedup import Dedup
 from cloud.dedup_journal import DedupJournal, JournalError
 from cloud.model import Point, Refused
 from cloud.monitor import Monitor
-from cloud.sink import Sink, SinkAuthError
-from edge.wire import WireError, confirm_topic, encode_confirms
+from cloud.sinks.base import Sink, SinkAuthError
+from core.wire import WireError, confirm_topic, encode_confirms
 
 log = logging.getLogger("cloud.receiver")
 
@@ -80,7 +80,7 @@ class WritePathSettings:
 
 def confirmations(batch: Sequence[Message]) -> list[tuple[str, bytes]]:
     """(topic, payload) of the confirmations for these messages: per gateway, its seqs merged into ranges
-    (edge.wire.encode_confirms), to `<prefix>/<gateway>/confirm` where `<prefix>` is the batch topic without its last
+    (core.wire.encode_confirms), to `<prefix>/<gateway>/confirm` where `<prefix>` is the batch topic without its last
     two levels."""
     seqs: dict[tuple[str, str], list[int]] = {}
     for msg in batch:

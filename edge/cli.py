@@ -14,10 +14,12 @@ from typing import Any, TypeVar
 
 import click
 
-from edge import __version__, ruuvi
-from edge.config import Config, load_config, mqtt_password, redact_url
-from edge.extras import run_with_extras
-from edge.settings import ConfigError, as_dict, ensure_dir
+from core import ruuvi
+from core.config import redact_url
+from core.extras import run_with_extras
+from core.settings import ConfigError, as_dict, ensure_dir
+from edge import __version__
+from edge.config import Config, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -40,7 +42,7 @@ def _check_secrets(cfg: Config) -> None:
     """Read the credential file now: a missing one, or one others can read, is a one-line error before anything
     starts (not a traceback at the first connect)."""
     try:
-        mqtt_password(cfg)
+        cfg.mqtt.credentials()
     except ConfigError as e:
         raise click.ClickException(f"config: {e}") from None
 

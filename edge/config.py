@@ -3,17 +3,24 @@ then flags."""
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from edge.settings import ConfigError, Duration, Size, check_private, load, read_secret_file, state_dir
-from edge.wire import WireError, check_prefix
+from core.config import LogSection, MetricsSection, MqttConnection
+from core.settings import ConfigError, Duration, Size, check_private, load, state_dir
+from core.wire import WireError, check_gateway_id, check_prefix
 
-GATEWAY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ENV_PREFIX = "EDGE_GW"
+
+
+def _valid_id(gateway_id: str) -> bool:
+    try:
+        check_gateway_id(gateway_id)
+    except WireError:
+        return False
+    return True
 
 
 def _check(ok: bool, message: str) -> None:
@@ -24,11 +31,11 @@ def _check(ok: bool, message: str) -> None:
 @dataclass
 class GatewaySection:
     id: str = ""
-    db: str = ""  # "" = buffer.db in the state folder (edge.settings.state_dir), resolved by load_config
+    db: str = ""  # "" = buffer.db in the state folder (core.settings.state_dir), resolved by load_config
 
     def __post_init__(self) -> None:
         _check(
-            self.id == "" or (GATEWAY_ID.fullmatch(self.id) is not None and self.id != "dlq"),
+            self.id == "" or _valid_id(self.id),
             f"gateway.id: {self.id!r} must be 1-64 characters of A-Z a-z 0-9 . _ - (and not 'dlq')",
         )
 
@@ -90,45 +97,6 @@ class StoreSection:
 
 
 @dataclass
-class MqttConnection:
-    """The broker connection settings both daemons share ([mqtt] in edge-gw and cloud-ingest), and their checks."""
-
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str = ""
-    password: str = ""
-    password_file: str = ""
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    keepalive: int = 30
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        _check(
-            parts.scheme in ("mqtt", "mqtts") and bool(parts.hostname),
-            f"mqtt.url: expected mqtt://[user[:pass]@]host[:port] or mqtts://..., got {redact_url(self.url)!r}",
-        )
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ConfigError(f"mqtt.url: bad port in {redact_url(self.url)!r}") from None
-        _check(5 <= self.keepalive <= 3600, f"mqtt.keepalive: must be 5..3600 s, got {self.keepalive}")
-        for key in ("ca_file", "cert_file", "key_file", "password_file"):
-            path = getattr(self, key)
-            _check(not path or Path(path).is_file(), f"mqtt.{key}: {path} does not exist")
-        _check(bool(self.cert_file) == bool(self.key_file), "mqtt.cert_file and mqtt.key_file go together")
-
-    def credentials(self) -> tuple[str, str]:
-        """(username, password) from, in order: mqtt.password_file, mqtt.username/password, the URL. A user or
-        password in the URL is percent-decoded (`mqtt://gw1:s%40cret@host` logs in with `s@cret`)."""
-        parts = urlsplit(self.url)
-        user = self.username or unquote(parts.username or "")
-        if self.password_file:
-            return user, read_secret_file("mqtt.password_file", self.password_file)
-        return user, self.password or unquote(parts.password or "")
-
-
-@dataclass
 class MqttSection(MqttConnection):
     client_id: str = ""
     topic_prefix: str = "edge-gw"
@@ -183,26 +151,6 @@ class ClockSection:
 
 
 @dataclass
-class MetricsSection:
-    port: int = 0
-    addr: str = "127.0.0.1"
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.port <= 65535, f"metrics.port: must be 0 (off) or a TCP port, got {self.port}")
-
-
-@dataclass
-class LogSection:
-    level: str = "info"
-
-    def __post_init__(self) -> None:
-        _check(
-            self.level.lower() in ("debug", "info", "warning", "error"),
-            f"log.level: expected debug, info, warning or error, got {self.level!r}",
-        )
-
-
-@dataclass
 class Config:
     gateway: GatewaySection = field(default_factory=GatewaySection)
     source: SourceSection = field(default_factory=SourceSection)
@@ -214,15 +162,6 @@ class Config:
     clock: ClockSection = field(default_factory=ClockSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def load_config(
@@ -239,7 +178,3 @@ def load_config(
             check_private("mqtt.password", path)
     return cfg
 
-
-def mqtt_password(cfg: Config) -> str:
-    """The gateway's MQTT password (see MqttConnection.credentials)."""
-    return cfg.mqtt.credentials()[1]

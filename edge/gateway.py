@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge import ruuvi
+from core import ruuvi
+from core.ratelog import RateLimitedLog
 from edge.clock import Clock
-from edge.config import Config, mqtt_password
+from edge.config import Config
 from edge.dedup import Dedup
 from edge.metrics import Counters
 from edge.model import Advert, Reading
-from edge.ratelog import RateLimitedLog
 from edge.sources import Source, SourceOptions, open_source
 from edge.store import Store, StoreError, StoreLimits, StoreWriter
 from edge.store.check import check_buffer
@@ -56,7 +56,7 @@ def mqtt_settings(cfg: Config) -> MqttSettings:
     return MqttSettings.from_url(
         cfg.mqtt.url,
         username=cfg.mqtt.username or None,
-        password=mqtt_password(cfg) or None,
+        password=cfg.mqtt.credentials()[1] or None,
         ca_file=cfg.mqtt.ca_file or None,
         cert_file=cfg.mqtt.cert_file or None,
         key_file=cfg.mqtt.key_file or None,

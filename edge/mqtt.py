@@ -21,8 +21,9 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-from edge.config import redact_url
-from edge.wire import DEFAULT_PREFIX, WireError, check_prefix
+from core.config import redact_url, tls_context
+from core.settings import ConfigError
+from core.wire import DEFAULT_PREFIX, WireError, check_prefix
 
 
 class UplinkError(Exception):
@@ -112,17 +113,6 @@ class MqttSettings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.broker}"
 
 
-def _tls_context(s: MqttSettings) -> ssl.SSLContext:
-    try:
-        ctx = ssl.create_default_context(cafile=s.ca_file)
-        if s.cert_file:
-            ctx.load_cert_chain(s.cert_file, s.key_file)
-    except (OSError, ssl.SSLError) as exc:
-        msg = f"MQTT TLS setup failed (ca_file={s.ca_file}, cert_file={s.cert_file}): {exc}"
-        raise UplinkError(msg) from exc
-    return ctx
-
-
 class Session:
     """One connection to the broker. Publish QoS 1, then `poll()` to run the network and collect PUBACKed mids."""
 
@@ -144,7 +134,10 @@ class Session:
         if settings.username is not None:
             c.username_pw_set(settings.username, settings.password)
         if settings.tls:
-            c.tls_set_context(_tls_context(settings))
+            try:
+                c.tls_set_context(tls_context(settings.ca_file, settings.cert_file, settings.key_file))
+            except ConfigError as e:
+                raise UplinkError(str(e)) from None
         if will is not None:
             c.will_set(will[0], will[1], qos=1, retain=True)
         c.on_connect = self._on_connect

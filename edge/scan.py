@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge import ruuvi
+from core import ruuvi
 from edge.metrics import Counters
 from edge.model import Advert
 from edge.sources import Recorder, SourceOptions, open_source

@@ -30,25 +30,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.backoff import Backoff
-from edge.clock import Clock, SystemClock
-from edge.config import UplinkSection
-from edge.metrics import Counters
-from edge.mqtt import ConnectionLost, ConnectionRefused, MqttSettings, Session, UplinkError
-from edge.outstanding import CONFIRM_MODES, Outstanding, SentBatch
-from edge.ratelog import RateLimitedLog
-from edge.store import Store, StoredReading, StoreError, StoreLimits
-from edge.wire import (
+from core.backoff import Backoff
+from core.ratelog import RateLimitedLog
+from core.wire import (
     MAX_BATCH_BYTES,
     WireError,
     batch_topic,
     check_gateway_id,
     confirm_topic,
-    encode_stored_batch,
     parse_confirm,
     status_payload,
     status_topic,
 )
+from edge.clock import Clock, SystemClock
+from edge.config import UplinkSection
+from edge.metrics import Counters
+from edge.mqtt import ConnectionLost, ConnectionRefused, MqttSettings, Session, UplinkError
+from edge.outstanding import CONFIRM_MODES, Outstanding, SentBatch
+from edge.store import Store, StoredReading, StoreError, StoreLimits
+from edge.wire import encode_stored_batch
 
 __all__ = ["Backoff", "MqttSettings", "Uplink", "UplinkError", "UplinkSettings"]
 

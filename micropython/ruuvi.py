@@ -1,5 +1,5 @@
 # Ruuvi advertisement decoder for MicroPython: the same formats, field names, units, nulls,
-# rounding and key order as edge.ruuvi.decode (docs/wire-format.md, "Decoded fields").
+# rounding and key order as core.ruuvi.decode (docs/wire-format.md, "Decoded fields").
 #
 # ESP32 MicroPython floats are single precision, so every value is first computed as a scaled
 # integer (the exact decimal).  decode() divides it once (exact in the double-precision ports,
@@ -20,7 +20,7 @@ _NO_VOLTS = const(2047)
 _NO_TX = const(31)
 _MAC6_NA = b"\xff\xff\xff\xff\xff\xff"
 _MAC3_NA = b"\xff\xff\xff"
-# Exact payload lengths, as edge.ruuvi checks them.
+# Exact payload lengths, as core.ruuvi checks them.
 LENGTHS = {3: 14, 5: 24, 0xC5: 18, 6: 20, 0xE1: 40, 8: 24}
 _POW10 = (1, 10, 100, 1000, 10000)
 _INT = const(-1)  # "decimals" of a value that is not a scaled decimal (int, bool, str, None)
@@ -150,7 +150,7 @@ def walk(payload, put):
         put("mac", _mac(p[12:18], _MAC6_NA), _INT)
     elif fmt == 3:
         hum, t_int, t_frac, pr, ax, ay, az, batt = struct.unpack_from(">BBBHhhhH", p, 1)
-        # sign-magnitude; negating the integer keeps "-0" out, as edge.ruuvi does
+        # sign-magnitude; negating the integer keeps "-0" out, as core.ruuvi does
         centi = (t_int & 0x7F) * 100 + t_frac
         put("temperature", -centi if t_int & 0x80 else centi, 2)
         put("humidity", hum * 5, 1)

@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloud.formats import edge, flat, ruuvi_gateway
+from cloud.formats import edge_batch, flat, ruuvi_gateway
 from cloud.model import InvalidMessage, Parsed, Point, Refused
 
 Parser = Callable[..., Parsed]
 
 PARSERS: dict[str, Parser] = {
-    "edge": edge.parse,
+    "edge": edge_batch.parse,
     "ruuvi_gateway": ruuvi_gateway.parse,
     "flat": flat.parse,
 }
@@ -103,7 +103,8 @@ class Router:
             return None
 
         if name == "edge" and parsed.seq is not None:
-            parsed.points, parsed.refused = edge.split_readings(payload, parsed.gateway or "", cfg.measurement, refuse)
+            parsed.points, parsed.refused = edge_batch.split_readings(payload, parsed.gateway or "", cfg.measurement,
+                                                                      refuse)
             return parsed
         kept: list[Point] = []
         for p in points:

@@ -7,7 +7,7 @@ gateway firmware's own tests (ruuvi.gateway_esp32, test_mqtt_json.cpp) pin down:
 `mqtt_data_format = ruuvi_raw_and_decoded` decoded keys follow `data`; with `ruuvi_decoded` there is no `data`.
 
 Choices:
-- `data` wins when present: it is decoded with edge.ruuvi, the same decoders the edge gateways use, so a tag heard by a
+- `data` wins when present: it is decoded with core.ruuvi, the same decoders the edge gateways use, so a tag heard by a
   Ruuvi Gateway and by an edge gateway produces identical fields. The gateway's own decoded keys are used only when
   there is no `data` (`ruuvi_decoded` mode), mapped to our names and units (g -> mG, V -> mV).
 - time: `ts` (when the gateway heard the advert), else `gwts` (when it relayed it). With `cnt` there is no clock at
@@ -43,8 +43,8 @@ from cloud.formats._common import (
     typed_fields,
 )
 from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point
-from edge.ruuvi import DecodeError, decode, payload_from_hex
-from edge.ruuvi.hexinput import ad_structures
+from core.ruuvi import DecodeError, decode, payload_from_hex
+from core.ruuvi.hexinput import ad_structures
 
 STATUS_LEVEL = "gw_status"
 _STATES = ("online", "offline")

@@ -1,9 +1,9 @@
 """Pure encoders for the Ruuvi formats the simulator sends: DF5 (RuuviTag), DF6 and E1 (Ruuvi Air).
 
-They are the inverse of `edge.ruuvi.decode`: physical values in, the manufacturer-data payload out (starting with
+They are the inverse of `core.ruuvi.decode`: physical values in, the manufacturer-data payload out (starting with
 the format byte, without the company id). `None` becomes the format's "not available" sentinel. Values are rounded
 to the format's resolution; a value the format cannot carry raises ValueError rather than wrapping silently.
-Layouts: docs.ruuvi.com, communication/bluetooth-advertisements (see /docs and edge/ruuvi/ for the decoders).
+Layouts: docs.ruuvi.com, communication/bluetooth-advertisements (see /docs and core/ruuvi/ for the decoders).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Capture format (JSON lines, UTF-8, one object per line):
 
 The first line is the header; `started_ns` is the Unix time of the first advert (informational). Every other line is
 one advert: `t` = seconds since the first advert (float, >= 0), `mac` = lower-case colon-separated address, `rssi` =
-dBm or null, `data` = hex of the manufacturer data after company id 0x0499 (what `edge.ruuvi.decode` takes). Blank
+dBm or null, `data` = hex of the manufacturer data after company id 0x0499 (what `core.ruuvi.decode` takes). Blank
 lines are ignored. A bad line is counted, logged with its number and skipped; replay goes on.
 """
 

@@ -50,9 +50,9 @@ from typing import Any
 
 import orjson
 
+from core.ratelog import RateLimitedLog
 from edge.clock import Clock, SystemClock
 from edge.model import Reading
-from edge.ratelog import RateLimitedLog
 from edge.store import schema, walid
 from edge.store.model import BufferStats, StoredReading, StoreError, StoreLimits
 from edge.store.report import build_report

@@ -8,9 +8,9 @@ import logging
 import threading
 import time
 
+from core.ratelog import RateLimitedLog
 from edge.metrics import Counters
 from edge.model import Reading
-from edge.ratelog import RateLimitedLog
 from edge.store.model import StoreError
 from edge.store.store import Store
 

@@ -17,7 +17,7 @@
 
 #define MAX_INPUT_BYTES (256U)
 
-/* Same rules as edge/ruuvi/hexinput.py: surrounding whitespace and a 0x prefix are ignored. Returns NULL, or
+/* Same rules as core/ruuvi/hexinput.py: surrounding whitespace and a 0x prefix are ignored. Returns NULL, or
  * what is wrong with the text. */
 static const char *parse_hex(const char *text, unsigned char *out, size_t cap, size_t *len)
 {

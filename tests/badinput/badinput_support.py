@@ -19,7 +19,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge import ruuvi
+from core import ruuvi
 from edge.model import Reading
 from edge.wire import encode_batch
 

@@ -1,4 +1,4 @@
-"""One million generated inputs each for `edge.ruuvi.decode` and `edge.ruuvi.payload_from_hex`: only DecodeError
+"""One million generated inputs each for `core.ruuvi.decode` and `core.ruuvi.payload_from_hex`: only DecodeError
 may escape, and what decodes has the shape of its format.
 
 A seeded, structured generator in one process instead of hypothesis (1M hypothesis examples take many minutes) or
@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from edge.ruuvi import DecodeError, decode, payload_from_hex
-from edge.ruuvi.hexinput import PAYLOAD_LENGTHS
+from core.ruuvi import DecodeError, decode, payload_from_hex
+from core.ruuvi.hexinput import PAYLOAD_LENGTHS
 
 RUNS = 1_000_000
 SEED = 20261123

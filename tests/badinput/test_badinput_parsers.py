@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from badinput_support import ruuvi_message
 
-from cloud.formats import FormatsConfig, Router, edge
+from cloud.formats import FormatsConfig, Router, edge_batch
 from cloud.formats._common import FIELD_KINDS
 from cloud.lineproto import EncodeError, Encoder
 from cloud.model import InvalidMessage, Parsed
@@ -125,7 +125,7 @@ def check_points(parsed: Parsed, topic: str, obj: Any, encoder: Encoder) -> int:
         written += line is not None
     if topic.endswith("/batch") and isinstance(obj, dict):
         # Every reading is a point or, its time out of bounds, refused on its own (Router.route), never lost.
-        exact = [edge._point(r, i, "gw-1", "ruuvi") for i, r in enumerate(obj["readings"])]
+        exact = [edge_batch._point(r, i, "gw-1", "ruuvi") for i, r in enumerate(obj["readings"])]
         kept = [p for p in exact if p is not None and OLDEST <= p.time_ns <= NEWEST]
         assert parsed.points == kept, obj
         assert len(parsed.refused) == sum(1 for p in exact if p is not None) - len(kept), obj

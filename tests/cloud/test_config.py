@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloud.config import Config, formats_config, influx_url, load_config, sink_options
-from edge.settings import ConfigError
+from core.settings import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "cloud" / "cloud-ingest.example.toml"
@@ -102,7 +102,5 @@ def test_derived_settings(tmp_path: Path) -> None:
 
 
 def test_a_percent_escaped_password_in_the_url_is_decoded() -> None:
-    from cloud.config import mqtt_credentials
-
     cfg = load_config(None, {"mqtt.url": "mqtt://cloud%2Dingest:s%40cret%3A%25@broker:1883"}, environ={})
-    assert mqtt_credentials(cfg) == ("cloud-ingest", "s@cret:%")
+    assert cfg.mqtt.credentials() == ("cloud-ingest", "s@cret:%")

@@ -18,7 +18,7 @@ from cloud.config import check_runtime, dedup_state_file, load_config
 from cloud.dedup import Dedup, fingerprint
 from cloud.dedup_journal import DedupJournal, JournalError, entries
 from cloud.model import Point
-from edge.settings import ConfigError, state_dir
+from core.settings import ConfigError, state_dir
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -181,7 +181,7 @@ def test_where_the_state_file_is(tmp_path: Path) -> None:
     status = cfg(**{"status.file": "/var/lib/ci/status.json"})
     assert dedup_state_file(status) == Path("/var/lib/ci/status.dedup.sqlite")
     assert dedup_state_file(cfg(**{"dedup.state_file": "/x/d.sqlite"})) == Path("/x/d.sqlite")
-    # Empty: the state folder (edge.settings.state_dir; /var/lib/cloud-ingest for root with no systemd folder).
+    # Empty: the state folder (core.settings.state_dir; /var/lib/cloud-ingest for root with no systemd folder).
     assert dedup_state_file(cfg(**{"status.file": ""})) == state_dir("cloud-ingest", {}) / "status.dedup.sqlite"
     assert dedup_state_file(cfg(**{"dedup.enabled": "false"})) is None
     # A missing folder is created (0750); one that cannot be is a one-line error naming the key.

@@ -12,11 +12,12 @@ import pytest
 from servers import Influxd, series_values
 
 from cloud.formats import Router
-from cloud.influx import Influx1Sink
 from cloud.model import Point
-from cloud.sink import SinkOptions, dropped_all, open_sink
+from cloud.sinks import open_sink
+from cloud.sinks.base import SinkOptions, dropped_all
+from cloud.sinks.influx1 import Influx1Sink
+from core.ruuvi import decode
 from edge.model import Reading
-from edge.ruuvi import decode
 from edge.wire import encode_batch
 
 FAST = SinkOptions(backoff_initial_s=0.05, backoff_max_s=0.2, timeout_s=10)

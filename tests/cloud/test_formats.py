@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from cloud.formats import FormatsConfig, Router, topic_matches
-from cloud.formats import edge as edge_fmt
+from cloud.formats import edge_batch as edge_fmt
 from cloud.formats import flat as flat_fmt
 from cloud.formats import ruuvi_gateway as rg
 from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point, Refused

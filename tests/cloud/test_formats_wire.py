@@ -1,5 +1,6 @@
 """The edge side and the cloud side agree: every decoder test vector, encoded by edge.wire as a gateway sends it,
-parsed by cloud.formats.edge, then written to the real influxd in one measurement without a field-type conflict."""
+parsed by cloud.formats.edge_batch, then written to the real influxd in one measurement without a field-type
+conflict."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from servers import Influxd, series_values
 
 from cloud.formats import Router
 from cloud.formats._common import BOOL_FIELDS, FLOAT_FIELDS, INT_FIELDS
-from cloud.sink import open_sink
+from cloud.sinks import open_sink
+from core.ruuvi import derived
 from edge.model import Reading
-from edge.ruuvi import derived
 from edge.wire import encode_batch
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "ruuvi.json").read_text())

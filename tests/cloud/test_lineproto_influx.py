@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from servers import Influxd, series_values
 
-from cloud.influx import Influx1Client, Target
 from cloud.lineproto import encode_line
 from cloud.model import Point
-from cloud.sink import SinkOptions
+from cloud.sinks.base import SinkOptions
+from cloud.sinks.influx1 import Influx1Client, Target
 
 
 def test_escaped_names_and_values_read_back(influxd: Influxd) -> None:

@@ -19,8 +19,8 @@ from cloud.config import Config, formats_config, load_config, receiver_settings,
 from cloud.formats import Router
 from cloud.metrics import Metrics
 from cloud.receiver import Receiver
-from cloud.sink import open_sink
-from edge import ruuvi
+from cloud.sinks import open_sink
+from core import ruuvi
 from edge.model import Reading
 from edge.wire import encode_batch
 

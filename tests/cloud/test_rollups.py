@@ -8,11 +8,12 @@ from typing import Any
 
 from servers import Influxd
 
-from cloud.influx import Influx1Client, Target
 from cloud.model import Point
 from cloud.rollups import RollupConfig, Rollups, ranges, rerun_query
-from cloud.setup import setup
-from cloud.sink import SinkOptions, open_sink
+from cloud.schema import setup
+from cloud.sinks import open_sink
+from cloud.sinks.base import SinkOptions
+from cloud.sinks.influx1 import Influx1Client, Target
 
 H = 3_600_000_000_000
 D = 24 * H

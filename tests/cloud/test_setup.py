@@ -8,10 +8,11 @@ import pytest
 from servers import Influxd, series_values
 from vm import VictoriaMetrics, victoria  # noqa: F401 - the fixture
 
-from cloud.influx import Influx1Client, Target
+from cloud.influx_duration import duration_ns
 from cloud.rollups import RollupConfig, create_cq
-from cloud.setup import duration_ns, flux_task, setup
-from cloud.sink import SinkConfigError, SinkOptions
+from cloud.schema import flux_task, setup
+from cloud.sinks.base import SinkConfigError, SinkOptions
+from cloud.sinks.influx1 import Influx1Client, Target
 
 
 def state(db: Influxd, name: str = "iot") -> tuple[list[list[object]], list[list[object]]]:

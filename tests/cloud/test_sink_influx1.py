@@ -15,9 +15,10 @@ import pytest
 from servers import Influxd, series_values
 
 from cloud.formats.ruuvi_gateway import parse as parse_ruuvi
-from cloud.influx import Influx1Client, Target
 from cloud.model import Point
-from cloud.sink import SinkAuthError, SinkOptions, open_sink
+from cloud.sinks import open_sink
+from cloud.sinks.base import SinkAuthError, SinkOptions
+from cloud.sinks.influx1 import Influx1Client, Target
 
 FAST = SinkOptions(backoff_initial_s=0.05, backoff_max_s=0.2, timeout_s=5)
 T0 = 1_763_913_600_000_000_000

@@ -11,7 +11,8 @@ from test_sink_influx1 import Scripted, scripted  # noqa: F401 - the fixture
 from vm import VictoriaMetrics, victoria  # noqa: F401 - the fixture
 
 from cloud.model import Point
-from cloud.sink import SinkAuthError, SinkConfigError, SinkOptions, open_sink
+from cloud.sinks import open_sink
+from cloud.sinks.base import SinkAuthError, SinkConfigError, SinkOptions
 
 FAST = SinkOptions(backoff_initial_s=0.05, backoff_max_s=0.2, timeout_s=5, token="t0ken")
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import load_config, mqtt_password, redact_url
-from edge.settings import ConfigError, as_dict
+from core.config import redact_url
+from core.settings import ConfigError, as_dict
+from edge.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,7 +87,7 @@ def test_inline_password_needs_private_file(tmp_path: Path) -> None:
         load_config(p, environ={})
     p.chmod(0o600)
     cfg = load_config(p, environ={})
-    assert mqtt_password(cfg) == "s3cret"
+    assert cfg.mqtt.credentials()[1] == "s3cret"
     assert as_dict(cfg)["mqtt"]["password"] == "***"
 
 
@@ -97,9 +98,9 @@ def test_password_file_must_be_0600(tmp_path: Path) -> None:
     p = write(tmp_path, f'[mqtt]\npassword_file = "{secret}"\n')
     cfg = load_config(p, environ={})
     with pytest.raises(ConfigError, match=r"mqtt\.password_file: .* readable by group or others"):
-        mqtt_password(cfg)
+        cfg.mqtt.credentials()[1]
     os.chmod(secret, 0o600)
-    assert mqtt_password(cfg) == "hunter2"
+    assert cfg.mqtt.credentials()[1] == "hunter2"
 
 
 def test_redact_url() -> None:
@@ -165,7 +166,7 @@ def test_topic_prefix_one_rule_for_config_check_and_run(tmp_path: Path, prefix: 
 
 
 def test_state_folder_rule(tmp_path: Path) -> None:
-    from edge.settings import state_dir
+    from core.settings import state_dir
 
     assert state_dir("edge-gw", {"STATE_DIRECTORY": "/srv/a:/srv/b"}) == Path("/srv/a")  # systemd StateDirectory=
     if os.geteuid() == 0:

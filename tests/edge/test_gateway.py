@@ -18,7 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from servers import Mosquitto
 
-from edge.wire import encode_confirms
+from core.wire import encode_confirms
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from edge.ruuvi import decode, derived
+from core.ruuvi import decode, derived
 
 os.environ.setdefault("CI", "1")  # ruuvitag-sensor then picks its dummy adapter; the decoder is offline.
 df5_decoder = pytest.importorskip("ruuvitag_sensor.decoders").Df5Decoder

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from edge.ruuvi import decode, derived, payload_from_hex
+from core.ruuvi import decode, derived, payload_from_hex
 
 DF5_VALID = "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"  # 24.3 °C, 53.49 %, 100044 Pa
 

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ruuvi_vectors import KEYS_BY_FORMAT, OK, check_shape
 
-from edge.ruuvi import DecodeError, decode, payload_from_hex
-from edge.ruuvi.hexinput import PAYLOAD_LENGTHS
+from core.ruuvi import DecodeError, decode, payload_from_hex
+from core.ruuvi.hexinput import PAYLOAD_LENGTHS
 
 FAST = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VALID = [bytes.fromhex(v["hex"]) for v in OK]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.ruuvi import DecodeError, decode, payload_from_hex
+from core.ruuvi import DecodeError, decode, payload_from_hex
 
 DF5 = "0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"
 DF6 = "06170C5668C79E007000C90501D9FFCD004C884F"

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from edge.ruuvi import DecodeError, decode
-from edge.ruuvi.df6 import luminosity
+from core.ruuvi import DecodeError, decode
+from core.ruuvi.df6 import luminosity
 
 VECTORS_PATH = Path(__file__).resolve().parent.parent / "vectors" / "ruuvi.json"
 

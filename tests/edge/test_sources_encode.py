@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge import ruuvi
+from core import ruuvi
 from edge.sources import encode
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "ruuvi.json").read_text())

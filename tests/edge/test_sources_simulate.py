@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 from fakeclock import FakeClock
 
-from edge import ruuvi
+from core import ruuvi
 from edge.dedup import Dedup
 from edge.gateway import Pipeline
 from edge.metrics import Counters

@@ -16,12 +16,12 @@ import paho.mqtt.client as paho
 from fakeclock import FakeClock
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge import ruuvi
+from core import ruuvi
+from core.wire import encode_confirms
 from edge.metrics import Counters
 from edge.model import Reading
 from edge.store import Store
 from edge.uplink import MqttSettings, Uplink, UplinkSettings
-from edge.wire import encode_confirms
 
 DF5 = bytes.fromhex("0512fc5394c37c0004fffc040cac364200cdcbb8334c884f")
 DF5_FIELDS = ruuvi.decode(DF5)
@@ -68,7 +68,7 @@ class Subscriber:
     """A paho subscriber on `<prefix>/#` with a persistent session, so a broker restart loses nothing for it.
 
     With `confirm` (the default) it stands in for cloud-ingest's confirmations: it confirms each batch's seq as soon
-    as it has it, with the canonical message (edge.wire.encode_confirms), so the uplink in its default "cloud" mode
+    as it has it, with the canonical message (core.wire.encode_confirms), so the uplink in its default "cloud" mode
     deletes what arrived. The receiver's own confirmations are tested in tests/cloud and end to end in tests/faults.
     """
 

@@ -7,17 +7,11 @@ import json
 import orjson
 import pytest
 
-from edge import ruuvi
+from core import ruuvi
+from core.wire import WireError, batch_topic, status_payload, status_topic
 from edge.model import Reading
 from edge.store import StoredReading
-from edge.wire import (
-    WireError,
-    batch_topic,
-    encode_batch,
-    encode_stored_batch,
-    status_payload,
-    status_topic,
-)
+from edge.wire import encode_batch, encode_stored_batch
 
 DF5_HEX = "0512fc5394c37c0004fffc040cac364200cdcbb8334c884f"
 DF6_HEX = "06170c5668c79e007000c90501d9ffcd004c884f"

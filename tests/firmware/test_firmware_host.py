@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from firmware_build import make
 
-from cloud.formats import edge as edge_format
-from edge import ruuvi, wire
+from cloud.formats import edge_batch as edge_format
+from core import ruuvi
+from edge import wire
 from edge.model import Reading
 
 REPO = Path(__file__).resolve().parents[2]

@@ -47,8 +47,8 @@ def _py(module: str) -> list[str]:
 
 
 def _history_batches(now_ns: int) -> tuple[list[bytes], int]:
+    from core.ruuvi import decode
     from edge.model import Reading
-    from edge.ruuvi import decode
     from edge.sources.simulate import Fleet
     from edge.wire import encode_batch
 

@@ -1,5 +1,5 @@
 """micropython/ruuvi.py inside the MicroPython WebAssembly port: the shared vectors, bit for bit,
-and the same output as edge.ruuvi.decode on random payloads."""
+and the same output as core.ruuvi.decode on random payloads."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def random_payloads(n: int, seed: int) -> list[bytes]:
 
 
 def test_random_payloads_match_edge_ruuvi(mpy: MicroPython) -> None:
-    from edge.ruuvi import DecodeError, decode
+    from core.ruuvi import DecodeError, decode
 
     payloads = random_payloads(3000, seed=5)
     got = run_decoder(mpy, [p.hex() for p in payloads])

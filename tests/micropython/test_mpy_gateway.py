@@ -9,10 +9,11 @@ from typing import Any
 
 from mpy_harness import ROOT, MicroPython
 
-from cloud.formats.edge import parse
+from cloud.formats.edge_batch import parse
+from core.ruuvi import decode
+from core.wire import status_payload
 from edge.model import Reading
-from edge.ruuvi import decode
-from edge.wire import encode_batch, status_payload
+from edge.wire import encode_batch
 
 VECTORS = [v["hex"] for v in json.loads((ROOT / "tests" / "vectors" / "ruuvi.json").read_text()) if "expected" in v]
 
@@ -358,7 +359,7 @@ dump([[ok({"gateway_id": i}) for i in ids], [ok({"topic_prefix": p}) for p in pr
 
 
 def test_board_config_accepts_exactly_the_ids_and_prefixes_edge_wire_accepts(mpy: MicroPython) -> None:
-    from edge.wire import WireError, check_gateway_id, check_prefix
+    from core.wire import WireError, check_gateway_id, check_prefix
 
     def accepted(check: Any, value: str) -> bool:
         try:

@@ -213,7 +213,7 @@ class SyncedClock:
 def test_the_ring_drops_slots_only_when_the_receiver_confirms(
     broker: Mosquitto, board_gateway: ModuleType, tmp_path: Path
 ) -> None:
-    from edge.wire import encode_confirms
+    from core.wire import encode_confirms
 
     config = importlib.import_module("config")
     cfg = config.validate({

@@ -41,7 +41,7 @@ from sec_deploy import (
 )
 from servers import free_port, have
 
-from edge.wire import confirm_topic, encode_confirms, parse_confirm
+from core.wire import confirm_topic, encode_confirms, parse_confirm
 
 pytestmark = pytest.mark.skipif(not (have("mosquitto") and have("influxd") and have("openssl")
                                      and have("mosquitto_passwd")),

@@ -1,6 +1,6 @@
 /**
  * @file ruuvi_adv.c
- * @brief Locating the Ruuvi payload in advertisement data, with the rules of edge/ruuvi/hexinput.py.
+ * @brief Locating the Ruuvi payload in advertisement data, with the rules of core/ruuvi/hexinput.py.
  */
 #include "ruuvi.h"
 

@@ -141,7 +141,7 @@ ruuvi_status_t ruuvi_find_in_adv(const uint8_t *ad, size_t ad_len, const uint8_t
 
 /**
  * Where the payload is in bytes given by a user (a payload, `9904` + payload, or whole advertisement data), by
- * the fixed rule of edge/ruuvi/hexinput.py: a leading 99 04 is dropped; a known format byte with that format's
+ * the fixed rule of core/ruuvi/hexinput.py: a leading 99 04 is dropped; a known format byte with that format's
  * exact length is a payload; well-formed AD structures yield their Ruuvi manufacturer data; anything else is
  * returned as is so that ruuvi_decode() reports what is wrong with it.
  */

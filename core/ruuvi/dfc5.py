@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from edge.ruuvi import _fields as f
-from edge.ruuvi.errors import check_length
+from core.ruuvi import _fields as f
+from core.ruuvi.errors import check_length
 
 LENGTH = 18
 _LAYOUT = struct.Struct(">xhHHHBH")

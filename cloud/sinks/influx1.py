@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import urllib3
 
-from cloud.sink import (
+from cloud.sinks.base import (
     BatchWriter,
     Response,
     SinkAuthError,

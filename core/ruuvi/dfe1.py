@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from edge.ruuvi import _fields as f
-from edge.ruuvi.errors import check_length
+from core.ruuvi import _fields as f
+from core.ruuvi.errors import check_length
 
 LENGTH = 40
 # u24 fields are read as a byte plus a u16 and joined below.

@@ -21,7 +21,7 @@ structure first, which a Ruuvi tag never sends.
 
 from __future__ import annotations
 
-from edge.ruuvi.errors import DecodeError
+from core.ruuvi.errors import DecodeError
 
 # Payload lengths by data format byte; must match the decoders.
 PAYLOAD_LENGTHS = {0x03: 14, 0x05: 24, 0xC5: 18, 0x06: 20, 0xE1: 40, 0x08: 24}

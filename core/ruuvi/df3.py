@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from edge.ruuvi.errors import check_length
+from core.ruuvi.errors import check_length
 
 LENGTH = 14
 _LAYOUT = struct.Struct(">xBBBHhhhH")

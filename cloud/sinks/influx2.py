@@ -1,7 +1,7 @@
 """InfluxDB 2.x/3.x through influxdb-client's synchronous write API (org, bucket, token).
 
 `influx2://host:port?org=<org>&bucket=<bucket>` (`influx2s://` for https); the token comes from SinkOptions
-(config file or environment), never from the URL. The same write algorithm as 1.x (cloud.sink.BatchWriter) runs on
+(config file or environment), never from the URL. The same write algorithm as 1.x (cloud.sinks.base.BatchWriter) runs on
 top: influxdb-client's ApiException carries the HTTP status and headers, which are classified exactly like 1.x's.
 Tested against VictoriaMetrics' /api/v2/write (it accepts and ignores org/bucket/token); the downsampling tasks
 that `setup` creates for 2.x can't be verified here (VictoriaMetrics has no tasks API).
@@ -19,7 +19,7 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from cloud.sink import BatchWriter, Response, SinkConfigError, SinkOptions, TransportError, WriterSink
+from cloud.sinks.base import BatchWriter, Response, SinkConfigError, SinkOptions, TransportError, WriterSink
 
 
 @dataclass(slots=True, frozen=True)

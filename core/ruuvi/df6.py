@@ -14,8 +14,8 @@ import math
 import struct
 from typing import Any
 
-from edge.ruuvi import _fields as f
-from edge.ruuvi.errors import check_length
+from core.ruuvi import _fields as f
+from core.ruuvi.errors import check_length
 
 LENGTH = 20
 _LAYOUT = struct.Struct(">xhHHHHBBBBBB")

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from edge.ruuvi import df3, df5, df6, df8, dfc5, dfe1
-from edge.ruuvi.derived import derived
-from edge.ruuvi.errors import DecodeError
-from edge.ruuvi.hexinput import payload_from_hex
+from core.ruuvi import df3, df5, df6, df8, dfc5, dfe1
+from core.ruuvi.derived import derived
+from core.ruuvi.errors import DecodeError
+from core.ruuvi.hexinput import payload_from_hex
 
 __all__ = ["DECODERS", "DecodeError", "decode", "derived", "payload_from_hex"]
 

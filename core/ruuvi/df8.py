@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.ruuvi._fields import mac6
-from edge.ruuvi.errors import check_length
+from core.ruuvi._fields import mac6
+from core.ruuvi.errors import check_length
 
 LENGTH = 24
 

@@ -19,10 +19,8 @@ from cloud.formats._common import (
     typed_fields,
 )
 from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point, Refused
+from core.wire import MAX_SEQ, STATES, WIRE_VERSION
 
-WIRE_VERSION = 1
-MAX_SEQ = (1 << 53) - 1  # a seq a confirmation can carry (docs/wire-format.md, "Confirmation")
-_STATES = ("online", "offline")
 _DF_TEXT = {n: str(n) for n in (3, 5, 6, 8, 0xC5, 0xE1)}
 # One compiled converter per key set of `fields`: a few per data format (keys a format lacks are left out, not null).
 _CONVERTERS: dict[tuple[str, ...], FieldsConverter] = {}
@@ -45,7 +43,7 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
         raise InvalidMessage(f"gateway {sender!r} in the payload differs from {gateway!r} in the topic")
     if kind == "status":
         state = obj.get("state")
-        if state not in _STATES:
+        if state not in STATES:
             raise InvalidMessage(f"status state {state!r} is not online/offline")
         now = time.time_ns() if received_ns is None else received_ns
         return Parsed(points=[], status=GatewayStatus(gateway, str(state), now), gateway=gateway)

@@ -21,7 +21,6 @@ import email.utils
 import random
 import re
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -248,19 +247,3 @@ class WriterSink:
 
     async def write(self, points: Sequence[Point]) -> WriteOutcome:
         return await self._writer.write(points)
-
-
-def open_sink(url: str, *, options: SinkOptions | None = None) -> Sink:
-    """`http(s)://[user:pass@]host:port/<db>[?rp=<rp>]` for InfluxDB 1.x,
-    `influx2://host:port?org=<org>&bucket=<bucket>` (or `influx2s://` for https) for 2.x/3.x."""
-    opts = options or SinkOptions()
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme in ("http", "https"):
-        from cloud.influx import Influx1Sink
-
-        return Influx1Sink(url, opts)
-    if scheme in ("influx2", "influx2s"):
-        from cloud.influx2 import Influx2Sink
-
-        return Influx2Sink(url, opts)
-    raise SinkConfigError(f"--influx URL scheme {scheme!r} is not http, https, influx2 or influx2s")

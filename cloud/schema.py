@@ -8,20 +8,17 @@ server available, VictoriaMetrics, has no buckets or tasks API).
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloud.formats._common import FLOAT_FIELDS, INT_FIELDS
-from cloud.influx import Influx1Client, Target
+from cloud.influx_duration import duration_ns
 from cloud.rollups import INTERVALS, RollupConfig, cq_name, create_cq, ident, ranges, rerun_query
-from cloud.sink import SinkConfigError, SinkError, SinkOptions
+from cloud.sinks.base import SinkConfigError, SinkError, SinkOptions
+from cloud.sinks.influx1 import Influx1Client, Target
 
 _NS = 1_000_000_000
-_UNITS_NS = {"ns": 1, "u": 1000, "µ": 1000, "ms": 10**6, "s": _NS, "m": 60 * _NS, "h": 3600 * _NS}
-_UNITS_NS |= {"d": 86400 * _NS, "w": 7 * 86400 * _NS}
-_DURATION_PART = re.compile(r"(\d+)(ns|u|µ|ms|s|m|h|d|w)")
 
 
 @dataclass(slots=True)
@@ -32,22 +29,6 @@ class SetupReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def duration_ns(text: str) -> int:
-    """InfluxQL duration (`90d`, `104w`, `INF`) or InfluxDB's own rendering (`2160h0m0s`, `0s`) in ns; INF is 0."""
-    t = text.strip()
-    if t.upper() == "INF":
-        return 0
-    pos, total = 0, 0
-    for m in _DURATION_PART.finditer(t):
-        if m.start() != pos:
-            break
-        total += int(m.group(1)) * _UNITS_NS[m.group(2)]
-        pos = m.end()
-    if pos != len(t) or not t:
-        raise SinkConfigError(f"{text!r} is not a duration like 90d, 104w or INF")
-    return total
 
 
 def _rows(results: list[dict[str, Any]]) -> list[tuple[str | None, list[str], list[list[Any]]]]:
@@ -192,7 +173,7 @@ def setup_influx2(
     from influxdb_client.client.influxdb_client import InfluxDBClient
     from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
 
-    from cloud.influx2 import Target2
+    from cloud.sinks.influx2 import Target2
 
     cfg = config or RollupConfig()
     opts = options or SinkOptions()
