@@ -136,7 +136,7 @@ def retire(config: Path | None, mqtt_url: str | None, influx_url: str | None, cl
     """
     cfg = _load(config, _overrides(settings, {
         "mqtt.url": mqtt_url, "influx.url": influx_url, "mqtt.client_id": client_id,
-        "mqtt.shared_group": shared_group, "metrics.port": "0", "status.file": "",
+        "mqtt.shared_group": shared_group, "metrics.port": "0", "status.file": "off",
     }))
     try:
         check_secrets(cfg)

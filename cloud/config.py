@@ -189,7 +189,7 @@ class MetricsSection(CoreMetricsSection):
 
 @dataclass
 class StatusSection:
-    file: str = ""  # "" = status.json in the state folder (core.settings.state_dir), resolved by load_config
+    file: str = ""  # "" = status.json in the state folder (core.settings.state_dir); "off" = none
     interval: Duration = Duration(1.0)
     gateway_offline_after: Duration = Duration(300.0)
 
@@ -224,7 +224,9 @@ def load_config(path: Path | None, overrides: dict[str, object] | None = None,
                 environ: dict[str, str] | None = None) -> Config:
     """Load and validate; raise ConfigError naming the bad key."""
     cfg = load(Config, path, env_prefix=ENV_PREFIX, environ=environ, overrides=overrides)
-    if not cfg.status.file:
+    if cfg.status.file == "off":
+        cfg.status.file = ""  # no status file (and so no dedup journal beside it)
+    elif not cfg.status.file:
         cfg.status.file = str(state_dir("cloud-ingest", environ) / "status.json")
     if path is not None:
         with open(path, "rb") as f:

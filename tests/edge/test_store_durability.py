@@ -65,7 +65,7 @@ class Writer:
     """The writer subprocess, with a thread collecting the committed counts it prints."""
 
     def __init__(self, db: Path, run: int) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(REPO), str(REPO / "tests"))))
         self.proc = subprocess.Popen([sys.executable, __file__, str(db), str(run)], stdout=subprocess.PIPE,
                                      env=env, text=True)
         self.committed = 0

@@ -16,6 +16,7 @@ from firmware_build import make
 
 from cloud.formats import edge_batch as edge_format
 from core import ruuvi
+from core import wire as core_wire
 from edge import wire
 from edge.model import Reading
 
@@ -280,7 +281,7 @@ def test_cloud_ingest_accepts_the_firmware_payloads(host_build: Path) -> None:
             [str(host_build / "wire_batch"), "--status", "esp32-hall", state], capture_output=True, check=False
         )
         assert done.returncode == 0
-        assert done.stdout == wire.status_payload("esp32-hall", state)
+        assert done.stdout == core_wire.status_payload("esp32-hall", state)
         parsed = edge_format.parse("edge-gw/esp32-hall/status", done.stdout, received_ns=5)
         assert parsed.status is not None
         assert (parsed.status.gateway, parsed.status.state) == ("esp32-hall", state)
