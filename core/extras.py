@@ -13,7 +13,6 @@ EXTRA_OF = {
     "bleak": "gateway",
     "dbus_fast": "gateway",
     "paho": "gateway",
-    "sqlite_utils": "gateway",
     "gmqtt": "cloud",
     "influxdb_client": "cloud",
 }

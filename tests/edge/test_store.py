@@ -212,3 +212,41 @@ def test_limits_are_checked() -> None:
         StoreLimits(policy="drop-random")
     with pytest.raises(ValueError, match="must be positive"):
         StoreLimits(max_bytes=0)
+
+
+def test_the_schema_is_the_one_sqlite_utils_made_and_its_buffers_open_as_they_are(tmp_path: Path) -> None:
+    """The migrations were sqlite-utils' until 2026-12: a new file has the same tables, columns and indexes, and a
+    file with its record of m001 is not migrated again."""
+    import sqlite3
+
+    from edge.store import schema
+
+    db = tmp_path / "new.db"
+    Store(db, clock=FakeClock()).close()
+    with sqlite3.connect(db) as conn:
+        columns = {t: [(c[1], c[2], c[3], c[5]) for c in conn.execute(f'PRAGMA table_info("{t}")')]
+                   for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")}
+        indexes = sorted(conn.execute(
+            "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+        record = list(conn.execute('SELECT migration_set, name FROM "_sqlite_migrations"'))
+    # What sqlite-utils 4.2 created for m001 (read back from a buffer it made).
+    assert columns["boots"] == [("id", "INTEGER", 0, 1), ("boot_id", "TEXT", 1, 0), ("first_seen_ns", "INTEGER", 0, 0)]
+    assert columns["queue"] == [("id", "INTEGER", 0, 1), ("ready_rows", "INTEGER", 1, 0),
+                                ("held_rows", "INTEGER", 1, 0)]
+    assert columns["counters"] == [("name", "TEXT", 0, 1), ("value", "INTEGER", 1, 0)]
+    assert columns["status"] == [("section", "TEXT", 0, 1), ("json", "TEXT", 1, 0), ("updated_ns", "INTEGER", 0, 0)]
+    assert [c[:2] for c in columns["tags"]] == [
+        ("mac", "TEXT"), ("data_format", "INTEGER"), ("first_seen_ns", "INTEGER"), ("last_seen_ns", "INTEGER"),
+        ("rssi", "INTEGER"), ("battery_voltage", "INTEGER"), ("fields_json", "TEXT"), ("last_seq", "INTEGER"),
+        ("step_ns", "REAL"), ("received", "INTEGER"), ("expected", "INTEGER")]
+    assert [c[0] for c in columns["readings"]] == ["id", "mac", "time_ns", "mono_ns", "boot", "clock_synced", "rssi",
+                                                    "data_format", "raw", "fields_json"]
+    assert columns["_sqlite_migrations"] == [("id", "INTEGER", 0, 1), ("migration_set", "TEXT", 0, 0),
+                                             ("name", "TEXT", 0, 0), ("applied_at", "TEXT", 0, 0)]
+    assert indexes == [("idx__sqlite_migrations_migration_set_name", "_sqlite_migrations"),
+                       ("idx_boots_boot_id", "boots")]
+    assert record == [("edge-gw-store", "m001_initial")]
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        assert schema.migrate(conn) == []  # nothing left to apply
+        conn.execute("COMMIT")
