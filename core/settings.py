@@ -226,7 +226,8 @@ def as_dict(settings: object, *, redact: tuple[str, ...] = ("password", "token",
             if value and any(word in sf.name for word in redact) and not sf.name.endswith("_file"):
                 value = "***"
             if isinstance(value, list):
-                value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+                value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                         for v in value]
             sec[sf.name] = value
         out[f.name] = sec
     return out
