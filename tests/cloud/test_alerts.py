@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
+import pytest
 
 from cloud.alerts import Evaluator, Event, Rule
+from cloud.config import alert_settings, load_config
 from cloud.model import Point
+from core.settings import ConfigError
 
 S = 1_000_000_000
 MIN = 60 * S
@@ -183,3 +188,42 @@ def test_a_rule_removed_from_the_config_loses_its_state() -> None:
     other = Evaluator([Rule("quiet", "silence", after_s=600)], horizon_s=600)
     other.load(ev.to_json())
     assert other.firing() == []
+
+
+RULE = "[[alerts.rules]]\nname = 'r'\nkind = 'threshold'\nfield = 'temperature'\nvalue = 8\n"
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    (RULE + "[[alerts.rules]]\nname = 'b'\nkind = 'threshold'\nfield = 'temprature'\n",
+     "alerts.rules[1].field: unknown field 'temprature'"),
+    ("[[alerts.rules]]\nname = 'x'\nkind = 'treshold'\n", "alerts.rules[0].kind: 'treshold' is not one of"),
+    (RULE + "colour = 'red'\n", "alerts.rules[0].colour: unknown key"),
+    (RULE + "op = '=>'\n", "alerts.rules[0].op: '=>' is not one of > >= < <="),
+    (RULE + "clear = 9\n", "alerts.rules[0].clear: 9.0 is on the firing side of value 8.0"),
+    (RULE + "duration = 'long'\n", "alerts.rules[0].duration: expected a duration"),
+    (RULE + "tags = ['kitchen']\n", "alerts.rules[0].tags[0]: 'kitchen' is not a MAC"),
+    ("[[alerts.rules]]\nname = 'r'\nkind = 'rate'\nfield = 'temperature'\nop = '<'\nvalue = 2\n",
+     "alerts.rules[0].value: a rate rule with op '<' needs a negative change"),
+    ("[[alerts.rules]]\nname = 'q'\nkind = 'silence'\n", "alerts.rules[0].after: a silence rule needs after >= 1 s"),
+    ("[[alerts.rules]]\nname = 'a/b'\nkind = 'silence'\nafter = '1m'\n", "alerts.rules[0].name: 'a/b' must be"),
+    (RULE + RULE, "alerts.rules[1].name: 'r' is used by an earlier rule"),
+    ("[alerts]\nwebhook_url = 'ftp://x'\n", "alerts.webhook_url: expected http(s)://"),
+    ("[alerts]\ntopic_prefix = 'ruuvi'\n" + RULE, "alerts.topic_prefix: 'ruuvi' is under a formats topic"),
+])
+def test_config_errors_name_the_rule_and_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as e:
+        load_config(path, environ={})
+    assert message in str(e.value)
+
+
+def test_config_builds_the_rules(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(RULE + "tags = ['C0:FF:EE:00:00:01']\nduration = '10m'\nclear = 7.5\n")
+    cfg = load_config(path, {"status.file": str(tmp_path / "s.json")}, environ={})
+    settings = alert_settings(cfg)
+    assert settings is not None and settings.state_file == tmp_path / "s.alerts.json"
+    assert settings.rules == (Rule("r", "threshold", field="temperature", op=">", value=8.0, clear=7.5,
+                                   duration_s=600.0, tags=(A,)),)
+    assert alert_settings(load_config(None, environ={})) is None  # no rules: no alerts at all
