@@ -146,7 +146,8 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         state = "online" if gateway_online(gw, offline_after_s, now) else "OFFLINE"
         lines.append(f"  {name:<{width}}  {state:<7}  last seen {_ago(gw.last_seen_ns, now)}, "
                      f"{gw.readings} readings, {gw.duplicates} duplicates")
-    lines.append(f"alerts firing:  {len(status.alerts_firing)}")
+    if status.alerts_firing:  # the line is left out while none fire, as before alerts existed
+        lines.append(f"alerts firing:  {len(status.alerts_firing)}")
     for a in status.alerts_firing:
         lines.append(f"  {a.get('rule')}  {a.get('mac')}  since {_ago(int(a.get('since_ns') or 0), now)}, "
                      f"value {a.get('value')}")
