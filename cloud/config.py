@@ -3,13 +3,17 @@ variables, then flags. Loaded and checked through core.settings, so every error 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from cloud.alert_hook import AlertSettings
+from cloud.alerts import KINDS, OPS, Rule
 from cloud.formats import FormatsConfig
+from cloud.formats._common import FLOAT_FIELDS, INT_FIELDS
 from cloud.influx_duration import duration_ns
 from cloud.receiver_settings import MqttSettings, ReceiverSettings
 from cloud.rollups import INTERVALS, RollupConfig
@@ -199,6 +203,94 @@ class StatusSection:
                f"status.gateway_offline_after: must be at least 1 s, got {self.gateway_offline_after}")
 
 
+_RULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_NUMERIC_FIELDS = FLOAT_FIELDS | INT_FIELDS
+
+
+@dataclass
+class AlertRuleSection:
+    """One `[[alerts.rules]]` table (cloud/alerts.py Rule); errors start with the key, load() puts the table first."""
+
+    name: str = ""
+    kind: str = ""
+    field: str = ""
+    op: str = ">"
+    value: float = 0.0
+    clear: float | None = None
+    duration: Duration = Duration(0.0)
+    per: Duration = Duration(600.0)
+    after: Duration = Duration(0.0)
+    tags: list[str] = dataclasses.field(default_factory=list)  # `field` is a key in this class
+    severity: str = "warning"
+
+    def __post_init__(self) -> None:
+        _check(_RULE_NAME.fullmatch(self.name) is not None,
+               f"name: {self.name!r} must be 1-64 characters of A-Z a-z 0-9 . _ - (it is a topic level)")
+        _check(self.kind in KINDS, f"kind: {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.kind in ("threshold", "rate"):
+            _check(self.field in _NUMERIC_FIELDS, f"field: unknown field {self.field!r}" + (
+                f" (numeric fields: {', '.join(sorted(_NUMERIC_FIELDS))})" if self.field else ""))
+        else:
+            _check(not self.field, f"field: a {self.kind} rule takes no field")
+        _check(self.op in OPS, f"op: {self.op!r} is not one of {' '.join(OPS)}")
+        if self.kind == "rate":
+            rising = self.op in (">", ">=")
+            _check(self.value > 0 if rising else self.value < 0,
+                   f"value: a rate rule with op {self.op!r} needs a {'positive' if rising else 'negative'} change, "
+                   f"got {self.value}")
+            _check(self.per > 0, f"per: must be positive, got {self.per}")
+        if self.clear is not None:
+            _check(self.kind == "threshold", "clear: only a threshold rule has a clear level")
+            ok = self.clear <= self.value if self.op in (">", ">=") else self.clear >= self.value
+            _check(ok, f"clear: {self.clear} is on the firing side of value {self.value} (op {self.op!r})")
+        if self.kind == "silence":
+            _check(self.after >= 1, f"after: a silence rule needs after >= 1 s, got {self.after}")
+        if self.kind == "battery":
+            _check(self.value >= 0,
+                   f"value: a battery threshold in mV, or 0 for the per-format table, got {self.value}")
+        for i, mac in enumerate(self.tags):
+            _check(re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", mac) is not None,
+                   f"tags[{i}]: {mac!r} is not a MAC (aa:bb:cc:dd:ee:ff)")
+        _check(bool(self.severity), "severity: must not be empty")
+
+    def rule(self) -> Rule:
+        return Rule(name=self.name, kind=self.kind, field=self.field, op=self.op, value=self.value, clear=self.clear,
+                    duration_s=float(self.duration), per_s=float(self.per), after_s=float(self.after),
+                    tags=tuple(m.lower() for m in self.tags), severity=self.severity)
+
+
+@dataclass
+class AlertsSection:
+    topic_prefix: str = "edge-gw/alerts"
+    horizon: Duration = Duration(600.0)
+    check_interval: Duration = Duration(10.0)
+    state_file: str = ""  # "" = next to status.file (<status name>.alerts.json)
+    webhook_url: str = ""
+    webhook_timeout: Duration = Duration(5.0)
+    webhook_retries: int = 5
+    webhook_queue: int = 1000
+    rules: list[AlertRuleSection] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(_valid_filter(self.topic_prefix) and "+" not in self.topic_prefix and "#" not in self.topic_prefix,
+               f"alerts.topic_prefix: {self.topic_prefix!r} must be a plain topic name")
+        _check(self.horizon >= 1, f"alerts.horizon: must be at least 1 s, got {self.horizon}")
+        _check(0.1 <= self.check_interval <= 3600,
+               f"alerts.check_interval: must be 100 ms..1 h, got {self.check_interval}")
+        parts = urlsplit(self.webhook_url)
+        _check(not self.webhook_url or (parts.scheme in ("http", "https") and bool(parts.hostname)),
+               f"alerts.webhook_url: expected http(s)://host:port/api/v2/alerts, got {redact_url(self.webhook_url)!r}")
+        _check(0 < self.webhook_timeout <= 300,
+               f"alerts.webhook_timeout: must be in (0, 300] s, got {self.webhook_timeout}")
+        _check(0 <= self.webhook_retries <= 100,
+               f"alerts.webhook_retries: must be 0..100, got {self.webhook_retries}")
+        _check(1 <= self.webhook_queue <= 1_000_000,
+               f"alerts.webhook_queue: must be 1..1000000, got {self.webhook_queue}")
+        names = [r.name for r in self.rules]
+        for i, name in enumerate(names):
+            _check(name not in names[:i], f"alerts.rules[{i}].name: {name!r} is used by an earlier rule")
+
+
 @dataclass
 class Config:
     mqtt: MqttSection = field(default_factory=MqttSection)
@@ -212,6 +304,7 @@ class Config:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     status: StatusSection = field(default_factory=StatusSection)
     log: LogSection = field(default_factory=LogSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
 
     def batch_max_messages(self) -> int:
         """Messages per batch: half the in-flight window by default, so that one batch fills while another is
@@ -242,6 +335,19 @@ def load_config(path: Path | None, overrides: dict[str, object] | None = None,
 def _check_cross(cfg: Config) -> None:
     if cfg.mqtt.dlq_topic in cfg.formats.topics():
         raise ConfigError(f"mqtt.dlq_topic: {cfg.mqtt.dlq_topic!r} is also a formats topic; dead letters would loop")
+    if cfg.alerts.rules and any(_matches(t, f"{cfg.alerts.topic_prefix}/r/m") for t in cfg.formats.topics()):
+        raise ConfigError(f"alerts.topic_prefix: {cfg.alerts.topic_prefix!r} is under a formats topic; the receiver "
+                          "would read its own alerts")
+
+
+def _matches(filt: str, topic: str) -> bool:
+    f, t = filt.split("/"), topic.split("/")
+    for i, level in enumerate(f):
+        if level == "#":
+            return True
+        if i >= len(t) or (level != "+" and level != t[i]):
+            return False
+    return len(f) == len(t)
 
 
 def check_secrets(cfg: Config) -> None:
@@ -260,6 +366,32 @@ def check_runtime(cfg: Config) -> None:
     state = dedup_state_file(cfg)  # by default in the status directory
     if state is not None:
         ensure_dir("dedup.state_file", state.parent)
+    alerts = alerts_state_file(cfg)
+    if alerts is not None:
+        ensure_dir("alerts.state_file", alerts.parent)
+
+
+def alerts_state_file(cfg: Config) -> Path | None:
+    """Where the alert state is kept across restarts: alerts.state_file, else next to status.file."""
+    if not cfg.alerts.rules:
+        return None
+    if cfg.alerts.state_file:
+        return Path(cfg.alerts.state_file)
+    if cfg.status.file:
+        status_file = Path(cfg.status.file)
+        return status_file.with_name(f"{status_file.stem}.alerts.json")
+    return None
+
+
+def alert_settings(cfg: Config) -> AlertSettings | None:
+    a = cfg.alerts
+    if not a.rules:
+        return None
+    return AlertSettings(rules=tuple(r.rule() for r in a.rules), topic_prefix=a.topic_prefix,
+                         horizon_s=float(a.horizon), check_interval_s=float(a.check_interval),
+                         state_file=alerts_state_file(cfg), webhook_url=a.webhook_url,
+                         webhook_timeout_s=float(a.webhook_timeout), webhook_retries=a.webhook_retries,
+                         webhook_queue=a.webhook_queue)
 
 
 def dedup_state_file(cfg: Config) -> Path | None:
@@ -349,6 +481,7 @@ def receiver_settings(cfg: Config) -> ReceiverSettings:
         dedup_state_file=dedup_state_file(cfg),
         status_interval_s=float(cfg.status.interval),
         confirm=cfg.confirm.enabled,
+        alerts=alert_settings(cfg),
     )
 
 

@@ -64,6 +64,12 @@ class Metrics:
                                        registry=r)
         self.gateway_online = Gauge(p + "gateway_online", "1 if the gateway's last status said online", ["gateway"],
                                     registry=r)
+        self.alert_events = Counter(p + "alert_events", "alert events published (docs/cloud-ingest.md, \"Alerts on "
+                                    "the data\"), by rule and state (firing, resolved)", ["rule", "state"], registry=r)
+        self.alerts_firing = Gauge(p + "alerts_firing", "alerts firing now (as last published)", registry=r)
+        self.alert_webhook = Counter(p + "alert_webhook", "alerts posted to the webhook, by result: sent, error (a "
+                                     "failed attempt, retried), dropped (queue full or retries exhausted)",
+                                     ["result"], registry=r)
         self._server: Any = None
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:

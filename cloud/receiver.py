@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cloud import status
+from cloud.alert_hook import AlertHook
 from cloud.batcher import Batch, Batcher
 from cloud.dedup import Dedup
 from cloud.dedup_journal import DedupJournal, JournalError
@@ -73,11 +74,14 @@ class Receiver:
         self.journal = self._open_journal(dedup, s.dedup_state_file) if dedup is not None else None
         self.input = MqttInput(s.mqtt, self._accept, on_connection=self._on_connection,
                                sys_reader=self.monitor.broker)
+        self.alerts = AlertHook(s.alerts, publish=self.input.publisher.publish, metrics=self.metrics,
+                                receiver=s.mqtt.client_id, on_firing=self._alerts_firing,
+                                clock=clock) if s.alerts is not None else None
         self.write_path = WritePath(
             WritePathSettings(receiver=s.mqtt.client_id, dlq_topic=s.dlq_topic, dlq_max_payload=s.dlq_max_payload,
                               confirm=s.confirm),
             sink=sink, publish=self.input.publisher.publish, monitor=self.monitor, dedup=dedup,
-            journal=self.journal, rollups=rollups, clock=clock)
+            journal=self.journal, rollups=rollups, alerts=self.alerts, clock=clock)
         self._ready: deque[Batch[Message]] = deque()
         self._writing = 0  # batches the writers hold
         self._writing_points = 0
@@ -90,6 +94,9 @@ class Receiver:
     def counts(self) -> status.Status:
         """The running totals."""
         return self.monitor.counts
+
+    def _alerts_firing(self, firing: list[dict[str, object]]) -> None:
+        self.monitor.counts.alerts_firing = firing
 
     def _open_journal(self, dedup: Dedup, path: Path | None) -> DedupJournal | None:
         if path is None:
@@ -255,6 +262,8 @@ class Receiver:
                    for i in range(self.settings.writers)]
         status_task = asyncio.create_task(self.monitor.run(self.settings.status_interval_s, self.live),
                                           name="cloud-ingest-status")
+        alerts_task = asyncio.create_task(self.alerts.run(), name="cloud-ingest-alerts") \
+            if self.alerts is not None else None
         try:
             try:
                 await self.input.connect(stop)
@@ -280,9 +289,12 @@ class Receiver:
         finally:
             if idle_task is not None:
                 idle_task.cancel()
-            for t in (*writers, status_task):
+            tasks = [*writers, status_task, *([alerts_task] if alerts_task is not None else [])]
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(*writers, status_task, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.alerts is not None:
+                self.alerts.save()
             self.monitor.write_status(self.live())
             with contextlib.suppress(Exception):
                 await self.sink.close()
@@ -325,6 +337,8 @@ class Receiver:
             t.cancel()
         await asyncio.gather(*writers, return_exceptions=True)
         self.input.give_up_all()  # whatever was not written is not acknowledged
+        if self.alerts is not None and self._fatal is None:
+            await self.alerts.close()  # the PUBACKs of the alert events, then their state on disk
         await self.input.disconnect(end_session=self.input.retire and self._fatal is None)
         self.monitor.update_gauges(self.live())
 

@@ -7,6 +7,8 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud.alert_hook import AlertSettings
+
 
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
@@ -39,3 +41,4 @@ class ReceiverSettings:
     dedup_state_file: Path | None = None
     status_interval_s: float = 1.0
     confirm: bool = True  # publish confirmations to edge-gw gateways (docs/wire-format.md "Confirmation")
+    alerts: AlertSettings | None = None  # alerts on the data; None: no rules

@@ -60,6 +60,8 @@ class Status:
     broker_seen_ns: int = 0
     broker_last_drop_ns: int = 0  # when the receiver last saw the counter rise
     gateways: dict[str, GatewayState] = field(default_factory=dict)
+    # Alerts on the data firing now, as last published: {"rule", "mac", "since_ns", "value"} (cloud/alert_hook.py)
+    alerts_firing: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return orjson.dumps({"v": VERSION, **asdict(self)}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
@@ -144,4 +146,9 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         state = "online" if gateway_online(gw, offline_after_s, now) else "OFFLINE"
         lines.append(f"  {name:<{width}}  {state:<7}  last seen {_ago(gw.last_seen_ns, now)}, "
                      f"{gw.readings} readings, {gw.duplicates} duplicates")
+    if status.alerts_firing:  # the line is left out while none fire, as before alerts existed
+        lines.append(f"alerts firing:  {len(status.alerts_firing)}")
+    for a in status.alerts_firing:
+        lines.append(f"  {a.get('rule')}  {a.get('mac')}  since {_ago(int(a.get('since_ns') or 0), now)}, "
+                     f"value {a.get('value')}")
     return "\n".join(lines)

@@ -101,7 +101,8 @@ def confirmations(batch: Sequence[Message]) -> list[tuple[str, bytes]]:
 class WritePath:
     def __init__(self, settings: WritePathSettings, *, sink: Sink, publish: Publish, monitor: Monitor,
                  dedup: Dedup | None = None, journal: DedupJournal | None = None,
-                 rollups: AfterWrite | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+                 rollups: AfterWrite | None = None, alerts: AfterWrite | None = None,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
         self.sink = sink
         self.publish = publish
@@ -109,6 +110,7 @@ class WritePath:
         self.dedup = dedup
         self.journal = journal
         self.rollups = rollups
+        self.alerts = alerts  # alerts on the data (cloud/alert_hook.py): sees what was stored
         self._clock = clock
         self._journal_failed = False
         self._next_ticket = 0  # batches in the order write() was called
@@ -167,6 +169,11 @@ class WritePath:
                 except Exception:
                     # The raw points are stored; a failed late-data rollup is logged, not worth a redelivery.
                     log.exception("re-running the rollups for late data failed")
+            if self.alerts is not None and written:
+                try:
+                    await self.alerts.after_write(written)
+                except Exception:
+                    log.exception("evaluating alerts failed")  # the points are stored; alerts must not block them
             self.monitor.written(outcome.written, max(p.time_ns for p in points), self._clock())
         if dead:
             await asyncio.gather(*dead)

@@ -130,7 +130,26 @@ def _coerce(key: str, tp: Any, value: object, *, from_text: bool) -> object:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected an array, got {_describe(value)} {value!r}")
         return [_coerce(f"{key}[{i}]", item, v, from_text=from_text) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _table(key, tp, value, from_text=from_text)
     raise ConfigError(f"{key}: unsupported setting type {tp!r}")  # a programming error, named all the same
+
+
+def _table(key: str, tp: type, value: object, *, from_text: bool) -> object:
+    """One table of an array of tables (`[[alerts.rules]]`): a dataclass of scalars, checked like a section."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a table, got {_describe(value)} {value!r}")
+    fields = _section_fields(tp)
+    for k in value:
+        if k not in fields:
+            raise ConfigError(f"{key}.{k}: unknown key (known: {', '.join(fields)})")
+    values = {k: _coerce(f"{key}.{k}", fields[k], v, from_text=from_text) for k, v in value.items()}
+    try:
+        return tp(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{key}.{e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: {e}") from None
 
 
 def _section_fields(cls: type) -> dict[str, Any]:
@@ -206,6 +225,9 @@ def as_dict(settings: object, *, redact: tuple[str, ...] = ("password", "token",
             value = getattr(section, sf.name)
             if value and any(word in sf.name for word in redact) and not sf.name.endswith("_file"):
                 value = "***"
+            if isinstance(value, list):
+                value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                         for v in value]
             sec[sf.name] = value
         out[f.name] = sec
     return out
