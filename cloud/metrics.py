@@ -64,6 +64,10 @@ class Metrics:
                                        registry=r)
         self.gateway_online = Gauge(p + "gateway_online", "1 if the gateway's last status said online", ["gateway"],
                                     registry=r)
+        self.http_requests = Counter(p + "http_requests", "HTTP requests to the Ruuvi Gateway listener, by answer code",
+                                     ["code"], registry=r)
+        self.http_readings = Counter(p + "http_readings_received", "readings parsed from HTTP request bodies",
+                                     registry=r)
         self._server: Any = None
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cloud import status
 from cloud.batcher import Batch, Batcher
@@ -31,6 +32,7 @@ from cloud.dedup import Dedup
 from cloud.dedup_journal import DedupJournal, JournalError
 from cloud.formats import Router
 from cloud.formats.edge_batch import batch_seq
+from cloud.http_input import HttpInput, HttpMessage
 from cloud.metrics import Metrics
 from cloud.model import InvalidMessage, Point
 from cloud.monitor import Live, Monitor
@@ -40,6 +42,7 @@ from cloud.sinks.base import Sink, SinkAuthError
 from cloud.write_path import AfterWrite, Message, ParseFailure, WritePath, WritePathSettings
 
 log = logging.getLogger("cloud.receiver")
+M = TypeVar("M", bound=Message)
 
 DRAIN_TIMEOUT_S = 20.0
 
@@ -78,6 +81,9 @@ class Receiver:
                               confirm=s.confirm),
             sink=sink, publish=self.input.publisher.publish, monitor=self.monitor, dedup=dedup,
             journal=self.journal, rollups=rollups, clock=clock)
+        self.http = HttpInput(s.http, self._accept_http, busy=self._http_busy, answered=self.monitor.http_answered) \
+            if s.http is not None else None
+        self._urgent = False  # the open batch holds an HTTP request: a free writer takes it at once
         self._ready: deque[Batch[Message]] = deque()
         self._writing = 0  # batches the writers hold
         self._writing_points = 0
@@ -132,7 +138,44 @@ class Receiver:
         return self.input.new_message(topic, qos, gateway=gateway, seq=seq,
                                       failure=ParseFailure(payload, reason, now_ns))
 
-    def _add(self, msg: MqttMessage, points: list[Point]) -> MqttMessage:
+    def _accept_http(self, topic: str, body: bytes) -> HttpMessage:
+        """One Ruuvi Gateway HTTP body, as one message: parsed, and in the open batch, which the next free writer
+        takes at once (a request must not wait for batch.max_interval). While the writers are busy, requests
+        gather in it: one write for all of them."""
+        now_ns = self._clock()
+        self._last_message = time.monotonic()
+        self.monitor.received_http()
+        future = asyncio.get_running_loop().create_future()
+        points: list[Point] = []
+        try:
+            parsed = self.router.route_format("ruuvi_gateway_http", topic, body, received_ns=now_ns)
+        except InvalidMessage as e:
+            msg = HttpMessage(topic, failure=ParseFailure(body, str(e), now_ns), future=future)
+        except Exception as e:  # a parser bug must not stall the stream either
+            log.exception("parser failed on an HTTP body")
+            reason = f"internal parser error: {type(e).__name__}: {e}"
+            msg = HttpMessage(topic, failure=ParseFailure(body, reason, now_ns), future=future)
+        else:
+            self.monitor.parsed(parsed, now_ns)
+            self.monitor.http_readings(len(parsed.points) + len(parsed.refused))
+            msg = HttpMessage(topic, gateway=parsed.gateway, refused=parsed.refused, future=future,
+                              readings=len(parsed.points))
+            points = parsed.points
+        self._urgent = True
+        self._add(msg, points)
+        self._wake.set()
+        return msg
+
+    def _http_busy(self) -> str | None:
+        if self._stopping:
+            return "the receiver is stopping"
+        if self.sink.state == "retrying":
+            return f"the database is unavailable ({self.sink.last_error or 'retrying'})"
+        if len(self._ready) >= self.settings.queue_batches:
+            return "the write queue is full"
+        return None
+
+    def _add(self, msg: M, points: list[Point]) -> M:
         closed = self.batcher.add(points, msg, time.monotonic())
         if closed is not None:
             self._enqueue(closed)
@@ -166,6 +209,8 @@ class Receiver:
     # ---- batches ----------------------------------------------------------------------------------------------
 
     def _enqueue(self, batch: Batch[Message]) -> None:
+        if self.batcher.open_batch is None:
+            self._urgent = False
         self._ready.append(batch)
         self._wake.set()
         self._update_flow()
@@ -189,6 +234,8 @@ class Receiver:
                 continue
             now = time.monotonic()
             closed = self.batcher.due(now)
+            if closed is None and self._urgent:
+                closed = self.batcher.close("http", now)
             if closed is not None:
                 self._enqueue(closed)
                 continue
@@ -256,6 +303,18 @@ class Receiver:
         status_task = asyncio.create_task(self.monitor.run(self.settings.status_interval_s, self.live),
                                           name="cloud-ingest-status")
         try:
+            if self.http is not None:
+                # Before the broker: readings can be stored while it is away (only dead letters need it).
+                h = self.http.settings
+                try:
+                    await self.http.start()
+                except OSError as e:
+                    raise ReceiverError(f"http.listen: cannot listen on {h.host}:{h.port}: {e.strerror or e}") \
+                        from None
+                self.monitor.counts.http_listen = self.http.url
+                log.info("Ruuvi Gateway HTTP listener on %s", self.http.url)
+            else:
+                self.monitor.counts.http_listen = ""
             try:
                 await self.input.connect(stop)
             except InputError as e:
@@ -284,6 +343,9 @@ class Receiver:
                 t.cancel()
             await asyncio.gather(*writers, status_task, return_exceptions=True)
             self.monitor.write_status(self.live())
+            if self.http is not None:
+                self.http.give_up_all()
+                await self.http.stop()
             with contextlib.suppress(Exception):
                 await self.sink.close()
             if self.journal is not None:
@@ -325,6 +387,8 @@ class Receiver:
             t.cancel()
         await asyncio.gather(*writers, return_exceptions=True)
         self.input.give_up_all()  # whatever was not written is not acknowledged
+        if self.http is not None:
+            self.http.give_up_all()  # 503: the gateway sends it again
         await self.input.disconnect(end_session=self.input.retire and self._fatal is None)
         self.monitor.update_gauges(self.live())
 

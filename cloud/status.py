@@ -60,6 +60,10 @@ class Status:
     broker_seen_ns: int = 0
     broker_last_drop_ns: int = 0  # when the receiver last saw the counter rise
     gateways: dict[str, GatewayState] = field(default_factory=dict)
+    # The Ruuvi Gateway HTTP listener (cloud/http_input.py): its URL ("" when off), answers by code, readings.
+    http_listen: str = ""
+    http_requests: dict[str, int] = field(default_factory=dict)
+    http_readings: int = 0
 
     def to_json(self) -> bytes:
         return orjson.dumps({"v": VERSION, **asdict(self)}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
@@ -138,6 +142,9 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"broker drops:   {_broker_drops(status, now)}",
         f"gateways:       {len(status.gateways)}",
     ]
+    if status.http_listen or status.http_requests:
+        codes = ", ".join(f"{n} x {code}" for code, n in sorted(status.http_requests.items())) or "no requests"
+        lines.insert(-1, f"http:           {status.http_listen or 'off'}: {codes}, {status.http_readings} readings")
     width = max((len(g) for g in status.gateways), default=7)
     for name in sorted(status.gateways):
         gw = status.gateways[name]
