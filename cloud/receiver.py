@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from cloud import status
 from cloud.batcher import Batch, Batcher
@@ -32,7 +32,6 @@ from cloud.dedup import Dedup
 from cloud.dedup_journal import DedupJournal, JournalError
 from cloud.formats import Router
 from cloud.formats.edge_batch import batch_seq
-from cloud.http_input import HttpInput, HttpMessage
 from cloud.metrics import Metrics
 from cloud.model import InvalidMessage, Point
 from cloud.monitor import Live, Monitor
@@ -40,6 +39,9 @@ from cloud.mqtt_input import InputError, MqttInput, MqttMessage, NotAcknowledged
 from cloud.receiver_settings import ReceiverSettings
 from cloud.sinks.base import Sink, SinkAuthError
 from cloud.write_path import AfterWrite, Message, ParseFailure, WritePath, WritePathSettings
+
+if TYPE_CHECKING:
+    from cloud.http_input import HttpInput, HttpMessage
 
 log = logging.getLogger("cloud.receiver")
 M = TypeVar("M", bound=Message)
@@ -81,8 +83,12 @@ class Receiver:
                               confirm=s.confirm),
             sink=sink, publish=self.input.publisher.publish, monitor=self.monitor, dedup=dedup,
             journal=self.journal, rollups=rollups, clock=clock)
-        self.http = HttpInput(s.http, self._accept_http, busy=self._http_busy, answered=self.monitor.http_answered) \
-            if s.http is not None else None
+        self.http: HttpInput | None = None
+        if s.http is not None:
+            from cloud.http_input import HttpInput  # aiohttp only when the listener is on
+
+            self.http = HttpInput(s.http, self._accept_http, busy=self._http_busy,
+                                  answered=self.monitor.http_answered)
         self._urgent = False  # the open batch holds an HTTP request: a free writer takes it at once
         self._ready: deque[Batch[Message]] = deque()
         self._writing = 0  # batches the writers hold
@@ -142,6 +148,8 @@ class Receiver:
         """One Ruuvi Gateway HTTP body, as one message: parsed, and in the open batch, which the next free writer
         takes at once (a request must not wait for batch.max_interval). While the writers are busy, requests
         gather in it: one write for all of them."""
+        from cloud.http_input import HttpMessage
+
         now_ns = self._clock()
         self._last_message = time.monotonic()
         self.monitor.received_http()

@@ -16,6 +16,7 @@ EXTRA_OF = {
     "sqlite_utils": "gateway",
     "gmqtt": "cloud",
     "influxdb_client": "cloud",
+    "aiohttp": "cloud",
 }
 
 

@@ -81,7 +81,8 @@ def test_documented_example_with_timestamps_gives_exact_points() -> None:
     assert parsed.gateway == "c8:25:2d:8e:9c:2c"
     assert parsed.refused == []
     assert [_without_derived(p) for p in parsed.points] == DOC_POINTS
-    assert parsed.sources == [orjson.dumps({k: v}) for k, v in orjson.loads(DOC_WITH_TIMESTAMPS)["data"]["tags"].items()]
+    tags = orjson.loads(DOC_WITH_TIMESTAMPS)["data"]["tags"]
+    assert parsed.sources == [orjson.dumps({k: v}) for k, v in tags.items()]
 
 
 def test_same_advert_over_mqtt_and_http_is_the_same_point() -> None:
