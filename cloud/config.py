@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from cloud.alerts import KINDS, OPS, Rule
 from cloud.formats import FormatsConfig
 from cloud.formats._common import FLOAT_FIELDS, INT_FIELDS
 from cloud.influx_duration import duration_ns
-from cloud.receiver_settings import MqttSettings, ReceiverSettings
+from cloud.receiver_settings import HttpSettings, MqttSettings, ReceiverSettings
 from cloud.rollups import INTERVALS, RollupConfig
 from cloud.sinks.base import SinkError, SinkOptions
 from core.config import LogSection, MqttConnection, redact_url
@@ -289,6 +290,54 @@ class AlertsSection:
         names = [r.name for r in self.rules]
         for i, name in enumerate(names):
             _check(name not in names[:i], f"alerts.rules[{i}].name: {name!r} is used by an earlier rule")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+HTTP_AUTH = ("basic", "bearer", "none")
+
+
+def split_listen(key: str, listen: str) -> tuple[str, int]:
+    """host and port of `host:port` or `[v6]:port`; ConfigError naming `key` otherwise."""
+    host, sep, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: expected host:port (e.g. 0.0.0.0:8080 or [::]:8080), got {listen!r}")
+    return host, int(port)
+
+
+@dataclass
+class HttpSection:
+    listen: str = ""  # "" = off
+    path: str = "/ruuvi"
+    auth: str = "basic"
+    user: str = ""
+    password_file: str = ""
+    token_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    max_body: Size = Size(1 << 20)
+    timeout: Duration = Duration(20.0)
+
+    def __post_init__(self) -> None:
+        _check(self.path.startswith("/") and " " not in self.path and "?" not in self.path,
+               f"http.path: must be a URL path starting with /, got {self.path!r}")
+        _check(self.auth in HTTP_AUTH, f"http.auth: expected one of {', '.join(HTTP_AUTH)}, got {self.auth!r}")
+        _check(self.max_body >= 1024, f"http.max_body: must be at least 1KiB, got {int(self.max_body)}")
+        _check(0.1 <= self.timeout <= 600, f"http.timeout: must be 100 ms..600 s, got {self.timeout}")
+        _check(bool(self.cert_file) == bool(self.key_file), "http.cert_file and http.key_file go together")
+        for key in ("password_file", "token_file", "cert_file", "key_file"):
+            path = getattr(self, key)
+            _check(not path or Path(path).is_file(), f"http.{key}: {path} does not exist")
+        if not self.listen:
+            return
+        host, _port = split_listen("http.listen", self.listen)
+        if self.auth == "basic":
+            _check(bool(self.user) and bool(self.password_file),
+                   "http.auth: basic needs http.user and http.password_file")
+        elif self.auth == "bearer":
+            _check(bool(self.token_file), "http.auth: bearer needs http.token_file")
+        else:
+            # An open listener reachable from the network would take readings from anyone.
+            _check(host in _LOOPBACK, f"http.auth: none is allowed only on a loopback address (behind a proxy that "
+                                      f"authenticates), not on {host!r}")
 
 
 @dataclass
@@ -305,6 +354,7 @@ class Config:
     status: StatusSection = field(default_factory=StatusSection)
     log: LogSection = field(default_factory=LogSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
+    http: HttpSection = field(default_factory=HttpSection)
 
     def batch_max_messages(self) -> int:
         """Messages per batch: half the in-flight window by default, so that one batch fills while another is
@@ -338,6 +388,9 @@ def _check_cross(cfg: Config) -> None:
     if cfg.alerts.rules and any(_matches(t, f"{cfg.alerts.topic_prefix}/r/m") for t in cfg.formats.topics()):
         raise ConfigError(f"alerts.topic_prefix: {cfg.alerts.topic_prefix!r} is under a formats topic; the receiver "
                           "would read its own alerts")
+    if cfg.http.listen and cfg.http.max_body > cfg.formats.max_payload:
+        raise ConfigError(f"http.max_body: {int(cfg.http.max_body)} is more than formats.max_payload "
+                          f"({int(cfg.formats.max_payload)}), which would refuse the bodies in between")
 
 
 def _matches(filt: str, topic: str) -> bool:
@@ -356,6 +409,7 @@ def check_secrets(cfg: Config) -> None:
     cfg.mqtt.credentials()
     influx_url(cfg)
     sink_options(cfg)
+    http_settings(cfg)
 
 
 def check_runtime(cfg: Config) -> None:
@@ -482,7 +536,30 @@ def receiver_settings(cfg: Config) -> ReceiverSettings:
         status_interval_s=float(cfg.status.interval),
         confirm=cfg.confirm.enabled,
         alerts=alert_settings(cfg),
+        http=http_settings(cfg),
     )
+
+
+def http_settings(cfg: Config) -> HttpSettings | None:
+    """The HTTP listener's settings with its secrets read and its TLS context built; None when it is off."""
+    h = cfg.http
+    if not h.listen:
+        return None
+    host, port = split_listen("http.listen", h.listen)
+    password = read_secret_file("http.password_file", h.password_file) if h.auth == "basic" else ""
+    token = read_secret_file("http.token_file", h.token_file) if h.auth == "bearer" else ""
+    _check(h.auth != "basic" or bool(password), f"http.password_file: {h.password_file} is empty")
+    _check(h.auth != "bearer" or bool(token), f"http.token_file: {h.token_file} is empty")
+    tls = None
+    if h.cert_file:
+        try:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(h.cert_file, h.key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"http.cert_file: cannot load {h.cert_file} with http.key_file {h.key_file}: {e}") \
+                from None
+    return HttpSettings(host=host, port=port, path=h.path, auth=h.auth, user=h.user, password=password, token=token,
+                        tls=tls, max_body=int(h.max_body), timeout_s=float(h.timeout))
 
 
 def formats_config(cfg: Config) -> FormatsConfig:

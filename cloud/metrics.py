@@ -70,6 +70,10 @@ class Metrics:
         self.alert_webhook = Counter(p + "alert_webhook", "alerts posted to the webhook, by result: sent, error (a "
                                      "failed attempt, retried), dropped (queue full or retries exhausted)",
                                      ["result"], registry=r)
+        self.http_requests = Counter(p + "http_requests", "HTTP requests to the Ruuvi Gateway listener, by answer code",
+                                     ["code"], registry=r)
+        self.http_readings = Counter(p + "http_readings_received", "readings parsed from HTTP request bodies",
+                                     registry=r)
         self._server: Any = None
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:

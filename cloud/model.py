@@ -42,6 +42,9 @@ class Parsed:
     gateway: str | None = None
     seq: int | None = None  # an edge-gw batch's `seq`: the receiver confirms it to `gateway` once it is stored
     refused: list[Refused] = field(default_factory=list)  # readings of the batch refused one by one
+    # For a message of several readings (not an edge-gw batch): each point's reading as it came, so that one
+    # reading can be refused on its own, with its own dead-letter payload.
+    sources: list[bytes] | None = None
 
 
 class InvalidMessage(ValueError):

@@ -91,6 +91,20 @@ class Monitor:
                                                                                             "unknown")
         child.inc()
 
+    def received_http(self) -> None:
+        """One HTTP request body handed to the parser (its readings are counted by parsed() and http_readings())."""
+        self.counts.received_messages += 1
+        self.metrics.messages_received.labels("ruuvi_gateway_http").inc()
+
+    def http_readings(self, n: int) -> None:
+        self.counts.http_readings += n
+        self.metrics.http_readings.inc(n)
+
+    def http_answered(self, code: int) -> None:
+        key = str(code)
+        self.counts.http_requests[key] = self.counts.http_requests.get(key, 0) + 1
+        self.metrics.http_requests.labels(key).inc()
+
     def connection(self, up: bool) -> None:
         self.metrics.mqtt_connected.set(1 if up else 0)
 

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from cloud import status
 from cloud.alert_hook import AlertHook
@@ -40,7 +41,11 @@ from cloud.receiver_settings import ReceiverSettings
 from cloud.sinks.base import Sink, SinkAuthError
 from cloud.write_path import AfterWrite, Message, ParseFailure, WritePath, WritePathSettings
 
+if TYPE_CHECKING:
+    from cloud.http_input import HttpInput, HttpMessage
+
 log = logging.getLogger("cloud.receiver")
+M = TypeVar("M", bound=Message)
 
 DRAIN_TIMEOUT_S = 20.0
 
@@ -82,6 +87,13 @@ class Receiver:
                               confirm=s.confirm),
             sink=sink, publish=self.input.publisher.publish, monitor=self.monitor, dedup=dedup,
             journal=self.journal, rollups=rollups, alerts=self.alerts, clock=clock)
+        self.http: HttpInput | None = None
+        if s.http is not None:
+            from cloud.http_input import HttpInput  # aiohttp only when the listener is on
+
+            self.http = HttpInput(s.http, self._accept_http, busy=self._http_busy,
+                                  answered=self.monitor.http_answered)
+        self._urgent = False  # the open batch holds an HTTP request: a free writer takes it at once
         self._ready: deque[Batch[Message]] = deque()
         self._writing = 0  # batches the writers hold
         self._writing_points = 0
@@ -139,7 +151,46 @@ class Receiver:
         return self.input.new_message(topic, qos, gateway=gateway, seq=seq,
                                       failure=ParseFailure(payload, reason, now_ns))
 
-    def _add(self, msg: MqttMessage, points: list[Point]) -> MqttMessage:
+    def _accept_http(self, topic: str, body: bytes) -> HttpMessage:
+        """One Ruuvi Gateway HTTP body, as one message: parsed, and in the open batch, which the next free writer
+        takes at once (a request must not wait for batch.max_interval). While the writers are busy, requests
+        gather in it: one write for all of them."""
+        from cloud.http_input import HttpMessage
+
+        now_ns = self._clock()
+        self._last_message = time.monotonic()
+        self.monitor.received_http()
+        future = asyncio.get_running_loop().create_future()
+        points: list[Point] = []
+        try:
+            parsed = self.router.route_format("ruuvi_gateway_http", topic, body, received_ns=now_ns)
+        except InvalidMessage as e:
+            msg = HttpMessage(topic, failure=ParseFailure(body, str(e), now_ns), future=future)
+        except Exception as e:  # a parser bug must not stall the stream either
+            log.exception("parser failed on an HTTP body")
+            reason = f"internal parser error: {type(e).__name__}: {e}"
+            msg = HttpMessage(topic, failure=ParseFailure(body, reason, now_ns), future=future)
+        else:
+            self.monitor.parsed(parsed, now_ns)
+            self.monitor.http_readings(len(parsed.points) + len(parsed.refused))
+            msg = HttpMessage(topic, gateway=parsed.gateway, refused=parsed.refused, future=future,
+                              readings=len(parsed.points))
+            points = parsed.points
+        self._urgent = True
+        self._add(msg, points)
+        self._wake.set()
+        return msg
+
+    def _http_busy(self) -> str | None:
+        if self._stopping:
+            return "the receiver is stopping"
+        if self.sink.state == "retrying":
+            return f"the database is unavailable ({self.sink.last_error or 'retrying'})"
+        if len(self._ready) >= self.settings.queue_batches:
+            return "the write queue is full"
+        return None
+
+    def _add(self, msg: M, points: list[Point]) -> M:
         closed = self.batcher.add(points, msg, time.monotonic())
         if closed is not None:
             self._enqueue(closed)
@@ -173,6 +224,8 @@ class Receiver:
     # ---- batches ----------------------------------------------------------------------------------------------
 
     def _enqueue(self, batch: Batch[Message]) -> None:
+        if self.batcher.open_batch is None:
+            self._urgent = False
         self._ready.append(batch)
         self._wake.set()
         self._update_flow()
@@ -196,6 +249,8 @@ class Receiver:
                 continue
             now = time.monotonic()
             closed = self.batcher.due(now)
+            if closed is None and self._urgent:
+                closed = self.batcher.close("http", now)
             if closed is not None:
                 self._enqueue(closed)
                 continue
@@ -265,6 +320,18 @@ class Receiver:
         alerts_task = asyncio.create_task(self.alerts.run(), name="cloud-ingest-alerts") \
             if self.alerts is not None else None
         try:
+            if self.http is not None:
+                # Before the broker: readings can be stored while it is away (only dead letters need it).
+                h = self.http.settings
+                try:
+                    await self.http.start()
+                except OSError as e:
+                    raise ReceiverError(f"http.listen: cannot listen on {h.host}:{h.port}: {e.strerror or e}") \
+                        from None
+                self.monitor.counts.http_listen = self.http.url
+                log.info("Ruuvi Gateway HTTP listener on %s", self.http.url)
+            else:
+                self.monitor.counts.http_listen = ""
             try:
                 await self.input.connect(stop)
             except InputError as e:
@@ -296,6 +363,9 @@ class Receiver:
             if self.alerts is not None:
                 self.alerts.save()
             self.monitor.write_status(self.live())
+            if self.http is not None:
+                self.http.give_up_all()
+                await self.http.stop()
             with contextlib.suppress(Exception):
                 await self.sink.close()
             if self.journal is not None:
@@ -339,6 +409,8 @@ class Receiver:
         self.input.give_up_all()  # whatever was not written is not acknowledged
         if self.alerts is not None and self._fatal is None:
             await self.alerts.close()  # the PUBACKs of the alert events, then their state on disk
+        if self.http is not None:
+            self.http.give_up_all()  # 503: the gateway sends it again
         await self.input.disconnect(end_session=self.input.retire and self._fatal is None)
         self.monitor.update_gauges(self.live())
 

@@ -26,6 +26,22 @@ class MqttSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The Ruuvi Gateway HTTP listener (cloud/http_input.py), credentials read and TLS context built."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/ruuvi"
+    auth: str = "basic"  # "basic", "bearer" or "none"
+    user: str = ""
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    tls: ssl.SSLContext | None = None
+    max_body: int = 1 << 20
+    timeout_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiverSettings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     dlq_topic: str = "edge-gw/dlq"
@@ -42,3 +58,4 @@ class ReceiverSettings:
     status_interval_s: float = 1.0
     confirm: bool = True  # publish confirmations to edge-gw gateways (docs/wire-format.md "Confirmation")
     alerts: AlertSettings | None = None  # alerts on the data; None: no rules
+    http: HttpSettings | None = None  # None: no HTTP listener

@@ -62,6 +62,10 @@ class Status:
     gateways: dict[str, GatewayState] = field(default_factory=dict)
     # Alerts on the data firing now, as last published: {"rule", "mac", "since_ns", "value"} (cloud/alert_hook.py)
     alerts_firing: list[dict[str, Any]] = field(default_factory=list)
+    # The Ruuvi Gateway HTTP listener (cloud/http_input.py): its URL ("" when off), answers by code, readings.
+    http_listen: str = ""
+    http_requests: dict[str, int] = field(default_factory=dict)
+    http_readings: int = 0
 
     def to_json(self) -> bytes:
         return orjson.dumps({"v": VERSION, **asdict(self)}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
@@ -140,6 +144,9 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"broker drops:   {_broker_drops(status, now)}",
         f"gateways:       {len(status.gateways)}",
     ]
+    if status.http_listen or status.http_requests:
+        codes = ", ".join(f"{n} x {code}" for code, n in sorted(status.http_requests.items())) or "no requests"
+        lines.insert(-1, f"http:           {status.http_listen or 'off'}: {codes}, {status.http_readings} readings")
     width = max((len(g) for g in status.gateways), default=7)
     for name in sorted(status.gateways):
         gw = status.gateways[name]

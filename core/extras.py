@@ -15,6 +15,7 @@ EXTRA_OF = {
     "paho": "gateway",
     "gmqtt": "cloud",
     "influxdb_client": "cloud",
+    "aiohttp": "cloud",
 }
 
 

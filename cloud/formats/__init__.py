@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloud.formats import edge_batch, flat, ruuvi_gateway
+from cloud.formats import edge_batch, flat, ruuvi_gateway, ruuvi_gateway_http
 from cloud.model import InvalidMessage, Parsed, Point, Refused
 
 Parser = Callable[..., Parsed]
@@ -22,6 +22,11 @@ PARSERS: dict[str, Parser] = {
     "edge": edge_batch.parse,
     "ruuvi_gateway": ruuvi_gateway.parse,
     "flat": flat.parse,
+}
+
+# Formats that do not come by topic: the HTTP input picks its parser itself (Router.route_format).
+BODY_PARSERS: dict[str, Parser] = {
+    "ruuvi_gateway_http": ruuvi_gateway_http.parse,
 }
 
 _NS = 1_000_000_000
@@ -85,8 +90,19 @@ class Router:
         name = self.format_of(topic)
         if name is None:
             raise InvalidMessage(f"no input format configured for topic {topic!r}")
+        return self._parse(name, PARSERS[name], topic, payload, received_ns)
+
+    def route_format(self, name: str, topic: str, payload: bytes, received_ns: int | None = None) -> Parsed:
+        """route() for an input that knows its format (BODY_PARSERS; the HTTP input): the same checks."""
+        cfg = self.config
+        if len(payload) > cfg.max_payload_bytes:
+            raise InvalidMessage(f"payload of {len(payload)} bytes exceeds {cfg.max_payload_bytes}")
+        return self._parse(name, BODY_PARSERS[name], topic, payload, received_ns)
+
+    def _parse(self, name: str, parser: Parser, topic: str, payload: bytes, received_ns: int | None) -> Parsed:
+        cfg = self.config
         now = self._clock() if received_ns is None else received_ns
-        parsed = PARSERS[name](topic, payload, measurement=cfg.measurement, received_ns=now)
+        parsed = parser(topic, payload, measurement=cfg.measurement, received_ns=now)
         oldest = now - int(cfg.max_age_s * _NS)
         newest = now + int(cfg.max_ahead_s * _NS)
         points = parsed.points
@@ -107,6 +123,17 @@ class Router:
                                                                       refuse)
             return parsed
         kept: list[Point] = []
+        if parsed.sources is not None:  # several readings, each with its own source
+            sources: list[bytes] = []
+            for p, source in zip(points, parsed.sources, strict=True):
+                why = refuse(p.time_ns)
+                if why is None:
+                    kept.append(p)
+                    sources.append(source)
+                else:
+                    parsed.refused.append(Refused(source, *why))
+            parsed.points, parsed.sources = kept, sources
+            return parsed
         for p in points:
             why = refuse(p.time_ns)
             if why is None:
@@ -121,4 +148,4 @@ def _seconds(s: float) -> str:
     return f"{s:.0f}" if float(s).is_integer() else f"{s:g}"
 
 
-__all__ = ["PARSERS", "FormatsConfig", "InvalidMessage", "Parsed", "Refused", "Router", "topic_matches"]
+__all__ = ["BODY_PARSERS", "PARSERS", "FormatsConfig", "InvalidMessage", "Parsed", "Refused", "Router", "topic_matches"]

@@ -96,14 +96,23 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
 
     mac = normalize_mac(levels[-1], "tag MAC in the topic")
     gateway = gateway_name(require_str(obj, "gw_mac"))
-    time_ns, whole_seconds = _time_ns(obj, now)
+    time_ns, whole_seconds = advert_time_ns(obj, now)
+    point = advert_point(obj, mac=mac, gateway=gateway, time_ns=time_ns, whole_seconds=whole_seconds,
+                         measurement=measurement)
+    return Parsed(points=[] if point is None else [point], gateway=gateway)
+
+
+def advert_point(obj: dict[str, Any], *, mac: str, gateway: str, time_ns: int, whole_seconds: bool,
+                 measurement: str) -> Point | None:
+    """The point of one relayed advert (`data` hex, or the gateway's decoded keys, and `rssi`); None when it is not
+    from a Ruuvi tag or carries no values. Shared with the HTTP format (ruuvi_gateway_http.py)."""
     data = obj.get("data")
     if data is not None:
         if not isinstance(data, str):
             raise InvalidMessage(f"'data' must be a hex string, got {type(data).__name__}")
         decoded = _decode(data)
         if decoded is None:
-            return Parsed(points=[], gateway=gateway)
+            return None
     else:
         decoded = _from_gateway_decoded(obj)
     data_format = decoded.get("data_format")
@@ -116,14 +125,16 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
     if rssi is not None:
         fields["rssi"] = rssi
     if not fields:
-        return Parsed(points=[], gateway=gateway)
+        return None
     tags = {"mac": mac, "gateway": gateway, "data_format": str(data_format)}
-    return Parsed(points=[Point(measurement, tags, fields, time_ns)], gateway=gateway)
+    return Point(measurement, tags, fields, time_ns)
 
 
-def _time_ns(obj: dict[str, Any], received_ns: int) -> tuple[int, bool]:
-    """The point's time, and whether it came in whole seconds (`ts`/`gwts`) rather than as the receive time."""
-    for key in ("ts", "gwts"):
+def advert_time_ns(obj: dict[str, Any], received_ns: int, keys: tuple[str, ...] = ("ts", "gwts"),
+                   no_clock: str = "cnt") -> tuple[int, bool]:
+    """The point's time, and whether it came in whole seconds (`keys`, Unix seconds) rather than as the receive time
+    (the gateway has no clock: it sends the counter `no_clock` instead)."""
+    for key in keys:
         v = obj.get(key)
         if v is None:
             continue
@@ -132,9 +143,9 @@ def _time_ns(obj: dict[str, Any], received_ns: int) -> tuple[int, bool]:
         if type(v) is int and v >= 0:
             return v * _NS, True
         raise InvalidMessage(f"{key!r} must be Unix seconds (int or digit string), got {v!r}"[:200])
-    if "cnt" in obj:
+    if no_clock in obj:
         return received_ns, False
-    raise InvalidMessage("no timestamp: none of 'ts', 'gwts', 'cnt'")
+    raise InvalidMessage(f"no timestamp: none of {', '.join(repr(k) for k in (*keys, no_clock))}")
 
 
 def _within_second(fields: dict[str, Any]) -> int:
