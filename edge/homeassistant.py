@@ -85,6 +85,7 @@ class HaPublisher:
         self._mono = mono
         self._latest: dict[str, Reading] = {}  # written by the pipeline, read by the thread (one store/read each)
         self._tags: dict[str, _Tag] = {}
+        self._gateway = ha.gateway_config(self.node)
         self._leftovers: dict[str, float] = {}  # retained config topic of an earlier run -> when seen
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -151,15 +152,16 @@ class HaPublisher:
                 self._announce_all(session)
             return
         # A config under our node: ours (an echo), or one an earlier run left retained.
+        if self._gateway is not None and topic == self._gateway[0]:
+            return
         if payload and not any(topic in t.configs for t in self._tags.values()):
             self._leftovers.setdefault(topic, self._mono())
         elif not payload:
             self._leftovers.pop(topic, None)
 
     def _announce_all(self, session: Session) -> None:
-        gw = ha.gateway_config(self.node)
-        if gw is not None:
-            session.publish(gw[0], gw[1], retain=True)
+        if self._gateway is not None:
+            session.publish(self._gateway[0], self._gateway[1], retain=True)
         for tag in self._tags.values():
             self._publish_configs(session, tag.configs)
 
