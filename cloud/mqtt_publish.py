@@ -36,6 +36,7 @@ class _Pending:
     topic: str
     payload: bytes
     acked: asyncio.Future[None]
+    retain: bool = False
 
 
 class AckStorage(PersistentStorage):  # type: ignore[misc]  # gmqtt ships no type hints
@@ -102,16 +103,16 @@ class Publisher:
     def disconnected(self) -> None:
         self._connected = False
 
-    async def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> asyncio.Future[None]:
         acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._send(_Pending(topic, payload, acked))
+        await self._send(_Pending(topic, payload, acked, retain))
         return acked
 
     async def _send(self, item: _Pending) -> None:
         while not (self._connected and len(self._pending) < self._window):
             self._room.clear()
             await self._room.wait()
-        self._client.publish(item.topic, item.payload, qos=1)
+        self._client.publish(item.topic, item.payload, qos=1, retain=item.retain)
         mid = self.storage.last_mid
         assert mid is not None, "gmqtt stored no packet for a QoS 1 publish"
         self.storage.last_mid = None

@@ -31,6 +31,7 @@ from cloud.dedup import Dedup
 from cloud.dedup_journal import DedupJournal, JournalError
 from cloud.formats import Router
 from cloud.formats.edge_batch import batch_seq
+from cloud.homeassistant import CloudHa
 from cloud.metrics import Metrics
 from cloud.model import InvalidMessage, Point
 from cloud.monitor import Live, Monitor
@@ -59,8 +60,10 @@ class Receiver:
         metrics: Metrics | None = None,
         status_file: Path | None = None,
         clock: Callable[[], int] = time.time_ns,
+        homeassistant: CloudHa | None = None,
     ) -> None:
         self.settings = s = settings
+        self.homeassistant = homeassistant
         self.sink = sink
         self.router = router
         self.metrics = metrics or Metrics()
@@ -120,6 +123,8 @@ class Receiver:
             reason = f"internal parser error: {type(e).__name__}: {e}"
             return self._add(self._failed(topic, payload, reason, qos, now_ns), [])
         self.monitor.parsed(parsed, now_ns)
+        if self.homeassistant is not None and parsed.points and self.router.format_of(topic) == "ruuvi_gateway":
+            self.homeassistant.offer(parsed.points)  # a dict store per point; its own task publishes
         msg = self.input.new_message(topic, qos, gateway=parsed.gateway, seq=parsed.seq)
         msg.refused = parsed.refused
         return self._add(msg, parsed.points)
@@ -143,6 +148,8 @@ class Receiver:
 
     def _on_connection(self, up: bool) -> None:
         self.monitor.connection(up)
+        if up and self.homeassistant is not None:
+            self.homeassistant.connected()
         if not up and not self._stopping:
             log.warning("disconnected from the broker")
             self._drop_unwritten()
@@ -255,6 +262,8 @@ class Receiver:
                    for i in range(self.settings.writers)]
         status_task = asyncio.create_task(self.monitor.run(self.settings.status_interval_s, self.live),
                                           name="cloud-ingest-status")
+        ha_task = None if self.homeassistant is None else \
+            asyncio.create_task(self.homeassistant.run(self.input.publisher.publish), name="cloud-ingest-ha")
         try:
             try:
                 await self.input.connect(stop)
@@ -280,6 +289,9 @@ class Receiver:
         finally:
             if idle_task is not None:
                 idle_task.cancel()
+            if ha_task is not None:
+                ha_task.cancel()
+                await asyncio.gather(ha_task, return_exceptions=True)
             for t in (*writers, status_task):
                 t.cancel()
             await asyncio.gather(*writers, status_task, return_exceptions=True)
