@@ -159,8 +159,9 @@ async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0) -> int
     # process only, not in the library.
     gc.set_threshold(50_000)
     gc.freeze()
-    from cloud.config import formats_config, influx_url, receiver_settings, sink_options
+    from cloud.config import formats_config, homeassistant_settings, influx_url, receiver_settings, sink_options
     from cloud.formats import Router
+    from cloud.homeassistant import CloudHa
     from cloud.metrics import Metrics
     from cloud.receiver import Receiver
     from cloud.sinks import open_sink
@@ -182,8 +183,10 @@ async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0) -> int
         settings = receiver_settings(cfg)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
+    ha_settings = homeassistant_settings(cfg)
     receiver = Receiver(settings, sink=sink, router=Router(formats_config(cfg)), rollups=rollups, metrics=metrics,
-                        status_file=Path(cfg.status.file) if cfg.status.file else None)
+                        status_file=Path(cfg.status.file) if cfg.status.file else None,
+                        homeassistant=None if ha_settings is None else CloudHa(ha_settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,7 @@ from cloud.alert_hook import AlertSettings
 from cloud.alerts import KINDS, OPS, Rule
 from cloud.formats import FormatsConfig
 from cloud.formats._common import FLOAT_FIELDS, INT_FIELDS
+from cloud.homeassistant import CloudHaSettings
 from cloud.influx_duration import duration_ns
 from cloud.receiver_settings import HttpSettings, MqttSettings, ReceiverSettings
 from cloud.rollups import INTERVALS, RollupConfig
@@ -341,6 +342,30 @@ class HttpSection:
 
 
 @dataclass
+class HomeAssistantSection:
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    state_prefix: str = "cloud-ingest/ha"
+    state_interval: Duration = Duration(10.0)
+    expire_after: Duration = Duration(300.0)
+    remove_after: Duration = Duration(86400.0)
+
+    def __post_init__(self) -> None:
+        for key in ("discovery_prefix", "state_prefix"):
+            value = getattr(self, key)
+            _check(_valid_filter(value) and "+" not in value and "#" not in value,
+                   f"homeassistant.{key}: {value!r} must be a plain topic path (no wildcards)")
+        _check(0.1 <= self.state_interval <= 3600,
+               f"homeassistant.state_interval: must be 0.1 s..1 h, got {self.state_interval}")
+        _check(self.expire_after >= 1 and self.expire_after >= 2 * self.state_interval,
+               f"homeassistant.expire_after: must be at least 1 s and twice homeassistant.state_interval "
+               f"({2 * self.state_interval:g} s), got {self.expire_after}")
+        _check(self.remove_after <= 0 or self.remove_after >= self.expire_after,
+               f"homeassistant.remove_after: must be 0 (never) or at least homeassistant.expire_after "
+               f"({self.expire_after:g} s), got {self.remove_after}")
+
+
+@dataclass
 class Config:
     mqtt: MqttSection = field(default_factory=MqttSection)
     influx: InfluxSection = field(default_factory=InfluxSection)
@@ -355,6 +380,7 @@ class Config:
     log: LogSection = field(default_factory=LogSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
     http: HttpSection = field(default_factory=HttpSection)
+    homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
 
     def batch_max_messages(self) -> int:
         """Messages per batch: half the in-flight window by default, so that one batch fills while another is
@@ -573,3 +599,13 @@ def formats_config(cfg: Config) -> FormatsConfig:
         max_age_s=float(f.max_age),
         max_ahead_s=float(f.max_ahead),
     )
+
+
+def homeassistant_settings(cfg: Config) -> CloudHaSettings | None:
+    """The Home Assistant discovery settings, or None when [homeassistant] is off."""
+    h = cfg.homeassistant
+    if not h.enabled:
+        return None
+    return CloudHaSettings(discovery_prefix=h.discovery_prefix, state_prefix=h.state_prefix,
+                           state_interval_s=float(h.state_interval), expire_after_s=int(h.expire_after),
+                           remove_after_s=float(h.remove_after))

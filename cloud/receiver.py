@@ -33,6 +33,7 @@ from cloud.dedup import Dedup
 from cloud.dedup_journal import DedupJournal, JournalError
 from cloud.formats import Router
 from cloud.formats.edge_batch import batch_seq
+from cloud.homeassistant import CloudHa
 from cloud.metrics import Metrics
 from cloud.model import InvalidMessage, Point
 from cloud.monitor import Live, Monitor
@@ -65,8 +66,10 @@ class Receiver:
         metrics: Metrics | None = None,
         status_file: Path | None = None,
         clock: Callable[[], int] = time.time_ns,
+        homeassistant: CloudHa | None = None,
     ) -> None:
         self.settings = s = settings
+        self.homeassistant = homeassistant
         self.sink = sink
         self.router = router
         self.metrics = metrics or Metrics()
@@ -139,6 +142,8 @@ class Receiver:
             reason = f"internal parser error: {type(e).__name__}: {e}"
             return self._add(self._failed(topic, payload, reason, qos, now_ns), [])
         self.monitor.parsed(parsed, now_ns)
+        if self.homeassistant is not None and parsed.points and self.router.format_of(topic) == "ruuvi_gateway":
+            self.homeassistant.offer(parsed.points)  # a dict store per point; its own task publishes
         msg = self.input.new_message(topic, qos, gateway=parsed.gateway, seq=parsed.seq)
         msg.refused = parsed.refused
         return self._add(msg, parsed.points)
@@ -201,6 +206,8 @@ class Receiver:
 
     def _on_connection(self, up: bool) -> None:
         self.monitor.connection(up)
+        if up and self.homeassistant is not None:
+            self.homeassistant.connected()
         if not up and not self._stopping:
             log.warning("disconnected from the broker")
             self._drop_unwritten()
@@ -319,6 +326,8 @@ class Receiver:
                                           name="cloud-ingest-status")
         alerts_task = asyncio.create_task(self.alerts.run(), name="cloud-ingest-alerts") \
             if self.alerts is not None else None
+        ha_task = None if self.homeassistant is None else \
+            asyncio.create_task(self.homeassistant.run(self.input.publisher.publish), name="cloud-ingest-ha")
         try:
             if self.http is not None:
                 # Before the broker: readings can be stored while it is away (only dead letters need it).
@@ -356,7 +365,7 @@ class Receiver:
         finally:
             if idle_task is not None:
                 idle_task.cancel()
-            tasks = [*writers, status_task, *([alerts_task] if alerts_task is not None else [])]
+            tasks = [*writers, status_task, *(t for t in (alerts_task, ha_task) if t is not None)]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -23,6 +23,7 @@ from core.ratelog import RateLimitedLog
 from edge.clock import Clock
 from edge.config import Config
 from edge.dedup import Dedup
+from edge.homeassistant import HaPublisher, HaSettings, node_for
 from edge.metrics import Counters
 from edge.model import Advert, Reading
 from edge.sources import Source, SourceOptions, open_source
@@ -93,6 +94,17 @@ def source_options(cfg: Config) -> SourceOptions:
         count=cfg.source.count or None,
         seed=cfg.source.seed,
     )
+
+
+def homeassistant_publisher(cfg: Config) -> HaPublisher | None:
+    """The Home Assistant discovery publisher ([homeassistant]), on its own session to the uplink's broker."""
+    h = cfg.homeassistant
+    if not h.enabled:
+        return None
+    mqtt = mqtt_settings(cfg)
+    node = node_for(cfg.gateway.id, mqtt.topic_prefix, h.discovery_prefix, h.state_prefix, float(h.expire_after))
+    client_id = f"{mqtt.client_id or f'edge-gw-{cfg.gateway.id}'}-ha"
+    return HaPublisher(mqtt, client_id, HaSettings(node, float(h.state_interval), float(h.remove_after)))
 
 
 class Pipeline:
@@ -211,6 +223,16 @@ class Gateway:
                                   max_delay_s=float(cfg.store.commit_interval))
         self.pipeline = Pipeline(clock, Dedup(float(cfg.dedup.window), cfg.dedup.max_entries), self.writer.put,
                                  derived=cfg.decode.derived)
+        self.homeassistant = homeassistant_publisher(cfg)
+        if self.homeassistant is not None:
+            # One dict store per reading more on the advert path; the publisher's thread does the rest.
+            store_put, offer = self.writer.put, self.homeassistant.offer
+
+            def put(reading: Reading) -> None:
+                store_put(reading)
+                offer(reading)
+
+            self.pipeline.put = put
         options = source_options(cfg)
         options = dataclasses.replace(options, tags_expected=self._tags_seen_recently(options.expect_s))
         self.source = source if source is not None else open_source(cfg.source.kind, options, counters)
@@ -276,6 +298,8 @@ class Gateway:
         self.uplink = Uplink(self.db, self.cfg.gateway.id, mqtt_settings(self.cfg), uplink_settings(self.cfg),
                              self.counters, self.clock, limits=store_limits(self.cfg))
         self.uplink.start()
+        if self.homeassistant is not None:
+            self.homeassistant.start()
         if not self.clock.synced():
             log.warning("the system clock is not synchronised (NTP): readings are held, not sent, until it is; "
                         "check `timedatectl`, or set clock.assume_synced = true (--assume-synced) on a host whose "
@@ -302,6 +326,8 @@ class Gateway:
                 lost = self.writer.pending
                 self.counters.inc("readings_dropped_cap", lost)
                 log.error("stopping: %d readings in memory could not be stored and are dropped: %s", lost, e)
+            if self.homeassistant is not None:
+                self.homeassistant.stop()
             self.uplink.stop()
             try:
                 self._save_state(running=False)
