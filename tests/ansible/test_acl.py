@@ -26,7 +26,9 @@ DEFAULT_RULES = [
     "topic read edge-gw/#", "topic read ruuvi/#", "topic read sensors/#",
     "topic write edge-gw/dlq", "topic write edge-gw/+/confirm",
     "topic read $SYS/broker/publish/messages/dropped", "topic read $SYS/broker/uptime",
+    "topic write edge-gw/alerts/#", "topic write homeassistant/#", "topic write cloud-ingest/ha/#",
     "pattern write edge-gw/%u/batch", "pattern write edge-gw/%u/status", "pattern read edge-gw/%u/confirm",
+    "pattern readwrite homeassistant/+/%u/#", "pattern write edge-gw/%u/ha/#", "pattern read homeassistant/status",
 ]
 
 pytestmark = pytest.mark.skipif(
@@ -100,7 +102,9 @@ def test_role_variables_reach_the_acl_and_the_broker_enforces_it(tmp_path: Path)
         "topic read fleet/#", "topic read ruuvi/#", "topic read sensors/#",
         "topic write fleet/dlq", "topic write fleet/+/confirm",
         "topic read $SYS/broker/publish/messages/dropped", "topic read $SYS/broker/uptime",
+        "topic write fleet/alerts/#", "topic write homeassistant/#", "topic write cloud-ingest/ha/#",
         "pattern write fleet/%u/batch", "pattern write fleet/%u/status", "pattern read fleet/%u/confirm",
+        "pattern readwrite homeassistant/+/%u/#", "pattern write fleet/%u/ha/#", "pattern read homeassistant/status",
     ]
 
     passwd = tmp_path / "passwd"

@@ -144,7 +144,9 @@ def test_broker_acl_lets_only_the_receiver_confirm(provisioned: Provisioned) -> 
         "user cloud-ingest", "topic read edge-gw/#", "topic read ruuvi/#", "topic read sensors/#",
         "topic write edge-gw/dlq", "topic write edge-gw/+/confirm",
         "topic read $SYS/broker/publish/messages/dropped", "topic read $SYS/broker/uptime",
-        "pattern write edge-gw/%u/batch", "pattern write edge-gw/%u/status", "pattern read edge-gw/%u/confirm"]
+        "topic write edge-gw/alerts/#", "topic write homeassistant/#", "topic write cloud-ingest/ha/#",
+        "pattern write edge-gw/%u/batch", "pattern write edge-gw/%u/status", "pattern read edge-gw/%u/confirm",
+        "pattern readwrite homeassistant/+/%u/#", "pattern write edge-gw/%u/ha/#", "pattern read homeassistant/status"]
     # The receiver the playbooks configure logs in as the ACL's user.
     toml = (root / "etc/cloud-ingest/cloud-ingest.toml").read_text()
     assert 'username = "cloud-ingest"' in toml.splitlines()
