@@ -84,8 +84,9 @@ def specific(now_ns: int) -> list[tuple[str, Callable[[str], bytes], str]]:
         ("edge_status", lambda topic: orjson.dumps({"v": 1, "gateway": topic.split("/")[1], "state": 7}),
          "status state 7 is not online/offline"),
         ("ruuvi_tag", const(b'{"gw_mac":5,"data":123,"ts":"x"}'), "'gw_mac' must be a string, got int"),
-        ("ruuvi_tag", ruuvi(future_s), f"timestamp {future_s * S} is outside"),
-        ("ruuvi_tag", ruuvi(ancient_s), f"timestamp {ancient_s * S} is outside"),
+        # A Ruuvi Gateway point's time is its ts plus the measurement sequence number (1 here) in ns.
+        ("ruuvi_tag", ruuvi(future_s), f"timestamp {future_s * S + 1} is outside"),
+        ("ruuvi_tag", ruuvi(ancient_s), f"timestamp {ancient_s * S + 1} is outside"),
         ("ruuvi_status", const(b'{"state":7}'), "gw_status state 7 is not online/offline"),
         ("flat", const(b'{"sensor_id":[1],"temperature":1.0}'), "sensor_id [1] differs from"),
         ("flat", const(b'{"temperature":1.0,"timestamp":"2999-01-01T00:00:00Z"}'), "timestamp 32472144000000000000"),
