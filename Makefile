@@ -11,23 +11,32 @@ PYTEST_ARGS ?=
 .PHONY: help install check test lint typecheck pytest demo bench mpy firmware clean
 
 help:
-	@echo "make install   install apt/pip/npm dependencies (Debian 12 / Raspberry Pi OS)"
+	@echo "make install   install apt/pip/npm dependencies of the tests and the demo (Debian 12 / Raspberry Pi OS)"
 	@echo "make demo      run the whole pipeline locally (installs what is missing first)"
 	@echo "make check     lint, type-check and the fast lane: unit and component tests (no 'slow' suites)"
 	@echo "make test      lint, type-check and run every test suite (what CI runs)"
 	@echo "make bench     run the benchmarks in bench/ (prints figures; not a test)"
 	@echo "make mpy       compile the MicroPython gateway with mpy-cross into build/micropython"
 
-install:
+# What is installed is remembered by a stamp in the venv, and done again when pyproject.toml or the script change.
+# The demo needs only the daemons and the two servers; the tests need everything (and include the demo's).
+TESTS_INSTALLED := $(VENV)/.installed-tests
+DEMO_INSTALLED := $(VENV)/.installed-demo
+
+install: $(TESTS_INSTALLED)
+
+$(TESTS_INSTALLED): pyproject.toml scripts/install-deps.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
+	touch $@ $(DEMO_INSTALLED)
 
-test: $(PY) lint typecheck pytest
+$(DEMO_INSTALLED): pyproject.toml scripts/install-deps.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh --demo
+	touch $@
 
-check: $(PY) lint typecheck
+test: $(TESTS_INSTALLED) lint typecheck pytest
+
+check: $(TESTS_INSTALLED) lint typecheck
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
-
-$(PY):
-	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
 
 lint:
 	$(PY) -m ruff check core edge cloud tests bench
@@ -38,7 +47,7 @@ typecheck:
 pytest:
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: install
+demo: $(DEMO_INSTALLED)
 	$(PY) scripts/demo.py
 
 bench:

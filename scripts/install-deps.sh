@@ -2,13 +2,20 @@
 # Installs everything edge-gw's tests and demo need on Debian 12 / Raspberry Pi OS: apt packages, the Python
 # package with its test extra, and the MicroPython WebAssembly runtime from npm. Safe to run again: it installs only
 # what is missing. Services installed from apt are not started (the tests and the demo run private instances).
+# `--demo`: only what `make demo` needs (the two servers, and the package with its gateway and cloud extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-APT_PACKAGES=(python3-venv mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics dbus openssl
-              gcc make cmake clang libclang-rt-14-dev nodejs npm debootstrap systemd)
+DEMO=0
+[ "${1:-}" = "--demo" ] && DEMO=1
+if [ "$DEMO" = 1 ]; then
+  APT_PACKAGES=(python3-venv mosquitto mosquitto-clients influxdb influxdb-client)
+else
+  APT_PACKAGES=(python3-venv mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics dbus openssl
+                gcc make cmake clang libclang-rt-14-dev nodejs npm debootstrap systemd)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,10 +46,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "== $BASE_PY -m venv $VENV"
   "$BASE_PY" -m venv "$VENV"
 fi
-echo "== pip install -e .[test] into $VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+EXTRAS=test
+[ "$DEMO" = 1 ] && EXTRAS=gateway,cloud
+echo "== pip install -e .[$EXTRAS] into $VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
 
-if [ -f tests/micropython/package-lock.json ]; then
+if [ "$DEMO" = 0 ] && [ -f tests/micropython/package-lock.json ]; then
   echo "== npm ci (MicroPython WebAssembly runtime)"
   npm ci --prefix tests/micropython --no-audit --no-fund --loglevel=error
 fi
