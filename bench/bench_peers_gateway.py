@@ -90,8 +90,8 @@ def command(tool: str, broker: Mosquitto, work: Path) -> tuple[list[str], dict[s
 
 # ---- what each tool published, in the vectors' terms ------------------------------------------------------------
 def colon_mac(value: Any) -> Any:
-    if isinstance(value, str) and len(value) == 12 and ":" not in value:
-        value = ":".join(value[i:i + 2] for i in range(0, 12, 2))
+    if isinstance(value, str) and ":" not in value:  # 12 hex digits, or 6 for DF6's 3-byte MAC
+        value = ":".join(value[i:i + 2] for i in range(0, len(value), 2))
     return value.lower() if isinstance(value, str) else value
 
 
