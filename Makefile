@@ -25,7 +25,7 @@ DEMO_INSTALLED := $(VENV)/.installed-demo
 
 install: $(TESTS_INSTALLED)
 
-$(TESTS_INSTALLED): pyproject.toml scripts/install-deps.sh
+$(TESTS_INSTALLED): pyproject.toml scripts/install-deps.sh tests/kafka/pom.xml
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
 	touch $@ $(DEMO_INSTALLED)
 

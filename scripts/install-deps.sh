@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything edge-gw's tests and demo need on Debian 12 / Raspberry Pi OS: apt packages, the Python
-# package with its test extra, and the MicroPython WebAssembly runtime from npm. Safe to run again: it installs only
+# package with its test extra, the MicroPython WebAssembly runtime from npm, and the jars of an Apache Kafka broker
+# from Maven Central (with a JDK and Maven). Safe to run again: it installs only
 # what is missing. Services installed from apt are not started (the tests and the demo run private instances).
 # `--demo`: only what `make demo` needs (the two servers, and the package with its gateway and cloud extras).
 set -euo pipefail
@@ -54,4 +55,29 @@ echo "== pip install -e .[$EXTRAS] into $VENV"
 if [ "$DEMO" = 0 ] && [ -f tests/micropython/package-lock.json ]; then
   echo "== npm ci (MicroPython WebAssembly runtime)"
   npm ci --prefix tests/micropython --no-audit --no-fund --loglevel=error
+fi
+
+# Apache Kafka 4.x for the tests (tests/kafka_server.py): a JDK (17 or newer, Kafka 4's minimum) and the broker's jars
+# from Maven Central, copied by Maven from tests/kafka/pom.xml into a cache folder outside the repo (about 55 MB, plus
+# about 80 MB in ~/.m2). A stamp of the pom's digest marks a complete copy: a changed pom copies again.
+if [ "$DEMO" = 0 ]; then
+  java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
+  need=()
+  if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ] 2>/dev/null; then need+=(openjdk-17-jre-headless); fi
+  command -v mvn >/dev/null || need+=(maven)
+  if [ "${#need[@]}" -gt 0 ]; then
+    echo "== apt-get install ${need[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  fi
+  KAFKA_JARS=${EDGE_GW_KAFKA_JARS:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-gw/kafka-jars}
+  digest=$(sha256sum tests/kafka/pom.xml | cut -d' ' -f1)
+  if [ "$(cat "$KAFKA_JARS/.pom-sha256" 2>/dev/null)" != "$digest" ]; then
+    echo "== mvn dependency:copy-dependencies (Kafka broker jars) into $KAFKA_JARS"
+    rm -rf "$KAFKA_JARS"
+    mkdir -p "$KAFKA_JARS"
+    mvn -B -q -f tests/kafka/pom.xml org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$KAFKA_JARS" -Dstyle.color=never
+    echo "$digest" > "$KAFKA_JARS/.pom-sha256"
+  fi
 fi

@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from kafka_server import Kafka
 from servers import Influxd, Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +48,16 @@ def influxd(tmp_path: Path) -> Iterator[Influxd]:
         yield db
     finally:
         db.stop()
+
+
+@pytest.fixture
+def kafka(tmp_path: Path) -> Iterator[Kafka]:
+    """A single-node Kafka 4.x broker (KRaft) from the jars scripts/install-deps.sh copies; about 4 s to start."""
+    broker = Kafka(tmp_path / "kafka").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 # The suites that run the whole pipeline, provision a root file system or run a program end to end: `make test`

@@ -1,0 +1,187 @@
+"""A real Apache Kafka 4.x broker for tests: one KRaft node (broker and controller in one JVM) on free loopback ports,
+its log in a temporary folder, stopped by PID. Its jars come from Maven Central through tests/kafka/pom.xml, copied by
+scripts/install-deps.sh into the cache folder `kafka_jars()` names; nothing is built."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from servers import free_port, stop_pid
+
+POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+
+# Console only: a log4j2.yaml would need jackson-dataformat-yaml, and at INFO the broker prints every config key
+# (about 2,400 lines per start); WARN keeps the log readable, KafkaRaftServer's INFO line says when it has started.
+LOG4J2 = """\
+rootLogger.level = WARN
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.raft.name = kafka.server.KafkaRaftServer
+logger.raft.level = INFO
+"""
+
+STARTED = "Kafka Server started"
+
+
+def kafka_jars() -> Path:
+    """The folder of the broker's jars: $EDGE_GW_KAFKA_JARS, else the cache folder scripts/install-deps.sh fills."""
+    env = os.environ.get("EDGE_GW_KAFKA_JARS")
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "edge-gw" / "kafka-jars"
+
+
+def pom_digest() -> str:
+    """What scripts/install-deps.sh writes into the jars folder once the copy is complete (a changed pom re-copies)."""
+    return hashlib.sha256(POM.read_bytes()).hexdigest()
+
+
+def java_binary() -> str:
+    found = shutil.which("java")
+    if found is None:
+        msg = "java is not installed: run `make install` (scripts/install-deps.sh)"
+        raise FileNotFoundError(msg)
+    return found
+
+
+def check_jars(jars: Path) -> None:
+    stamp = jars / ".pom-sha256"
+    if not stamp.is_file() or stamp.read_text().strip() != pom_digest():
+        msg = f"the Kafka jars in {jars} are missing or stale: run `make install` (scripts/install-deps.sh)"
+        raise FileNotFoundError(msg)
+
+
+def random_cluster_id() -> str:
+    # What `kafka-storage.sh random-uuid` prints (a UUID in URL-safe base64, unpadded), without a JVM start.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass
+class Kafka:
+    """A private single-node Kafka broker. `extra` lines are appended to server.properties. The data folder survives
+    stop() and kill(), so start() again (restart()) comes back on the same log, cluster id and offsets."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    controller_port: int = field(default_factory=free_port)
+    heap: str = "256m"
+    extra: list[str] = field(default_factory=list)
+    jars: Path = field(default_factory=kafka_jars)
+    cluster_id: str = field(default_factory=random_cluster_id)
+    proc: subprocess.Popen[bytes] | None = None
+    started_in: float = 0.0  # seconds from the java command to "Kafka Server started", for the last start()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "kafka.log"
+
+    @property
+    def data(self) -> Path:
+        return self.workdir / "data"
+
+    def config_text(self) -> str:
+        lines = [
+            "process.roles=broker,controller",
+            "node.id=1",
+            # Static voters: a one-node quorum needs no `format --standalone`, and the file is the same on 3.9.
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={self.data}",
+            "num.partitions=1",
+            "auto.create.topics.enable=false",  # topics are made on purpose (AdminClient), a typo must not make one
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",  # the default 50 costs about a second per start on 2 cores
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",  # a single test consumer needs not wait 3 s for others
+        ]
+        return "\n".join([*lines, *self.extra]) + "\n"
+
+    def _java(self, *args: str) -> list[str]:
+        return [
+            java_binary(), f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile=file:{self.workdir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.workdir / 'logs'}",
+            "-cp", f"{self.jars}/*", *args,
+        ]
+
+    def format(self) -> None:
+        """Format the data folder once (KRaft refuses to start on an unformatted one); a formatted one is kept."""
+        if (self.data / "meta.properties").exists():
+            return
+        check_jars(self.jars)
+        run = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id,
+                       "-c", str(self.workdir / "server.properties")),
+            capture_output=True, timeout=60, check=False,
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"kafka StorageTool format failed: {(run.stdout + run.stderr).decode()[-2000:]}")
+
+    def start(self, timeout: float = 60.0) -> Kafka:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "server.properties").write_text(self.config_text())
+        (self.workdir / "log4j2.properties").write_text(LOG4J2)
+        self.format()
+        seen = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
+        began = time.monotonic()
+        with open(self.log, "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self._java("kafka.Kafka", str(self.workdir / "server.properties")),
+                                         stdout=out, stderr=subprocess.STDOUT)
+        deadline = began + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kafka exited with {self.proc.returncode}: {self._tail()}")
+            with open(self.log, "rb") as f:
+                f.seek(seen)
+                if STARTED.encode() in f.read() and self._accepts():
+                    self.started_in = time.monotonic() - began
+                    return self
+            time.sleep(0.05)
+        self.stop(signal.SIGKILL)
+        raise RuntimeError(f"kafka not started after {timeout}s: {self._tail()}")
+
+    def _accepts(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            return True
+        return False
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM is a controlled shutdown (the log is flushed and closed cleanly); SIGKILL is a crash."""
+        stop_pid(self.proc, sig, timeout=30)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
