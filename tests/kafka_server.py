@@ -119,6 +119,10 @@ class Kafka:
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",  # a single test consumer needs not wait 3 s for others
+            # After a SIGKILL the controller (in the same, restarted JVM) refuses the broker's new registration
+            # (DUPLICATE_BROKER_REGISTRATION) until the old one's session expires: 9 s by default, 2 s here.
+            "broker.session.timeout.ms=2000",
+            "broker.heartbeat.interval.ms=500",
         ]
         return "\n".join([*lines, *self.extra]) + "\n"
 

@@ -144,7 +144,7 @@ def test_10k_keyed_records_survive_a_restart_and_a_sigkill_on_both_sides(kafka: 
             batch = c.consume(num_messages=500, timeout=0.5)
             records = [m for m in batch if m.error() is None]
             if not records:
-                if len(set(v for v, _ in seen)) == n:
+                if len({v for v, _ in seen}) == n:
                     break
                 continue
             seen.extend((int(m.value()), m.partition()) for m in records)  # processing
