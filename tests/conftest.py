@@ -62,7 +62,7 @@ def kafka(tmp_path: Path) -> Iterator[Kafka]:
 
 # The suites that run the whole pipeline, provision a root file system or run a program end to end: `make test`
 # runs them, `make check` (the fast lane) does not. One list, so a new file in these folders is slow too.
-SLOW_SUITES = ("faults", "ansible", "grafana", "security")
+SLOW_SUITES = ("faults", "ansible", "grafana", "security", "kafka")
 SLOW_FILES = ("badinput/test_badinput_gateway.py", "badinput/test_badinput_receiver.py", "test_readme.py",
               "firmware/test_firmware_fuzz.py")
 

@@ -99,7 +99,6 @@ def test_kafka_needs_the_installed_jars(tmp_path: Path) -> None:
         Kafka(tmp_path / "k", jars=tmp_path / "no-jars").start()
 
 
-@pytest.mark.slow
 def test_10k_keyed_records_survive_a_restart_and_a_sigkill_on_both_sides(kafka: Kafka) -> None:
     n, keys = 10_000, 50
     create_topic(kafka)
