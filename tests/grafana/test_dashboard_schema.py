@@ -56,8 +56,8 @@ def check(binary: Path, *paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(binary), *map(str, paths)], check=False, capture_output=True, text=True, timeout=60)
 
 
-def test_there_are_dashboards() -> None:
-    assert [p.name for p in DASHBOARDS] == ["air-quality.json", "fleet-overview.json", "tag-detail.json"]
+def test_every_shipped_dashboard_is_checked() -> None:
+    assert {"air-quality.json", "fleet-overview.json", "tag-detail.json"} <= {p.name for p in DASHBOARDS}
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
