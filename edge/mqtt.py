@@ -10,6 +10,8 @@ paho callbacks run inside `poll()` on that same thread and need no locking.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
 import ssl
 import time
@@ -249,10 +251,11 @@ class Session:
             raise ConnectionLost(f"publish failed: {paho.error_string(info.rc)}")
         return info.mid
 
-    def poll(self, timeout: float) -> list[int]:
-        """Run the network for up to `timeout` s; returns the mids PUBACKed since the last call. Check `lost` after."""
+    def poll(self, timeout: float, wake_fd: int | None = None) -> list[int]:
+        """Run the network for up to `timeout` s, or until `wake_fd` is readable (it is then drained); returns the
+        mids PUBACKed since the last call. Check `lost` after."""
         if self.lost is None:
-            rc = self._run_network(timeout)
+            rc = self._run_network(timeout, wake_fd)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and self.lost is None:
                 self.lost = paho.error_string(rc)
             elif self._disconnected is not None and self.lost is None:
@@ -260,7 +263,7 @@ class Session:
         acked, self._acked = self._acked, []
         return acked
 
-    def _run_network(self, timeout: float) -> MQTTErrorCode:
+    def _run_network(self, timeout: float, wake_fd: int | None = None) -> MQTTErrorCode:
         # paho's "external event loop" API: we select() on its socket ourselves, so no thread and no socketpair.
         c = self._client
         sock = c.socket()
@@ -269,9 +272,13 @@ class Session:
         try:
             pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0  # TLS may hold decrypted bytes
             wlist = [sock] if c.want_write() else []
-            readable, writable, _ = select.select([sock], wlist, [], 0 if pending else timeout)
+            rlist: list[Any] = [sock] if wake_fd is None else [sock, wake_fd]
+            readable, writable, _ = select.select(rlist, wlist, [], 0 if pending else timeout)
+            if wake_fd is not None and wake_fd in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_fd, 4096)
             rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-            if readable or pending:
+            if sock in readable or pending:
                 rc = c.loop_read()
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and writable:
                 rc = c.loop_write()

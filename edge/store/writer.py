@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from core.ratelog import RateLimitedLog
 from edge.metrics import Counters
@@ -37,6 +38,7 @@ class StoreWriter:
         self.max_rows = max_rows
         self.max_delay_s = max_delay_s
         self.committed = 0
+        self.on_commit: Callable[[], None] | None = None  # told after each commit that stored rows (the uplink)
         self._pending: list[Reading] = []
         self._first_at = 0.0
         self._wake: asyncio.Event | None = None
@@ -83,6 +85,8 @@ class StoreWriter:
         with self._commit_lock:
             stored = self.store.add(batch)
             self.committed += stored
+        if stored and self.on_commit is not None:
+            self.on_commit()
         counters = self.counters
         counters.inc("readings_stored", stored)
         for name, n in self.store.take_counts().items():
