@@ -222,9 +222,11 @@ class MqttInput:
     # ---- connection -------------------------------------------------------------------------------------------
 
     def pause(self, pause: bool) -> None:
+        if pause == self._paused:
+            return  # the common case, once per message: nothing to look up
         conn = getattr(self.client, "_connection", None)
         transport = getattr(conn, "_transport", None)
-        if transport is None or pause == self._paused:
+        if transport is None:
             return
         with contextlib.suppress(RuntimeError, AttributeError):
             if pause:
