@@ -191,14 +191,17 @@ class TelegrafTool(Tool):
 class IngestTool(Tool):
     name = "cloud-ingest"
 
-    def __init__(self, workdir: Path, mqtt_port: int, influx_url: str, db: str) -> None:
+    def __init__(self, workdir: Path, mqtt_port: int, influx_url: str, db: str, tree: Path | None = None) -> None:
         settings = {"mqtt.receive_maximum": str(WINDOW), "dedup.max_entries": "1000000"}
-        self.rx = ReceiverProcess(workdir, mqtt_port, f"{influx_url}/{db}", f"ci-{db}", settings)
+        self.rx = ReceiverProcess(workdir, mqtt_port, f"{influx_url}/{db}", f"ci-{db}", settings, tree)
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_INGEST_")}
+        if self.rx.tree is not None:
+            env["PYTHONPATH"] = str(self.rx.tree)
         with open(self.rx.log, "ab") as out:
-            self.proc = self.rx.proc = subprocess.Popen(self.rx.args, stdout=out, stderr=subprocess.STDOUT, env=env)
+            self.proc = self.rx.proc = subprocess.Popen(self.rx.args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                                        cwd=self.rx.tree)
 
     def create_session(self) -> None:
         self.rx.start().stop()
@@ -230,6 +233,8 @@ def stored_keys(influxd: Influxd, db: str, field: str) -> set[Key]:
 class Result:
     rate: float
     cpu_per_100k: float
+    missing: int = 0  # never stored in the throughput run
+    rate99: float = 0.0  # readings/s up to 99 % stored: what a last batch stuck on its timer does not skew
     lost: int | None = None
     extra: int | None = None
 
@@ -249,18 +254,21 @@ def throughput(influxd: Influxd, broker: Mosquitto, tool: Tool, db: str, field: 
     tool.start()
     assert tool.proc is not None
     try:
-        last, since = -1, time.monotonic()
+        last, since, cpu, t99 = -1, time.monotonic(), 0.0, 0.0
         while (n := count(influxd, db, field)) < readings:
             if n != last:
-                last, since = n, time.monotonic()
+                last, since, cpu = n, time.monotonic(), cpu_seconds(tool.proc.pid)
+                if not t99 and n >= 0.99 * readings:
+                    t99 = since
             if time.monotonic() - since > 20 or tool.proc.poll() is not None:
-                raise RuntimeError(f"{tool.name}: only {n} of {readings} stored, nothing more for 20 s")
+                break  # some readings never came: timed up to the last one that did, and reported as missing
             time.sleep(0.1)
-        span = time.monotonic() - t0
-        cpu = cpu_seconds(tool.proc.pid)
+        else:
+            since, cpu = time.monotonic(), cpu_seconds(tool.proc.pid)
     finally:
         tool.stop()
-    return Result(readings / span, cpu / readings * 100_000)
+    rate99 = 0.99 * readings / ((t99 or since) - t0)
+    return Result(n / (since - t0), cpu / n * 100_000, missing=readings - n, rate99=rate99)
 
 
 def kill_loss(influxd: Influxd, broker: Mosquitto, tool: Tool, db: str, field: str,
@@ -300,6 +308,7 @@ def main() -> None:
     ap.add_argument("--kill-flat", type=int, default=40_000, help="flat messages for the SIGKILL runs")
     ap.add_argument("--skip-kill", action="store_true")
     ap.add_argument("--ceiling-points", type=int, default=200_000)
+    ap.add_argument("--ingest-tree", type=Path, help="run cloud-ingest from this checkout (e.g. a baseline)")
     args = ap.parse_args()
     if not TELEGRAF.exists():
         sys.exit(f"{TELEGRAF} is missing: run `bash bench/telegraf_setup.sh` first")
@@ -319,7 +328,7 @@ def main() -> None:
                 influxd.query(f'CREATE DATABASE "tg_{db}"', method="POST")
                 influxd.query(f'CREATE DATABASE "ci_{db}"', method="POST")
                 return [TelegrafTool(work, telegraf_config(broker.port, url, f"tg_{db}", workload), f"tg_{db}"),
-                        IngestTool(work, broker.port, url, f"ci_{db}")]
+                        IngestTool(work, broker.port, url, f"ci_{db}", args.ingest_tree)]
 
             results: dict[tuple[str, str], Result] = {}
             # (a) flat JSON, one reading per message.
@@ -329,7 +338,9 @@ def main() -> None:
                 results[("flat", tool.name)] = r = throughput(influxd, broker, tool, db, "temperature", msgs,
                                                               args.flat)
                 print(f"(a) flat JSON, 1 reading/message, {tool.name}: {r.rate:,.0f} readings/s "
-                      f"({r.rate / ceiling:.0%} of the ceiling), {r.cpu_per_100k:.2f} CPU s per 100k", flush=True)
+                      f"({r.rate / ceiling:.0%} of the ceiling; up to 99 % stored: {r.rate99:,.0f}/s = "
+                      f"{r.rate99 / ceiling:.0%}), {r.cpu_per_100k:.2f} CPU s per 100k"
+                      + (f"; {r.missing} NEVER STORED" if r.missing else ""), flush=True)
             # (b) 500 readings per message.
             edge, lp, _ = batch_messages(args.batch, base_ns + 3600 * S)
             for tool in tools("batch", "batch"):
@@ -339,7 +350,8 @@ def main() -> None:
                                                                lp if is_tg else edge, args.batch)
                 print(f"(b) 500 readings/message ({'line protocol' if is_tg else 'edge-gw batches'}), {tool.name}: "
                       f"{r.rate:,.0f} readings/s ({r.rate / ceiling:.0%} of the ceiling), "
-                      f"{r.cpu_per_100k:.2f} CPU s per 100k", flush=True)
+                      f"{r.cpu_per_100k:.2f} CPU s per 100k" + (f"; {r.missing} NEVER STORED" if r.missing else ""),
+                      flush=True)
 
             if not args.skip_kill:
                 kmsgs, kkeys = flat_messages(args.kill_flat, base_ns + 2 * 3600 * S)
@@ -352,7 +364,8 @@ def main() -> None:
 
             tg, ci = results[("flat", TelegrafTool.name)], results[("flat", IngestTool.name)]
             tb, cb = results[("batch", TelegrafTool.name)], results[("batch", IngestTool.name)]
-            print(f"ratios cloud-ingest / Telegraf: (a) flat readings/s {ci.rate / tg.rate:.2f}x, CPU per reading "
+            print(f"ratios cloud-ingest / Telegraf: (a) flat readings/s {ci.rate / tg.rate:.2f}x (up to 99 % "
+                  f"stored {ci.rate99 / tg.rate99:.2f}x), CPU per reading "
                   f"{ci.cpu_per_100k / tg.cpu_per_100k:.2f}x; (b) batches readings/s {cb.rate / tb.rate:.2f}x, "
                   f"CPU per reading {cb.cpu_per_100k / tb.cpu_per_100k:.2f}x")
         finally:
