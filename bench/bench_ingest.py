@@ -41,8 +41,10 @@ S = 1_000_000_000
 
 
 class ReceiverProcess:
-    def __init__(self, workdir: Path, mqtt_port: int, influx_url: str, client_id: str, settings: dict[str, str]):
+    def __init__(self, workdir: Path, mqtt_port: int, influx_url: str, client_id: str, settings: dict[str, str],
+                 tree: Path | None = None):
         self.workdir = workdir
+        self.tree = tree  # run the receiver of another checkout (its cloud/ and core/), e.g. a baseline
         self.status_file = workdir / f"{client_id}.status.json"
         self.log = workdir / f"{client_id}.log"
         self.args = [sys.executable, "-c", "from cloud.cli import main; main()", "run",
@@ -55,8 +57,10 @@ class ReceiverProcess:
 
     def start(self) -> ReceiverProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_INGEST_")}
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)  # and cwd: `-c` puts the working directory first on sys.path
         with open(self.log, "ab") as out:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.tree)
         deadline = time.monotonic() + 20
         while self.status() is None or not self.status()["mqtt_connected"]:  # type: ignore[index]
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -101,12 +105,13 @@ def edge_messages(total: int, per_batch: int, gateways: int, t0: int) -> list[tu
 
 
 def sustained(workdir: Path, broker: Mosquitto, url: str, name: str, messages: list[tuple[str, bytes]],
-              readings: int, settings: dict[str, str], receivers: int = 1) -> tuple[float, dict[str, int]]:
+              readings: int, settings: dict[str, str], receivers: int = 1,
+              tree: Path | None = None) -> tuple[float, dict[str, int]]:
     """Readings/s from the receivers' start until the last write, the broker queue pre-loaded. Several receivers
     share the subscription (mqtt.shared_group)."""
     if receivers > 1:
         settings = {**settings, "mqtt.shared_group": name}
-    rxs = [ReceiverProcess(workdir, broker.port, url, f"{name}-{k}", settings) for k in range(receivers)]
+    rxs = [ReceiverProcess(workdir, broker.port, url, f"{name}-{k}", settings, tree) for k in range(receivers)]
     for rx in rxs:
         rx.start().stop()  # the session exists now; the broker queues for it
     pub = Publisher(broker.port, client_id=f"pub-{name}")
@@ -220,6 +225,8 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=1, help="receiver batch.writers")
     ap.add_argument("--receivers", type=int, default=2,
                     help="also run this many receivers in a shared subscription group on edge traffic (1 = skip)")
+    ap.add_argument("--baseline", type=Path, help="also run the Ruuvi Gateway traffic through the receiver of this "
+                    "checkout (e.g. `git worktree add /tmp/base main`), right after this tree's, for a before/after")
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--latency-interval", default="0.1", help="batch.max_interval for the latency run")
@@ -252,6 +259,13 @@ def main() -> None:
             rrate, rst = sustained(work, broker, f"{base}/ruuvigw", "ruuvigw", rmsgs, args.ruuvi, common)
             print(f"cloud-ingest, Ruuvi Gateway traffic (1 reading/message, QoS 1, {args.ruuvi} messages): "
                   f"{rrate:,.0f} readings/s = {rrate / ceiling:.0%} of the ceiling (written {rst['written']})")
+            if args.baseline is not None:
+                influxd.query('CREATE DATABASE "ruuvigw_base"', method="POST")
+                brate, bst = sustained(work, broker, f"{base}/ruuvigw_base", "ruuvigw-base", rmsgs, args.ruuvi,
+                                       common, tree=args.baseline.resolve())
+                print(f"  the same through the baseline receiver ({args.baseline}): {brate:,.0f} readings/s = "
+                      f"{brate / ceiling:.0%} of the ceiling (written {bst['written']}); this tree is "
+                      f"{rrate / brate:.2f}x the baseline")
 
             if args.receivers > 1:
                 influxd.query('CREATE DATABASE "ingest2"', method="POST")

@@ -1,14 +1,19 @@
 """The MQTT input: gmqtt (MQTT v5) in, one Message per received PUBLISH, its PUBACK only when the write path
 acknowledges it.
 
-- `optimistic_acknowledgement=False` and an `async` on_message: gmqtt sends the PUBACK with the int the coroutine
-  returns, when it returns. The coroutine waits on the message's future: it returns 0 once the message is
-  acknowledged, and raises NotAcknowledged when it must not be; gmqtt then sends nothing and the broker redelivers.
+- QoS 1 deliveries bypass gmqtt's `on_message`: with `optimistic_acknowledgement=False` gmqtt runs one asyncio task
+  per message and sends each PUBACK with its own socket write when that task returns, which cost more than parsing
+  the message for one-reading-per-message traffic (docs/benchmarks.md). The input takes over gmqtt's QoS 1 publish
+  hook (private `_package_handler._handle_qos_1_publish_packet`), hands the message to the receiver at once, and
+  keeps its packet id; once the write path acknowledges it, the PUBACK joins the others acknowledged in the same
+  loop iteration and they go out in one write. A message that must not be acknowledged gets no PUBACK: the broker
+  redelivers it.
 - A fixed client id, `clean_start=False` and a session expiry: after a crash, a restart or a database outage the
   broker still holds every unacknowledged message and redelivers it.
 - A PUBACK answers one delivery on one connection (a "generation" here). A message received before a reconnect is
   not acknowledged: the broker resends it on the new connection (same packet id, DUP set) and that copy is, after
-  its own batch. Acknowledging the old copy could hit a packet id the broker has since given to another message.
+  its own batch. Acknowledging the old copy could hit a packet id the broker has since given to another message;
+  PUBACKs gathered for a connection that has since dropped are thrown away for the same reason.
 - Backpressure: `pause(True)` stops reading the socket (gmqtt has no flow control of its own), so the broker waits.
   That needs gmqtt's transport (private `_connection._transport`; gmqtt is pinned in pyproject.toml and
   tests/cloud/test_mqtt_publish.py checks the attributes).
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,14 +46,14 @@ class InputError(Exception):
     """The broker refused the connection (credentials, not authorised): retrying cannot help."""
 
 
-class NotAcknowledged(Exception):
-    """Raised from on_message so that gmqtt sends no PUBACK; the broker will redeliver the message."""
+# PUBACK with Remaining Length 2: reason code 0 (success) and no properties may be left out (MQTT v5 3.4.2.1).
+_PUBACK = struct.Struct("!BBH")
 
 
 @dataclass(slots=True, eq=False)
 class MqttMessage(Message):
     generation: int = 0  # the connection it arrived on
-    future: asyncio.Future[None] | None = None  # None for QoS 0: nothing to acknowledge
+    mid: int | None = None  # the broker's packet id of a QoS 1 delivery; None for QoS 0: nothing to acknowledge
     input: MqttInput | None = field(default=None, repr=False)
 
     def acknowledge(self) -> None:
@@ -88,6 +94,10 @@ class MqttInput:
         self.subscribed = asyncio.Event()
         self._paused = False
         self._unfinished: set[MqttMessage] = set()
+        self._mid_in_hand: int | None = None  # the packet id of the QoS 1 delivery being handed to the receiver
+        self._pubacks: list[int] = []  # packet ids to acknowledge, all of connection `_puback_generation`
+        self._puback_generation = 0
+        self._flush_scheduled = False
         self.client = self._make_client()
         self.publisher.attach(self.client)
 
@@ -107,28 +117,45 @@ class MqttInput:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
+        client.on_message = self._on_message  # QoS 0 only
+        client._package_handler._handle_qos_1_publish_packet = self._on_qos1_publish
         return client
 
     def new_message(self, topic: str, qos: int, **about: Any) -> MqttMessage:
-        future = asyncio.get_running_loop().create_future() if qos > 0 else None
-        msg = MqttMessage(topic, generation=self.generation, future=future, input=self, **about)
-        if future is not None:
+        mid = self._mid_in_hand if qos > 0 else None
+        msg = MqttMessage(topic, generation=self.generation, mid=mid, input=self, **about)
+        if mid is not None:
             self.inflight += 1
             self._unfinished.add(msg)
         return msg
 
     def finish(self, msg: MqttMessage, *, ack: bool) -> None:
         """Acknowledge the message (only on the connection it came on) or give it up for the broker to resend."""
-        fut = msg.future
-        if fut is None or fut.done():
+        if msg.mid is None or msg not in self._unfinished:
             return
         self.inflight -= 1
         self._unfinished.discard(msg)
         if ack and msg.generation == self.generation:
-            fut.set_result(None)
-        else:
-            fut.set_exception(NotAcknowledged())
+            self._puback(msg.mid)
+
+    def _puback(self, mid: int) -> None:
+        """Queue the PUBACK of `mid` (a delivery on the current connection). A batch acknowledges its messages in
+        one loop iteration: their PUBACKs leave in one socket write, at the end of it."""
+        if self._puback_generation != self.generation:
+            self._pubacks.clear()  # gathered for a connection that dropped: the broker resends those
+            self._puback_generation = self.generation
+        self._pubacks.append(mid)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_pubacks)
+
+    def _flush_pubacks(self) -> None:
+        self._flush_scheduled = False
+        mids, self._pubacks = self._pubacks, []
+        conn = getattr(self.client, "_connection", None)
+        if not mids or conn is None or not self.connected or self._puback_generation != self.generation:
+            return
+        conn.send_package(b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids]))
 
     def give_up_all(self) -> None:
         for msg in list(self._unfinished):
@@ -173,22 +200,33 @@ class MqttInput:
             log.error("the broker refused %d subscription(s): reason codes %s", len(refused), refused)
         self.subscribed.set()
 
-    async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
-        # Everything up to the first await runs in arrival order (gmqtt schedules one task per message, FIFO).
+    def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> None:
+        # QoS 0: gmqtt calls a plain function at once, in arrival order; nothing to acknowledge.
         if self._sys is not None and topic.startswith("$SYS/"):
             self._sys.message(topic, payload)
-            return 0
-        msg = self._handler(topic, payload, qos, bool(properties.get("dup")))
-        if msg is not None and msg.future is not None:
-            await msg.future
-        return 0
+            return
+        self._handler(topic, payload, qos, bool(properties.get("dup")))
+
+    def _on_qos1_publish(self, mid: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
+        # Replaces gmqtt's hook of the same name, called in arrival order for each QoS 1 PUBLISH (topic decoded,
+        # properties parsed). No task: the receiver takes the message now, and finish() acknowledges it later.
+        self._mid_in_hand = mid
+        try:
+            msg = self._handler(topic, payload, 1, bool(properties.get("dup")))
+        finally:
+            self._mid_in_hand = None
+        if msg is None or msg.mid is None:
+            # Not ours to keep (our own dead letters): acknowledged at once, as gmqtt would have.
+            self._puback(mid)
 
     # ---- connection -------------------------------------------------------------------------------------------
 
     def pause(self, pause: bool) -> None:
+        if pause == self._paused:
+            return  # the common case, once per message: nothing to look up
         conn = getattr(self.client, "_connection", None)
         transport = getattr(conn, "_transport", None)
-        if transport is None or pause == self._paused:
+        if transport is None:
             return
         with contextlib.suppress(RuntimeError, AttributeError):
             if pause:

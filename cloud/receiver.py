@@ -37,7 +37,7 @@ from cloud.homeassistant import CloudHa
 from cloud.metrics import Metrics
 from cloud.model import InvalidMessage, Point
 from cloud.monitor import Live, Monitor
-from cloud.mqtt_input import InputError, MqttInput, MqttMessage, NotAcknowledged
+from cloud.mqtt_input import InputError, MqttInput, MqttMessage
 from cloud.receiver_settings import ReceiverSettings
 from cloud.sinks.base import Sink, SinkAuthError
 from cloud.write_path import AfterWrite, Message, ParseFailure, WritePath, WritePathSettings
@@ -220,7 +220,7 @@ class Receiver:
             batches.append(self.batcher.open_batch)
         dropped = 0
         for b in batches:
-            for msg in b.drop(lambda m: isinstance(m, MqttMessage) and m.future is not None):
+            for msg in b.drop(lambda m: isinstance(m, MqttMessage) and m.mid is not None):
                 assert isinstance(msg, MqttMessage)
                 self.input.finish(msg, ack=False)
                 dropped += 1
@@ -315,9 +315,6 @@ class Receiver:
         queueing a stopped member's share of a shared subscription until the session expires."""
         stop = stop or asyncio.Event()
         self.input.retire = retire
-        loop = asyncio.get_running_loop()
-        previous_handler = loop.get_exception_handler()
-        loop.set_exception_handler(_quiet_not_acknowledged)
         self.monitor.started_ns = self._clock()
         idle_task: asyncio.Future[None] | None = None
         writers = [asyncio.create_task(self._writer(), name=f"cloud-ingest-writer-{i}")
@@ -379,7 +376,6 @@ class Receiver:
                 await self.sink.close()
             if self.journal is not None:
                 self.journal.close()
-            loop.set_exception_handler(previous_handler)
         if self._fatal is not None:
             detail = str(self._fatal) or type(self._fatal).__name__
             raise ReceiverError(detail if isinstance(self._fatal, SinkAuthError) else f"write failed: {detail}") \
@@ -423,9 +419,3 @@ class Receiver:
         await self.input.disconnect(end_session=self.input.retire and self._fatal is None)
         self.monitor.update_gauges(self.live())
 
-
-def _quiet_not_acknowledged(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-    # gmqtt's done-callback calls result() on our on_message task: NotAcknowledged surfaces there, by design.
-    if isinstance(context.get("exception"), NotAcknowledged):
-        return
-    loop.default_exception_handler(context)

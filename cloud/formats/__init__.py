@@ -71,12 +71,24 @@ class Router:
         self.config = config or FormatsConfig()
         self._filters = self.config.filters()
         self._clock = clock
+        # Topic -> format, cached: matching the filters cost more than the rest of routing, and a Ruuvi Gateway
+        # has one topic per tag, so the set of topics is small; cleared if it ever grows past the bound.
+        self._format_cache: dict[str, str | None] = {}
 
     def format_of(self, topic: str) -> str | None:
-        for f, name in self._filters:
+        try:
+            return self._format_cache[topic]
+        except KeyError:
+            pass
+        name: str | None = None
+        for f, candidate in self._filters:
             if topic_matches(f, topic):
-                return name
-        return None
+                name = candidate
+                break
+        if len(self._format_cache) >= 50_000:
+            self._format_cache.clear()
+        self._format_cache[topic] = name
+        return name
 
     def route(self, topic: str, payload: bytes, received_ns: int | None = None) -> Parsed:
         """Parse one MQTT message. `received_ns` (default: now) is the time used for messages that carry none.
