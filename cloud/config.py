@@ -20,6 +20,7 @@ from cloud.influx_duration import duration_ns
 from cloud.receiver_settings import HttpSettings, MqttSettings, ReceiverSettings
 from cloud.rollups import INTERVALS, RollupConfig
 from cloud.sinks.base import SinkError, SinkOptions
+from core.config import HomeAssistantSection as CoreHomeAssistantSection
 from core.config import LogSection, MqttConnection, redact_url
 from core.config import MetricsSection as CoreMetricsSection
 from core.settings import ConfigError, Duration, Size, check_private, ensure_dir, load, read_secret_file, state_dir
@@ -342,27 +343,12 @@ class HttpSection:
 
 
 @dataclass
-class HomeAssistantSection:
-    enabled: bool = False
-    discovery_prefix: str = "homeassistant"
+class HomeAssistantSection(CoreHomeAssistantSection):
     state_prefix: str = "cloud-ingest/ha"
-    state_interval: Duration = Duration(10.0)
-    expire_after: Duration = Duration(300.0)
-    remove_after: Duration = Duration(86400.0)
 
     def __post_init__(self) -> None:
-        for key in ("discovery_prefix", "state_prefix"):
-            value = getattr(self, key)
-            _check(_valid_filter(value) and "+" not in value and "#" not in value,
-                   f"homeassistant.{key}: {value!r} must be a plain topic path (no wildcards)")
-        _check(0.1 <= self.state_interval <= 3600,
-               f"homeassistant.state_interval: must be 0.1 s..1 h, got {self.state_interval}")
-        _check(self.expire_after >= 1 and self.expire_after >= 2 * self.state_interval,
-               f"homeassistant.expire_after: must be at least 1 s and twice homeassistant.state_interval "
-               f"({2 * self.state_interval:g} s), got {self.expire_after}")
-        _check(self.remove_after <= 0 or self.remove_after >= self.expire_after,
-               f"homeassistant.remove_after: must be 0 (never) or at least homeassistant.expire_after "
-               f"({self.expire_after:g} s), got {self.remove_after}")
+        super().__post_init__()
+        _check(bool(self.state_prefix), "homeassistant.state_prefix: must not be empty")
 
 
 @dataclass

@@ -3,12 +3,13 @@ that go with them: the MQTT credentials (percent-decoded), the one TLS context, 
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from core.settings import ConfigError, read_secret_file
+from core.settings import ConfigError, Duration, read_secret_file
 
 
 def _check(ok: bool, message: str) -> None:
@@ -102,3 +103,32 @@ class LogSection:
             self.level.lower() in ("debug", "info", "warning", "error"),
             f"log.level: expected debug, info, warning or error, got {self.level!r}",
         )
+
+
+_PLAIN_TOPIC = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+
+
+@dataclass
+class HomeAssistantSection:
+    """[homeassistant] of both daemons: Home Assistant MQTT discovery (docs/homeassistant.md), off by default."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    state_prefix: str = ""  # "": the daemon's own default (edge-gw: <mqtt.topic_prefix>/<gateway id>/ha)
+    state_interval: Duration = Duration(10.0)
+    expire_after: Duration = Duration(300.0)
+    remove_after: Duration = Duration(86400.0)
+
+    def __post_init__(self) -> None:
+        for key in ("discovery_prefix", "state_prefix"):
+            value = getattr(self, key)
+            _check((value == "" and key == "state_prefix") or _PLAIN_TOPIC.fullmatch(value) is not None,
+                   f"homeassistant.{key}: {value!r} must be a plain topic path (no wildcards)")
+        _check(0.1 <= self.state_interval <= 3600,
+               f"homeassistant.state_interval: must be 0.1 s..1 h, got {self.state_interval}")
+        _check(self.expire_after >= 1 and self.expire_after >= 2 * self.state_interval,
+               f"homeassistant.expire_after: must be at least 1 s and twice homeassistant.state_interval "
+               f"({2 * self.state_interval:g} s), got {self.expire_after}")
+        _check(self.remove_after <= 0 or self.remove_after >= self.expire_after,
+               f"homeassistant.remove_after: must be 0 (never) or at least homeassistant.expire_after "
+               f"({self.expire_after:g} s), got {self.remove_after}")

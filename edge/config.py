@@ -3,18 +3,17 @@ then flags."""
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from core.config import HomeAssistantSection as CoreHomeAssistantSection
 from core.config import LogSection, MetricsSection, MqttConnection
 from core.settings import ConfigError, Duration, Size, check_private, load, state_dir
 from core.wire import WireError, check_gateway_id, check_prefix
 
 ENV_PREFIX = "EDGE_GW"
-_PLAIN_TOPIC = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
 def _valid_id(gateway_id: str) -> bool:
@@ -153,27 +152,8 @@ class ClockSection:
 
 
 @dataclass
-class HomeAssistantSection:
-    enabled: bool = False
-    discovery_prefix: str = "homeassistant"
-    state_prefix: str = ""  # "" = <mqtt.topic_prefix>/<gateway id>/ha
-    state_interval: Duration = Duration(10.0)
-    expire_after: Duration = Duration(300.0)
-    remove_after: Duration = Duration(86400.0)
-
-    def __post_init__(self) -> None:
-        for key in ("discovery_prefix", "state_prefix"):
-            value = getattr(self, key)
-            _check((value == "" and key == "state_prefix") or _PLAIN_TOPIC.fullmatch(value) is not None,
-                   f"homeassistant.{key}: {value!r} must be a plain topic path (no wildcards)")
-        _check(0.1 <= self.state_interval <= 3600,
-               f"homeassistant.state_interval: must be 0.1 s..1 h, got {self.state_interval}")
-        _check(self.expire_after >= 1 and self.expire_after >= 2 * self.state_interval,
-               f"homeassistant.expire_after: must be at least 1 s and twice homeassistant.state_interval "
-               f"({2 * self.state_interval:g} s), got {self.expire_after}")
-        _check(self.remove_after <= 0 or self.remove_after >= self.expire_after,
-               f"homeassistant.remove_after: must be 0 (never) or at least homeassistant.expire_after "
-               f"({self.expire_after:g} s), got {self.remove_after}")
+class HomeAssistantSection(CoreHomeAssistantSection):
+    """[homeassistant]: "" state_prefix = <mqtt.topic_prefix>/<gateway id>/ha."""
 
 
 @dataclass

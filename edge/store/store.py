@@ -251,19 +251,10 @@ class Store:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         try:
             with self._write() as conn:
-                gone = conn.execute("DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
-                                    (n,)).rowcount
-                gone_held = 0
-                if gone < n:
-                    gone_held = conn.execute(
-                        "DELETE FROM held WHERE rowid_ IN (SELECT rowid_ FROM held ORDER BY rowid_ LIMIT ?)",
-                        (n - gone,)).rowcount
-                conn.execute("UPDATE queue SET ready_rows = ready_rows - ?, held_rows = held_rows - ? WHERE id = 1",
-                             (gone, gone_held))
-                self._bump(conn, "readings_dropped_cap", gone + gone_held)
+                gone = self._drop_head(conn, n)
         except StoreError:
             return False
-        return gone + gone_held > 0
+        return gone > 0
 
     def _add(self, readings: Sequence[Reading]) -> int:
         dumps = orjson.dumps
@@ -413,17 +404,22 @@ class Store:
             if ready + held == 0:
                 return
             n = max(1, (used - target) * (ready + held) // used + 1)
-            gone = conn.execute("DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
-                                (n,)).rowcount
-            gone_held = 0
-            if gone < n:
-                gone_held = conn.execute(
-                    "DELETE FROM held WHERE rowid_ IN (SELECT rowid_ FROM held ORDER BY rowid_ LIMIT ?)",
-                    (n - gone,)).rowcount
-            conn.execute("UPDATE queue SET ready_rows = ready_rows - ?, held_rows = held_rows - ? WHERE id = 1",
-                         (gone, gone_held))
-            self._bump(conn, "readings_dropped_cap", gone + gone_held)
+            self._drop_head(conn, n)
             used, _ = self._used_pages(conn)
+
+    def _drop_head(self, conn: sqlite3.Connection, n: int) -> int:
+        """Drop the `n` oldest readings (ready ones first, then held), counted as dropped at the cap."""
+        gone = conn.execute("DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
+                            (n,)).rowcount
+        gone_held = 0
+        if gone < n:
+            gone_held = conn.execute(
+                "DELETE FROM held WHERE rowid_ IN (SELECT rowid_ FROM held ORDER BY rowid_ LIMIT ?)",
+                (n - gone,)).rowcount
+        conn.execute("UPDATE queue SET ready_rows = ready_rows - ?, held_rows = held_rows - ? WHERE id = 1",
+                     (gone, gone_held))
+        self._bump(conn, "readings_dropped_cap", gone + gone_held)
+        return int(gone + gone_held)
 
     def enforce_limits(self) -> None:
         """Apply the age and byte bounds now (add() does this after every batch)."""

@@ -6,27 +6,15 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakeclock import FakeClock
+from servers import tmpfs
 from test_uplink_support import make_readings
 
 from edge.store import Store, StoreError, StoreLimits
 from edge.store.lock import BufferLock, holder
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill_until_full(store: Store, batches: int, start: int = 0) -> tuple[int, int]:

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from faults_pipeline import Outcome, Pipeline, compare, wait_until
+from servers import tmpfs
 
 Record = Callable[[Outcome], None]
 MakePipeline = Callable[..., Pipeline]
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_disk_full_under_the_buffer(make_pipeline: MakePipeline, record: Record, tmp_path: Path) -> None:
