@@ -4,8 +4,6 @@ unavailable and then its configs leave the broker; edge-gw traffic is not announ
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,14 +20,11 @@ from test_receiver_support import (
     make_config,
     reading,
     ruuvi_gw_message,
+    start_receiver,
 )
 
-from cloud.config import formats_config, homeassistant_settings, receiver_settings, sink_options
-from cloud.formats import Router
+from cloud.config import homeassistant_settings
 from cloud.homeassistant import CloudHa
-from cloud.metrics import Metrics
-from cloud.receiver import Receiver
-from cloud.sinks import open_sink
 from core.ruuvi import decode
 from edge.sources import encode
 
@@ -47,32 +42,9 @@ def e1_message(tag_mac: str, seq: int, ts_s: int) -> tuple[str, bytes]:
 
 
 def start(cfg: Any) -> RunningReceiver:
-    started = threading.Event()
-    holder: dict[str, Any] = {}
-    errors: list[BaseException] = []
     ha_settings = homeassistant_settings(cfg)
     assert ha_settings is not None
-
-    def main() -> None:
-        async def go() -> None:
-            receiver = Receiver(receiver_settings(cfg), sink=open_sink(cfg.influx.url, options=sink_options(cfg)),
-                                router=Router(formats_config(cfg)), metrics=Metrics(),
-                                status_file=Path(cfg.status.file), homeassistant=CloudHa(ha_settings))
-            stop = asyncio.Event()
-            holder.update(receiver=receiver, loop=asyncio.get_running_loop(), stop=stop)
-            await receiver.run(stop, ready=started.set)
-
-        try:
-            asyncio.run(go())
-        except BaseException as e:  # handed to the test
-            errors.append(e)
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=main, name="receiver", daemon=True)
-    thread.start()
-    assert started.wait(15) and not errors, errors
-    return RunningReceiver(holder["receiver"], thread, holder["loop"], holder["stop"], errors)
+    return start_receiver(cfg, homeassistant=CloudHa(ha_settings))
 
 
 def test_config_section_is_off_by_default() -> None:

@@ -161,8 +161,9 @@ class RunningReceiver:
         return box[0]
 
 
-def start_receiver(cfg: Config, *, rollups: Any = None, sink: Any = None, ready_timeout: float = 15.0
-                   ) -> RunningReceiver:
+def start_receiver(cfg: Config, *, rollups: Any = None, sink: Any = None, ready_timeout: float = 15.0,
+                   **receiver_args: Any) -> RunningReceiver:
+    """The receiver on its own thread and event loop; `receiver_args`: more Receiver() arguments (homeassistant=)."""
     started = threading.Event()
     holder: dict[str, Any] = {}
     errors: list[BaseException] = []
@@ -172,7 +173,7 @@ def start_receiver(cfg: Config, *, rollups: Any = None, sink: Any = None, ready_
             receiver = Receiver(receiver_settings(cfg),
                                 sink=sink or open_sink(cfg.influx.url, options=sink_options(cfg)),
                                 router=Router(formats_config(cfg)), rollups=rollups, metrics=Metrics(),
-                                status_file=Path(cfg.status.file))
+                                status_file=Path(cfg.status.file), **receiver_args)
             stop = asyncio.Event()
             holder.update(receiver=receiver, loop=asyncio.get_running_loop(), stop=stop)
             await receiver.run(stop, ready=started.set)
