@@ -64,7 +64,11 @@ def kafka(tmp_path: Path) -> Iterator[Kafka]:
 # runs them, `make check` (the fast lane) does not. One list, so a new file in these folders is slow too.
 SLOW_SUITES = ("faults", "ansible", "grafana", "security", "kafka")
 SLOW_FILES = ("badinput/test_badinput_gateway.py", "badinput/test_badinput_receiver.py", "test_readme.py",
-              "firmware/test_firmware_fuzz.py")
+              "firmware/test_firmware_fuzz.py",
+              # Waits on real timers (Home Assistant's expiry, the broker's $SYS interval), a million generated
+              # inputs, and pip resolving the extras against the package index.
+              "edge/test_homeassistant.py", "cloud/test_homeassistant_cloud.py", "cloud/test_broker_drops.py",
+              "badinput/test_badinput_decoders.py", "test_extras.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
