@@ -16,8 +16,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from servers import free_port, stop_pid
+from servers import ServerProcess, free_port
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 
@@ -72,9 +73,12 @@ def random_cluster_id() -> str:
 
 
 @dataclass
-class Kafka:
+class Kafka(ServerProcess):
     """A private single-node Kafka broker. `extra` lines are appended to server.properties. The data folder survives
-    stop() and kill(), so start() again (restart()) comes back on the same log, cluster id and offsets."""
+    stop() and kill(), so start() again (restart()) comes back on the same log, cluster id and offsets. SIGTERM is a
+    controlled shutdown (the log is flushed and closed cleanly); SIGKILL is a crash."""
+
+    stop_timeout: ClassVar[float] = 30.0
 
     workdir: Path
     port: int = field(default_factory=free_port)
@@ -178,14 +182,3 @@ class Kafka:
     def _tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """SIGTERM is a controlled shutdown (the log is flushed and closed cleanly); SIGKILL is a crash."""
-        stop_pid(self.proc, sig, timeout=30)
-        self.proc = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
 
 def free_port() -> int:
@@ -71,8 +72,30 @@ def server_binary(name: str) -> str:
     return found
 
 
+class ServerProcess:
+    """What every test server does with its process: stop it by PID (SIGTERM, or SIGKILL as a crash), and start it
+    again on the same data and ports. A subclass has `proc` and `start()`, and may give its own `stop_timeout`."""
+
+    proc: subprocess.Popen[bytes] | None
+    stop_timeout: ClassVar[float] = 10.0
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        stop_pid(self.proc, sig, timeout=self.stop_timeout)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @dataclass
-class Mosquitto:
+class Mosquitto(ServerProcess):
     """A private Mosquitto 2.x broker. `extra` lines are appended to its config (auth, TLS listeners, ACLs)."""
 
     workdir: Path
@@ -123,21 +146,13 @@ class Mosquitto:
         _wait_tcp(self.port, self.proc, self.workdir / "mosquitto.stdout")
         return self
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        stop_pid(self.proc, sig)
-        self.proc = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 @dataclass
-class Influxd:
+class Influxd(ServerProcess):
     """A private InfluxDB 1.x (Debian's 1.6.7) with its own config, data dirs and ports; reporting off."""
+
+    stop_timeout: ClassVar[float] = 20.0
 
     workdir: Path
     port: int = field(default_factory=free_port)
@@ -194,16 +209,6 @@ bind-address = "127.0.0.1:{self.rpc_port}"
             time.sleep(0.05)
         raise RuntimeError("influxd did not answer /ping")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        stop_pid(self.proc, sig, timeout=20)
-        self.proc = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def query(self, q: str, db: str | None = None, *, user: str = "", password: str = "", method: str = "GET") -> dict:
         """Run an InfluxQL query and return the decoded JSON ({"results": [...]})."""
