@@ -342,6 +342,61 @@ class HttpSection:
                                       f"authenticates), not on {host!r}")
 
 
+KAFKA_SECURITY = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
+KAFKA_SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_BOOTSTRAP_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}")
+
+
+@dataclass
+class KafkaSection:
+    """The Kafka path (docs/kafka.md): what `cloud-ingest bridge` produces to and `run --kafka` consumes from."""
+
+    bootstrap: str = ""  # host:port[,host:port...]; "" = no Kafka (--kafka sets it)
+    topic: str = "ruuvi.readings"
+    dlq_topic: str = "ruuvi.dlq"
+    group: str = "cloud-ingest"  # the consumer group of `run --kafka`
+    encoding: str = "json"  # "json" or "avro" (cloud/kafka/reading.avsc)
+    record: str = "reading"  # one record per "reading", or per tag and write "batch"
+    create_topics: bool = True  # the bridge creates missing topics with these two settings
+    partitions: int = 6
+    replication_factor: int = 1
+    security_protocol: str = "plaintext"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        from cloud.kafka.records import ENCODINGS, RECORD_KINDS
+
+        if self.bootstrap:
+            for part in self.bootstrap.split(","):
+                _check(_BOOTSTRAP_HOST.fullmatch(part.strip()) is not None,
+                       f"kafka.bootstrap: expected host:port[,host:port...], got {self.bootstrap!r}")
+        for key in ("topic", "dlq_topic"):
+            value = getattr(self, key)
+            _check(_KAFKA_TOPIC.fullmatch(value) is not None and value not in (".", ".."),
+                   f"kafka.{key}: {value!r} must be 1-249 characters of A-Z a-z 0-9 . _ -")
+        _check(self.topic != self.dlq_topic, "kafka.dlq_topic: must differ from kafka.topic")
+        _check(bool(self.group), "kafka.group: must not be empty")
+        _check(self.encoding in ENCODINGS, f"kafka.encoding: expected one of {', '.join(ENCODINGS)}, "
+                                            f"got {self.encoding!r}")
+        _check(self.record in RECORD_KINDS, f"kafka.record: expected one of {', '.join(RECORD_KINDS)}, "
+                                             f"got {self.record!r}")
+        _check(1 <= self.partitions <= 10000, f"kafka.partitions: must be 1..10000, got {self.partitions}")
+        _check(1 <= self.replication_factor <= 32,
+               f"kafka.replication_factor: must be 1..32, got {self.replication_factor}")
+        _check(self.security_protocol in KAFKA_SECURITY,
+               f"kafka.security_protocol: expected one of {', '.join(KAFKA_SECURITY)}, got {self.security_protocol!r}")
+        sasl = self.security_protocol.startswith("sasl")
+        _check(not sasl or self.sasl_mechanism in KAFKA_SASL,
+               f"kafka.sasl_mechanism: expected one of {', '.join(KAFKA_SASL)}, got {self.sasl_mechanism!r}")
+        _check(not sasl or (bool(self.username) and bool(self.password_file)),
+               f"kafka.security_protocol: {self.security_protocol} needs kafka.username and kafka.password_file")
+        _check(not self.ca_file or Path(self.ca_file).is_file(), f"kafka.ca_file: {self.ca_file} does not exist")
+
+
 @dataclass
 class HomeAssistantSection(CoreHomeAssistantSection):
     state_prefix: str = "cloud-ingest/ha"
@@ -367,6 +422,7 @@ class Config:
     alerts: AlertsSection = field(default_factory=AlertsSection)
     http: HttpSection = field(default_factory=HttpSection)
     homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
+    kafka: KafkaSection = field(default_factory=KafkaSection)
 
     def batch_max_messages(self) -> int:
         """Messages per batch: half the in-flight window by default, so that one batch fills while another is
@@ -595,3 +651,19 @@ def homeassistant_settings(cfg: Config) -> CloudHaSettings | None:
     return CloudHaSettings(discovery_prefix=h.discovery_prefix, state_prefix=h.state_prefix,
                            state_interval_s=float(h.state_interval), expire_after_s=int(h.expire_after),
                            remove_after_s=float(h.remove_after))
+
+
+def kafka_client_config(cfg: Config) -> dict[str, str]:
+    """The librdkafka settings every Kafka client of ours shares (producer, consumer, admin): where the brokers are
+    and how to authenticate. Reads kafka.password_file; ConfigError naming the key when Kafka is not configured."""
+    k = cfg.kafka
+    if not k.bootstrap:
+        raise ConfigError("kafka.bootstrap: not set (--kafka host:port)")
+    out = {"bootstrap.servers": k.bootstrap, "security.protocol": k.security_protocol}
+    if k.security_protocol.startswith("sasl"):
+        out["sasl.mechanism"] = k.sasl_mechanism
+        out["sasl.username"] = k.username
+        out["sasl.password"] = read_secret_file("kafka.password_file", k.password_file)
+    if k.ca_file:
+        out["ssl.ca.location"] = k.ca_file
+    return out

@@ -1,0 +1,187 @@
+"""Points as Kafka records, and back: the contract between `cloud-ingest bridge` and `cloud-ingest run --kafka`.
+
+A record is keyed by the tag's MAC (else its gateway, else the measurement), so that Kafka keeps each tag's readings
+in order in one partition. Its value is one reading (`kafka.record = "reading"`) or all the readings of one tag in
+one write batch (`"batch"`), in JSON or in Avro (schema: reading.avsc; a batch is an array of it). The headers say
+which: `content-type` (`application/json` or `application/avro`), `record` (`reading` or `batch`) and, for Avro,
+`schema-fingerprint` (the schema's CRC-64-AVRO fingerprint, 16 hex digits), so that a consumer refuses a record
+written with another schema instead of misreading it.
+
+Both encodings keep the field types InfluxDB fixes per field (docs/wire-format.md "InfluxDB types"): Avro by its
+union `boolean | long | double | string`, JSON because orjson writes every float with a decimal point or exponent.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from cloud.model import FieldValue, Point
+
+ENCODINGS = ("json", "avro")
+RECORD_KINDS = ("reading", "batch")
+CONTENT_TYPES = {"json": b"application/json", "avro": b"application/avro"}
+
+
+class RecordError(ValueError):
+    """A record that cannot be decoded into points: a poison record. The one-line reason goes to the DLQ headers."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    readings: int  # how many points the value holds
+
+
+def record_key(p: Point) -> bytes:
+    tags = p.tags
+    return (tags.get("mac") or tags.get("gateway") or p.measurement).encode()
+
+
+def _load_schema() -> dict[str, Any]:
+    text = resources.files("cloud.kafka").joinpath("reading.avsc").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+class Codec:
+    """Encodes points into records and decodes records into points, for one encoding."""
+
+    def __init__(self, encoding: str = "json") -> None:
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+        self.encoding = encoding
+        self._avro_schemas: _Avro | None = _Avro() if encoding == "avro" else None
+        self.fingerprint = self._avro_schemas.fingerprint if self._avro_schemas else ""
+        base = [("content-type", CONTENT_TYPES[encoding])]
+        if self.fingerprint:
+            base.append(("schema-fingerprint", self.fingerprint.encode()))
+        self._headers = {kind: [*base, ("record", kind.encode())] for kind in RECORD_KINDS}
+
+    @property
+    def _avro(self) -> _Avro:
+        if self._avro_schemas is None:
+            self._avro_schemas = _Avro()  # a JSON codec reads Avro too; it parses the schema on first use
+        return self._avro_schemas
+
+    # ---- encode ----------------------------------------------------------------------------------------------
+
+    def records(self, points: Sequence[Point], kind: str = "reading") -> list[Record]:
+        """The records for these points: one per point, or one per key holding that key's points in order."""
+        if kind == "reading":
+            headers = self._headers["reading"]
+            return [Record(record_key(p), self.encode_reading(p), headers, 1) for p in points]
+        if kind != "batch":
+            raise ValueError(f"record kind must be one of {', '.join(RECORD_KINDS)}, got {kind!r}")
+        groups: dict[bytes, list[Point]] = {}
+        for p in points:
+            groups.setdefault(record_key(p), []).append(p)
+        headers = self._headers["batch"]
+        return [Record(key, self.encode_batch(pts), headers, len(pts)) for key, pts in groups.items()]
+
+    def encode_reading(self, p: Point) -> bytes:
+        obj = {"measurement": p.measurement, "time_ns": p.time_ns, "tags": p.tags, "fields": p.fields}
+        if self.encoding == "json":
+            return orjson.dumps(obj)
+        return self._avro.write(self._avro.reading, obj)
+
+    def encode_batch(self, points: Iterable[Point]) -> bytes:
+        objs = [{"measurement": p.measurement, "time_ns": p.time_ns, "tags": p.tags, "fields": p.fields}
+                for p in points]
+        if self.encoding == "json":
+            return orjson.dumps(objs)
+        return self._avro.write(self._avro.batch, objs)
+
+    # ---- decode ----------------------------------------------------------------------------------------------
+
+    def decode(self, value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None = None) -> list[Point]:
+        """The points of one record; RecordError says why a record cannot be read. A record without headers is
+        read as one JSON reading (what another producer most likely wrote)."""
+        h = {k: v for k, v in headers or () if v is not None}
+        content_type = h.get("content-type", CONTENT_TYPES["json"])
+        kind = h.get("record", b"reading").decode(errors="replace")
+        if kind not in RECORD_KINDS:
+            raise RecordError(f"unknown record kind {kind!r} in the 'record' header")
+        if value is None:
+            raise RecordError("record has no value (a tombstone)")
+        if content_type == CONTENT_TYPES["json"]:
+            try:
+                obj = orjson.loads(value)
+            except orjson.JSONDecodeError as e:
+                raise RecordError(f"malformed JSON: {e}") from None
+        elif content_type == CONTENT_TYPES["avro"]:
+            obj = self._read_avro(value, kind, h.get("schema-fingerprint"))
+        else:
+            raise RecordError(f"unknown content-type {content_type.decode(errors='replace')!r}")
+        if kind == "reading":
+            return [_point(obj)]
+        if not isinstance(obj, list) or not obj:
+            raise RecordError("a batch record must hold a non-empty array of readings")
+        return [_point(o) for o in obj]
+
+    def _read_avro(self, value: bytes, kind: str, fingerprint: bytes | None) -> Any:
+        avro = self._avro
+        if fingerprint is not None and fingerprint.decode(errors="replace") != avro.fingerprint:
+            raise RecordError(f"Avro record with schema fingerprint {fingerprint.decode(errors='replace')!r}, "
+                              f"expected {avro.fingerprint!r} (reading.avsc)")
+        return avro.read(avro.reading if kind == "reading" else avro.batch, value)
+
+
+class _Avro:
+    """reading.avsc parsed, for one reading and for an array of them."""
+
+    def __init__(self) -> None:
+        import fastavro  # only where Avro is used
+
+        self._fastavro = fastavro
+        raw = _load_schema()
+        self.reading = fastavro.parse_schema(raw)
+        self.batch = fastavro.parse_schema({"type": "array", "items": raw})
+        self.fingerprint: str = fastavro.schema.fingerprint(fastavro.schema.to_parsing_canonical_form(raw),
+                                                            "CRC-64-AVRO")
+
+    def write(self, schema: Any, obj: Any) -> bytes:
+        buf = io.BytesIO()
+        self._fastavro.schemaless_writer(buf, schema, obj)
+        return buf.getvalue()
+
+    def read(self, schema: Any, value: bytes) -> Any:
+        buf = io.BytesIO(value)
+        try:
+            obj = self._fastavro.schemaless_reader(buf, schema, None)
+        except Exception as e:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ... on garbage
+            raise RecordError(f"malformed Avro: {type(e).__name__}: {e}"[:300]) from None
+        if buf.tell() != len(value):
+            raise RecordError(f"malformed Avro: {len(value) - buf.tell()} bytes after the record")
+        return obj
+
+
+def _point(obj: Any) -> Point:
+    if not isinstance(obj, dict):
+        raise RecordError(f"a reading must be an object, got {type(obj).__name__}")
+    measurement, time_ns, tags, fields = (obj.get(k) for k in ("measurement", "time_ns", "tags", "fields"))
+    if not isinstance(measurement, str) or not measurement:
+        raise RecordError("reading.measurement must be a non-empty string")
+    if type(time_ns) is not int:
+        raise RecordError(f"reading.time_ns must be an integer, got {type(time_ns).__name__}")
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise RecordError("reading.tags must be an object of strings")
+    if not isinstance(fields, dict) or not fields:
+        raise RecordError("reading.fields must be a non-empty object")
+    for k, v in fields.items():
+        if type(v) not in (bool, int, float, str):
+            raise RecordError(f"reading.fields.{k} must be a number, a boolean or a string, got {type(v).__name__}")
+        if type(v) is float and not math.isfinite(v):
+            raise RecordError(f"reading.fields.{k} is not finite")
+    typed: dict[str, FieldValue] = fields
+    return Point(measurement, tags, typed, time_ns)
