@@ -40,7 +40,7 @@ from cloud.monitor import Live, Monitor
 from cloud.mqtt_input import InputError, MqttInput, MqttMessage
 from cloud.receiver_settings import ReceiverSettings
 from cloud.sinks.base import Sink, SinkAuthError
-from cloud.write_path import AfterWrite, Message, ParseFailure, WritePath, WritePathSettings
+from cloud.write_path import AfterWrite, DeadLetter, Message, ParseFailure, WritePath, WritePathSettings
 
 if TYPE_CHECKING:
     from cloud.http_input import HttpInput, HttpMessage
@@ -67,6 +67,7 @@ class Receiver:
         status_file: Path | None = None,
         clock: Callable[[], int] = time.time_ns,
         homeassistant: CloudHa | None = None,
+        dead_letter: DeadLetter | None = None,
     ) -> None:
         self.settings = s = settings
         self.homeassistant = homeassistant
@@ -89,7 +90,7 @@ class Receiver:
             WritePathSettings(receiver=s.mqtt.client_id, dlq_topic=s.dlq_topic, dlq_max_payload=s.dlq_max_payload,
                               confirm=s.confirm),
             sink=sink, publish=self.input.publisher.publish, monitor=self.monitor, dedup=dedup,
-            journal=self.journal, rollups=rollups, alerts=self.alerts, clock=clock)
+            journal=self.journal, rollups=rollups, alerts=self.alerts, dead_letter=dead_letter, clock=clock)
         self.http: HttpInput | None = None
         if s.http is not None:
             from cloud.http_input import HttpInput  # aiohttp only when the listener is on

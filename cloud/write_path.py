@@ -66,6 +66,15 @@ class Publish(Protocol):
     def __call__(self, topic: str, payload: bytes) -> Awaitable[Awaitable[None]]: ...
 
 
+class DeadLetter(Protocol):
+    """Sends one dead letter: returns once it is sent, with an awaitable that completes once it is safe (its PUBACK,
+    or Kafka's acknowledgement). The default (WritePath.mqtt_dead_letter) wraps it in a JSON record (cloud/dlq.py)
+    for the MQTT dead-letter topic; the Kafka path sends the payload as it came, the reason in headers."""
+
+    def __call__(self, topic: str, payload: bytes, reason: str, stage: str,
+                 time_ns: int) -> Awaitable[Awaitable[None]]: ...
+
+
 class AfterWrite(Protocol):
     async def after_write(self, points: Sequence[Point]) -> None: ...
 
@@ -102,7 +111,7 @@ class WritePath:
     def __init__(self, settings: WritePathSettings, *, sink: Sink, publish: Publish, monitor: Monitor,
                  dedup: Dedup | None = None, journal: DedupJournal | None = None,
                  rollups: AfterWrite | None = None, alerts: AfterWrite | None = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 dead_letter: DeadLetter | None = None, clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
         self.sink = sink
         self.publish = publish
@@ -111,6 +120,7 @@ class WritePath:
         self.journal = journal
         self.rollups = rollups
         self.alerts = alerts  # alerts on the data (cloud/alert_hook.py): sees what was stored
+        self.send_dead_letter: DeadLetter = dead_letter or self.mqtt_dead_letter
         self._clock = clock
         self._journal_failed = False
         self._next_ticket = 0  # batches in the order write() was called
@@ -183,12 +193,16 @@ class WritePath:
 
     async def _dead_letter(self, topic: str, payload: bytes, reason: str, stage: str,
                            time_ns: int) -> Awaitable[None]:
+        acked = await self.send_dead_letter(topic, payload, reason, stage, time_ns)
+        self.monitor.dead_letter(stage, topic, reason)
+        return acked
+
+    async def mqtt_dead_letter(self, topic: str, payload: bytes, reason: str, stage: str,
+                               time_ns: int) -> Awaitable[None]:
         s = self.settings
         record = dlq.record(topic=topic, payload=payload, reason=reason, stage=stage, time_ns=time_ns,
                             receiver=s.receiver, max_payload=s.dlq_max_payload)
-        acked = await self.publish(s.dlq_topic, record)
-        self.monitor.dead_letter(stage, topic, reason)
-        return acked
+        return await self.publish(s.dlq_topic, record)
 
     async def _confirm(self, messages: list[Message]) -> None:
         out = confirmations(messages)
