@@ -6,7 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The venv's console scripts (edge-gw, cloud-ingest, mpremote, ansible-playbook) come first, as if it were activated.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-PYTEST_ARGS ?=
+# Most tests wait on real servers and timers, not on the CPU: three workers (pytest-xdist) on 2 cores. Serially:
+# `make test PYTEST_ARGS=`.
+PYTEST_ARGS ?= -n 3 --dist loadgroup
 
 .PHONY: help install check test lint typecheck pytest demo bench mpy firmware clean
 
