@@ -6,9 +6,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The venv's console scripts (edge-gw, cloud-ingest, mpremote, ansible-playbook) come first, as if it were activated.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-# Most tests wait on real servers and timers, not on the CPU: three workers (pytest-xdist) on 2 cores. Serially:
-# `make test PYTEST_ARGS=`.
-PYTEST_ARGS ?= -n 3 --dist loadgroup
+# Most tests wait on real servers and timers, not on the CPU: three workers (pytest-xdist) on 2 cores. A file runs
+# whole on one worker, so a session fixture that builds something (the debootstrap target, the firmware) is built
+# once per file that needs it, not once per test. (`--dist loadgroup` would group whole suites, but pytest-xdist
+# 3.8 cannot mark the groups under pytest 9.2: it sets `item._nodeid`, which pytest 9 no longer reads.)
+# Serially: `make test PYTEST_ARGS=`.
+PYTEST_ARGS ?= -n 3 --dist loadfile
 
 .PHONY: help install check test lint typecheck pytest demo bench mpy firmware clean
 

@@ -71,18 +71,9 @@ SLOW_FILES = ("badinput/test_badinput_gateway.py", "badinput/test_badinput_recei
               "badinput/test_badinput_decoders.py", "test_extras.py")
 
 
-# Suites whose session fixtures build something once (a debootstrap target, the WebAssembly MicroPython, the
-# firmware, the dashboards' database): under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`) each suite stays
-# on one worker, so its fixture is built once, not once per worker.
-ONE_WORKER_SUITES = ("ansible", "grafana", "micropython", "firmware")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         rel = Path(item.path).relative_to(here).as_posix()
-        suite = rel.split("/")[0]
-        if suite in SLOW_SUITES or rel in SLOW_FILES:
+        if rel.split("/")[0] in SLOW_SUITES or rel in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
-        if suite in ONE_WORKER_SUITES:
-            item.add_marker(pytest.mark.xdist_group(suite))
