@@ -140,8 +140,9 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
         _publish(broker.port, [*batches, b"{not json"])
 
         # Every history reading written, the late-data rollups re-run for its finished hours and days, live data
-        # flowing, and enough scrapes that a Grafana-like 15 s step finds samples.
-        deadline = time.monotonic() + 90
+        # flowing, and enough scrapes that a Grafana-like 15 s step finds samples. About 30 s alone; the bound is for
+        # a machine the other test workers load.
+        deadline = time.monotonic() + 240
         ready: dict[str, bool] = {}
         per_gateway = 'SELECT count("rssi") FROM "raw"."ruuvi" WHERE "gateway" = \'{}\''
         vm_url = f"http://127.0.0.1:{vm_port}"
