@@ -23,7 +23,9 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), str(ROOT / "bench")]
@@ -42,15 +44,19 @@ S = 1_000_000_000
 
 class ReceiverProcess:
     def __init__(self, workdir: Path, mqtt_port: int, influx_url: str, client_id: str, settings: dict[str, str],
-                 tree: Path | None = None):
+                 tree: Path | None = None, command: list[str] | None = None):
+        """`command`: another cloud-ingest command and its inputs instead of `run --mqtt <broker> --influx <url>`
+        (e.g. `bridge --mqtt .. --kafka ..`); the status file, client id and settings are added the same."""
         self.workdir = workdir
         self.tree = tree  # run the receiver of another checkout (its cloud/ and core/), e.g. a baseline
         self.status_file = workdir / f"{client_id}.status.json"
         self.log = workdir / f"{client_id}.log"
-        self.args = [sys.executable, "-c", "from cloud.cli import main; main()", "run",
-                     "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", "--influx", influx_url, "--client-id", client_id,
+        command = command or ["run", "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", "--influx", influx_url]
+        self.args = [sys.executable, "-c", "from cloud.cli import main; main()", *command, "--client-id", client_id,
                      "--metrics-port", "0", "--status-file", str(self.status_file), "--log-level", "warning",
-                     "--set", "status.interval=0.05", "--set", "rollups.enabled=false"]
+                     "--set", "status.interval=0.05"]
+        if command[0] == "run":
+            self.args += ["--set", "rollups.enabled=false"]
         for k, v in settings.items():
             self.args += ["--set", f"{k}={v}"]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -137,12 +143,17 @@ def sustained(workdir: Path, broker: Mosquitto, url: str, name: str, messages: l
             rx.stop()
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 def latency(workdir: Path, broker: Mosquitto, influxd: Influxd, db: str, rate: int, seconds: float,
-            settings: dict[str, str]) -> list[float]:
+            settings: dict[str, str], start: Callable[[], Stoppable] | None = None) -> list[float]:
     """Publish `rate` readings/s in edge batches stamped with the send time; poll InfluxDB for new points and
-    return, per point, seconds from its receive time (time_ns) to the poll that first saw it."""
+    return, per point, seconds from its receive time (time_ns) to the poll that first saw it. `start` starts what
+    carries them to InfluxDB (default: one receiver with `settings`)."""
     url = f"{influxd.url}/{db}"
-    rx = ReceiverProcess(workdir, broker.port, url, "latency", settings).start()
+    rx = start() if start is not None else ReceiverProcess(workdir, broker.port, url, "latency", settings).start()
     pub = Publisher(broker.port, client_id="pub-latency")
     gateways, tags, tick = 10, 100, 0.02
     per_tick = max(1, int(rate * tick))
