@@ -1,0 +1,145 @@
+"""The Kafka path end to end, in one run on one machine: MQTT -> `cloud-ingest bridge` -> Kafka -> `cloud-ingest run
+--kafka` -> InfluxDB, against InfluxDB's raw /write ceiling measured in the same run.
+
+1. The ceiling (bench_influx_ceiling.py), once before and once after; ratios use the higher one.
+2. Drains: N readings (edge-gw batches of 500 from 10 gateways x 100 tags) pre-loaded into the bridge's persistent
+   MQTT session; then the consumers and the bridge start, and the clock runs from the bridge's start to the last
+   consumer write. Once with one consumer, once with two in one group; each phase has its own Kafka topic and
+   database, so neither sees the other's records.
+3. Latency at a steady rate (default 5k readings/s): from each reading's receive time to the poll of InfluxDB that
+   first sees it, through the bridge, Kafka and one consumer (bench_ingest.latency).
+
+Private Mosquitto (the shipped snippet), Kafka 4.4 (tests/kafka_server.py) and influxd on free loopback ports; the
+daemons are the real commands in their own processes.
+
+    python bench/bench_kafka_e2e.py                       # 1M readings per drain, 10 s of latency
+    python bench/bench_kafka_e2e.py --readings 200000 --record batch --encoding avro
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), str(ROOT / "bench")]
+
+from bench_influx_ceiling import influx_ceiling  # noqa: E402
+from bench_ingest import ReceiverProcess, edge_messages, latency, pct  # noqa: E402
+from kafka_server import Kafka  # noqa: E402
+from servers import Influxd, Mosquitto  # noqa: E402
+from test_receiver_support import Publisher, broker_settings  # noqa: E402
+
+S = 1_000_000_000
+
+
+class Pipeline:
+    """One bridge and `consumers` consumers of one Kafka topic, writing to one database."""
+
+    def __init__(self, work: Path, broker: Mosquitto, kafka: Kafka, influx_url: str, name: str, consumers: int,
+                 settings: dict[str, str]) -> None:
+        kafka_settings = {**settings, "kafka.topic": f"ruuvi.readings.{name}", "kafka.group": f"ingest-{name}"}
+        self.bridge = ReceiverProcess(work, broker.port, influx_url, f"bridge-{name}", kafka_settings, command=[
+            "bridge", "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--kafka", kafka.bootstrap])
+        self.consumers = [
+            ReceiverProcess(work, broker.port, influx_url, f"consumer-{name}-{k}", kafka_settings,
+                            command=["run", "--kafka", kafka.bootstrap, "--influx", influx_url])
+            for k in range(consumers)]
+
+    def start(self) -> Pipeline:
+        for c in self.consumers:
+            c.start()
+        self.bridge.start()
+        return self
+
+    def stop(self) -> None:
+        self.bridge.stop()
+        for c in self.consumers:
+            c.stop()
+
+
+def drain(work: Path, broker: Mosquitto, kafka: Kafka, influxd: Influxd, name: str, readings: int, consumers: int,
+          settings: dict[str, str], t0: int) -> tuple[float, int]:
+    """Readings/s from the bridge's start to the last consumer write, and the points written."""
+    influxd.query(f'CREATE DATABASE "{name}"', method="POST")
+    p = Pipeline(work, broker, kafka, f"{influxd.url}/{name}", name, consumers, settings)
+    p.bridge.start().stop()  # its persistent session exists now; the broker queues for it
+    pub = Publisher(broker.port, client_id=f"pub-{name}")
+    pub.publish(edge_messages(readings, 500, 10, t0), timeout=900)
+    pub.close()
+    p.start()
+    try:
+        deadline = time.monotonic() + 1800
+        while True:
+            sts = [c.status() or {} for c in p.consumers]
+            written = sum(st.get("written", 0) + st.get("duplicates", 0) for st in sts)
+            if written >= readings:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: only {written} of {readings} written")
+            time.sleep(0.05)
+        bridge = p.bridge.status() or {}
+        span = max(st["last_write_ns"] for st in sts) - bridge["started_ns"]
+        return readings / (span / S), written
+    finally:
+        p.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--readings", type=int, default=1_000_000)
+    ap.add_argument("--ceiling-points", type=int, default=200_000)
+    ap.add_argument("--record", default="reading", help="kafka.record: reading or batch")
+    ap.add_argument("--encoding", default="json", help="kafka.encoding: json or avro")
+    ap.add_argument("--latency-rate", type=int, default=5000)
+    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--latency-interval", default="0.1", help="batch.max_interval of bridge and consumer")
+    ap.add_argument("--skip-drain", action="store_true")
+    args = ap.parse_args()
+    settings = {"kafka.record": args.record, "kafka.encoding": args.encoding, "kafka.partitions": "6",
+                "dedup.max_entries": "2000000"}
+
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        influxd = Influxd(work / "influxd").start()
+        broker = Mosquitto(work / "mosquitto", extra=broker_settings()).start()
+        kafka = Kafka(work / "kafka", heap="1g").start()
+        try:
+            ceiling = influx_ceiling(f"{influxd.url}/ceiling", points=args.ceiling_points)
+            print(f"InfluxDB raw /write ceiling: {ceiling:,.0f} points/s")
+            t0 = time.time_ns() - 6 * 3600 * S
+            rates: dict[int, float] = {}
+            if not args.skip_drain:
+                for n in (1, 2):
+                    rate, written = drain(work, broker, kafka, influxd, f"drain{n}", args.readings, n, settings,
+                                          t0 + n * 3600 * S)
+                    rates[n] = rate
+                    print(f"drain of {args.readings:,} readings MQTT -> bridge -> Kafka -> {n} consumer(s) -> "
+                          f"InfluxDB ({args.record} records, {args.encoding}): {rate:,.0f} readings/s "
+                          f"(written {written:,})")
+            again = influx_ceiling(f"{influxd.url}/ceiling2", points=args.ceiling_points)
+            best = max(ceiling, again)
+            print(f"InfluxDB raw /write ceiling, again: {again:,.0f} points/s")
+            for n, rate in rates.items():
+                print(f"  {n} consumer(s): {rate / best:.0%} of the higher ceiling ({rate / ceiling:.0%} of the first)")
+
+            influxd.query('CREATE DATABASE "latency"', method="POST")
+            lat = {**settings, "batch.max_interval": args.latency_interval, "batch.writers": "1"}
+            url = f"{influxd.url}/latency"
+            seen = latency(work, broker, influxd, "latency", args.latency_rate, args.latency_seconds, lat,
+                           start=lambda: Pipeline(work, broker, kafka, url, "latency", 1, lat).start())
+            print(f"latency receive time -> queryable through bridge, Kafka and 1 consumer at {args.latency_rate} "
+                  f"readings/s for {args.latency_seconds:g} s (batch.max_interval={args.latency_interval} s on "
+                  f"both, {len(seen)} sampled points): p50 {pct(seen, 50) * 1000:.0f} ms, p99 "
+                  f"{pct(seen, 99) * 1000:.0f} ms, max {max(seen) * 1000:.0f} ms")
+        finally:
+            kafka.stop()
+            broker.stop()
+            influxd.stop()
+
+
+if __name__ == "__main__":
+    main()
