@@ -16,11 +16,19 @@ And, to match real BlueZ: StartDiscovery on a powered-off adapter fails with org
 bluezoo has no passive scanning; with `passive=True` the adapters also offer org.bluez.AdvertisementMonitorManager1:
 RegisterMonitor reads the client's or_patterns back and reports only devices whose manufacturer data matches.
 Without it, bleak's passive request fails as on BlueZ < 5.56 (or without --experimental).
+GATT: bluezoo proxies a peripheral's GATT application (registered on the tag adapter's GattManager1) to the
+central: Device1.Connect exports the linked services, WriteValue and StartNotify go to the application, a Value
+change on the application's characteristic reaches the central as a notification. Fix 5: bluezoo never removes those
+links, so a second Connect fails (sd_bus_add_object_vtable: EEXIST); here Disconnect removes them, ends the
+notification sessions (the application gets StopNotify) and clears ServicesResolved, as BlueZ does for an unbonded
+device. `HistoryTag` is a RuuviTag's Nordic UART service serving the log-read protocol (docs.ruuvi.com,
+communication/bluetooth-connection/nordic-uart-service-nus/log-read).
 Test control (org.bluezoo.Test1 at /org/bluezoo/test): Stall(id) silently stops an adapter's scanning the way a wedged
 BlueZ does (Discovering stays true, nothing arrives); SetRSSI(address, rssi).
 """
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -87,6 +95,137 @@ class TagAdvertisement(ServiceInterface):  # type: ignore[misc]
     def set_payload(self, payload: bytes) -> None:
         self.payload = payload
         self.emit_properties_changed({"ManufacturerData": {self.company: Variant("ay", payload)}})
+
+
+NUS_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
+NUS_RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"  # the central writes commands here
+NUS_TX = "6e400003-b5a3-f393-e0a9-e50e24dcca9e"  # the tag notifies its answers here
+LOG_END = bytes([0x3A, 0x3A, 0x10]) + b"\xff" * 8
+
+
+class _NusService(ServiceInterface):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__("org.bluez.GattService1")
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def UUID(self) -> DBusStr:
+        return NUS_SERVICE
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Primary(self) -> DBusBool:
+        return True
+
+
+class _NusCharacteristic(ServiceInterface):  # type: ignore[misc]
+    """One GattCharacteristic1 of the tag's GATT application (bluezoo reads it back and links it to the central)."""
+
+    def __init__(self, uuid: str, service: str, flags: list[str], tag: "HistoryTag") -> None:
+        super().__init__("org.bluez.GattCharacteristic1")
+        self.uuid, self.service, self.flags, self.tag = uuid, service, flags, tag
+        self.value = b""
+        self.notifying = False
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def UUID(self) -> DBusStr:
+        return self.uuid
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Service(self) -> Annotated[str, DBusSignature("o")]:
+        return self.service
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Flags(self) -> Annotated[list[str], DBusSignature("as")]:
+        return self.flags
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Value(self) -> Annotated[bytes, DBusSignature("ay")]:
+        return self.value
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Notifying(self) -> DBusBool:
+        return self.notifying
+
+    @method()  # type: ignore[untyped-decorator]
+    def ReadValue(self, options: Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+                  ) -> Annotated[bytes, DBusSignature("ay")]:
+        return self.value
+
+    @method()  # type: ignore[untyped-decorator]
+    def WriteValue(self, value: Annotated[bytes, DBusSignature("ay")],
+                   options: Annotated[dict[str, Variant], DBusSignature("a{sv}")]) -> None:
+        self.tag.command(bytes(value))
+
+    @method()  # type: ignore[untyped-decorator]
+    def StartNotify(self) -> None:
+        self.notifying = True
+        self.emit_properties_changed({"Notifying": True})
+
+    @method()  # type: ignore[untyped-decorator]
+    def StopNotify(self) -> None:
+        self.notifying = False
+        self.emit_properties_changed({"Notifying": False})
+
+    @method()  # type: ignore[untyped-decorator]
+    def Confirm(self) -> None:
+        pass
+
+    def notify(self, data: bytes) -> None:
+        self.value = data
+        self.emit_properties_changed({"Value": data})
+
+
+class HistoryTag:
+    """A RuuviTag's log (firmware 3.30+) served over the Nordic UART service, as docs.ruuvi.com describes log read:
+    the central writes 0x3A 3A 11 + now (u32 BE) + since (u32 BE); the tag answers, for each logged time >= since in
+    order, three notifications 0x3A 30|31|32 10 + time (u32 BE) + value (i32/u32 BE: 0.01 C, 0.01 %RH, 1 Pa), then
+    0x3A 3A 10 FF*8. `log` is [(time_s, temperature_c, humidity_pct, pressure_pa)].
+
+    `cut_after`: after that many records of the next read the tag goes out of range (the link drops: the central's
+    Device1 is disconnected), once. `reads` lists each command's (now, since)."""
+
+    def __init__(self, fake: "FakeBlueZ", index: int, log: list[tuple[int, float, float, int]]) -> None:
+        self.fake = fake
+        self.index = index
+        self.log = log
+        self.reads: list[tuple[int, int]] = []
+        self.cut_after: int | None = None
+        self.path = f"/edgegw/gatt{index}"
+        service = f"{self.path}/service0"
+        self.tx = _NusCharacteristic(NUS_TX, service, ["notify"], self)
+        self.rx = _NusCharacteristic(NUS_RX, service, ["write", "write-without-response"], self)
+        self._objects: list[tuple[str, ServiceInterface]] = [
+            (service, _NusService()), (f"{service}/char0", self.rx), (f"{service}/char1", self.tx)]
+        self._task: asyncio.Task[None] | None = None
+
+    async def register(self) -> None:
+        for path, obj in self._objects:
+            self.fake.bus.export(path, obj)
+        # dbus-fast answers ObjectManager.GetManagedObjects on the application path with the objects under it.
+        await self.fake._call(f"/org/bluez/hci{TAG_ADAPTER_BASE + self.index}", "org.bluez.GattManager1",
+                              "RegisterApplication", "oa{sv}", [self.path, {}])
+
+    def command(self, value: bytes) -> None:
+        if len(value) != 11 or value[:3] != bytes([0x3A, 0x3A, 0x11]):
+            return  # other NUS commands: a real tag answers some; the gateway sends none
+        now, since = int.from_bytes(value[3:7], "big"), int.from_bytes(value[7:11], "big")
+        self.reads.append((now, since))
+        self._task = asyncio.get_running_loop().create_task(self._send(since))
+
+    async def _send(self, since: int) -> None:
+        cut, self.cut_after = self.cut_after, None
+        sent = 0
+        for t, temperature, humidity, pressure in self.log:
+            if t < since:
+                continue
+            if cut is not None and sent == cut:
+                await self.fake.disconnect_central(self.fake.tag_macs[self.index])
+                return
+            for src, value in ((0x30, round(temperature * 100)), (0x31, round(humidity * 100)), (0x32, pressure)):
+                self.tx.notify(bytes([0x3A, src, 0x10]) + t.to_bytes(4, "big") + value.to_bytes(4, "big",
+                                                                                              signed=True))
+                await asyncio.sleep(0)
+            sent += 1
+        self.tx.notify(LOG_END)
 
 
 class FakeBlueZ:
@@ -186,6 +325,19 @@ class FakeBlueZ:
         self.tags[index] = adv
         self.tag_macs[index] = mac
         return adv
+
+    async def add_history_tag(self, index: int, mac: str, payload: bytes,
+                              log: list[tuple[int, float, float, int]]) -> HistoryTag:
+        """A tag that advertises `payload` and serves `log` over GATT (register before the central connects)."""
+        await self.add_tag(index, mac, payload)
+        tag = HistoryTag(self, index, log)
+        await tag.register()
+        return tag
+
+    async def disconnect_central(self, mac: str, adapter: str = "hci0") -> None:
+        """The link to `mac` drops, as when the tag goes out of range: the central sees Connected = false."""
+        await self._call(f"/org/bluez/{adapter}/dev_{mac.upper().replace(':', '_')}", "org.bluez.Device1",
+                         "Disconnect")
 
     async def silence_tag(self, index: int) -> None:
         await self._call(f"/org/bluez/hci{TAG_ADAPTER_BASE + index}", "org.bluez.LEAdvertisingManager1",
@@ -350,6 +502,24 @@ def _patch_bluezoo(passive: bool) -> Any:
         return asyncio.create_task(task())
 
     zoo.BluezMockService.create_discovering_task = create_discovering_task
+
+    # Fix 5: a disconnect tears the GATT links down, so the next Connect can export them again.
+    plain_disconnect = Device.disconnect
+
+    async def disconnect(self: Any, uuid: str | None = None) -> None:
+        await plain_disconnect(self, uuid)
+        for link in list(self.services.values()):
+            subscription = getattr(link, "client_props_changed_subscription", None)
+            if subscription is not None and link.client.Notifying.get(False):
+                subscription.unsubscribe()
+                with contextlib.suppress(Exception):  # the application may be gone already
+                    await link.client.StopNotify()
+            self.peer_adapter.mock.remove_object(link)
+        self.services.clear()
+        if self.services_resolved:
+            await self.ServicesResolved.set_async(False)
+
+    Device.disconnect = disconnect
 
     class TestControl(sdbus.DbusInterfaceCommonAsync, interface_name="org.bluezoo.Test1"):  # type: ignore[misc,call-arg]
         def __init__(self, service: Any) -> None:

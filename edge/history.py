@@ -1,0 +1,302 @@
+"""Fill a gap from the tag's own memory: read a RuuviTag's log over GATT (Nordic UART service) after an outage.
+
+Protocol (docs.ruuvi.com, communication/bluetooth-connection/nordic-uart-service-nus/log-read): the central writes
+0x3A 3A 11 + now (u32 BE, s) + since (u32 BE, s) to the NUS RX characteristic; the tag notifies on TX, for each
+logged time >= since, 0x3A 30 10 (temperature, i32 0.01 C), 0x3A 31 10 (humidity, u32 0.01 %RH) and 0x3A 32 10
+(pressure, u32 Pa), each + time (u32 BE) + value (BE), then 0x3A 3A 10 FF*8. A header with type 0xF0 is an error.
+The log always runs to its end: there is no upper bound to ask for.
+
+Why not ruuvitag-sensor's `get_history_async` (4.1.0): it decodes the value as the low 16 bits unsigned (a negative
+temperature comes out near 655 C, pressure above 65535 Pa wraps), it takes "now" from the host clock with no say
+for the caller, it cannot pick the adapter, and when the notifications stop (a dropped link) it logs and ends the
+stream as if the log were complete, so a cut-off download could not be told from a finished one.
+
+What wins: a reading heard live is kept; history fills only the open interval between the last live reading
+before the gap and the first one after it, so a measurement is never stored from both paths. History readings
+carry data_format HISTORY_FORMAT (0x3A, the protocol's "all environmental values" endpoint), which reaches
+InfluxDB as the tag data_format="58", with the tag's own timestamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.model import Reading
+
+log = logging.getLogger("edge.history")
+
+NUS_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
+NUS_RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
+NUS_TX = "6e400003-b5a3-f393-e0a9-e50e24dcca9e"
+HISTORY_FORMAT = 0x3A
+_ENV = 0x3A
+_READ = 0x11
+_WRITE = 0x10
+_ERROR = 0xF0
+_FIELDS = {0x30: "temperature", 0x31: "humidity", 0x32: "pressure"}
+
+
+class HistoryError(Exception):
+    """A download that did not reach the end of the log (timeout, dropped link, error reply)."""
+
+
+class NoHistory(HistoryError):
+    """The tag has no Nordic UART service: no log to read (firmware before 3.30, or another device)."""
+
+
+def read_command(now_s: int, since_s: int) -> bytes:
+    return bytes([_ENV, _ENV, _READ]) + now_s.to_bytes(4, "big") + max(0, since_s).to_bytes(4, "big")
+
+
+@dataclass(slots=True)
+class Record:
+    """One logged measurement: all three values at one tag time."""
+
+    time_s: int
+    temperature: float
+    humidity: float
+    pressure: int
+    raw: bytes
+
+
+class LogParser:
+    """Assembles notifications into Records. A record is complete when its three values are in (a partial one,
+    cut by a new time or the end marker, is dropped). `done` once the end marker came."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.done = False
+        self.error = ""
+        self._time: int | None = None
+        self._values: dict[str, int] = {}
+        self._raw = b""
+
+    def feed(self, data: bytes) -> None:
+        if len(data) < 3 or self.done:
+            return
+        if data[2] == _ERROR:
+            self.error = f"the tag reported an error: {data.hex()}"
+            self.done = True
+            return
+        if len(data) != 11 or data[2] != _WRITE:
+            return  # heartbeats and other NUS traffic
+        if data[1] == _ENV and data[3:] == b"\xff" * 8:
+            self._complete()
+            self.done = True
+            return
+        name = _FIELDS.get(data[1])
+        if name is None:
+            return
+        t = int.from_bytes(data[3:7], "big")
+        if t != self._time:
+            self._complete()
+            self._time = t
+        self._values[name] = int.from_bytes(data[7:11], "big", signed=name == "temperature")
+        self._raw += data
+        if len(self._values) == 3:
+            self._complete()  # all three values in: hand it over now, a dropped link cannot lose it
+
+    def _complete(self) -> None:
+        v = self._values
+        if self._time is not None and len(v) == 3:
+            self.records.append(Record(self._time, v["temperature"] / 100, v["humidity"] / 100, v["pressure"],
+                                       self._raw))
+        self._time, self._values, self._raw = None, {}, b""
+
+
+async def read_log(mac: str, since_s: int, now_s: int, *, adapter: str | None, timeout_s: float,
+                   on_record: Callable[[Record], None]) -> int:
+    """Connect, ask for the log since `since_s`, hand each complete record over as it comes, disconnect.
+
+    Returns the number of records. Raises NoHistory when the tag has no NUS, HistoryError when the log did not end
+    (records handed over before that stay valid: resume after the last one)."""
+    from bleak import BleakClient, BleakScanner
+    from bleak.exc import BleakError
+
+    kwargs: dict[str, Any] = {"bluez": {"adapter": adapter}} if adapter else {}
+    parser = LogParser()
+    handed = 0
+    ended = asyncio.Event()
+    dropped = asyncio.Event()
+
+    def pass_on() -> None:
+        nonlocal handed
+        while handed < len(parser.records):
+            on_record(parser.records[handed])
+            handed += 1
+
+    def notified(_: Any, data: bytearray) -> None:
+        parser.feed(bytes(data))
+        pass_on()
+        if parser.done:
+            ended.set()
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            device = await BleakScanner.find_device_by_address(mac, timeout=timeout_s, **kwargs)
+            if device is None:
+                raise HistoryError(f"{mac}: not found")
+            async with BleakClient(device, disconnected_callback=lambda _: dropped.set(), timeout=timeout_s,
+                                   **kwargs) as client:
+                service = client.services.get_service(NUS_SERVICE)
+                if service is None or service.get_characteristic(NUS_TX) is None:
+                    raise NoHistory(f"{mac}: no Nordic UART service")
+                await client.start_notify(NUS_TX, notified)
+                await client.write_gatt_char(NUS_RX, read_command(now_s, since_s), response=False)
+                waits = {asyncio.create_task(ended.wait()), asyncio.create_task(dropped.wait())}
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+    except TimeoutError:
+        raise HistoryError(f"{mac}: timed out after {timeout_s:g} s with {handed} records") from None
+    except BleakError as e:
+        raise HistoryError(f"{mac}: {e}") from None
+    if parser.error:
+        raise HistoryError(f"{mac}: {parser.error}")
+    if not parser.done:
+        raise HistoryError(f"{mac}: the link dropped after {handed} records")
+    return handed
+
+
+# ---- the scheduler ------------------------------------------------------------------------------------------------
+
+@dataclass
+class HistorySettings:
+    enabled: bool = False
+    gap_threshold_s: float = 300.0
+    max_interval_s: float = 10 * 86400.0
+    timeout_s: float = 120.0
+    backoff_min_s: float = 60.0
+    backoff_max_s: float = 3600.0
+    include: list[str] = field(default_factory=list)  # empty: every tag
+    exclude: list[str] = field(default_factory=list)
+    adapter: str | None = None
+
+
+@dataclass
+class TagHistory:
+    """What `edge-gw status` shows for one tag (JSON-safe)."""
+
+    state: str = "idle"  # idle, pending, running, unsupported
+    gap_from_s: int = 0  # the open interval (gap_from_s, gap_to_s) still to fetch
+    gap_to_s: int = 0
+    records: int = 0
+    downloads: int = 0
+    failures: int = 0
+    last_error: str = ""
+    retry_at: float = 0.0  # monotonic s
+
+
+class HistoryFiller:
+    """Finds gaps in each tag's live stream and fetches them, one download at a time.
+
+    `observe` sees every live reading (on the advert path: a dict lookup and a compare). A gap is the time between
+    two live readings of a tag longer than the threshold, or between the tag's last reading in the buffer (from
+    before a restart, `last_seen`) and its first one now. `put` takes the history readings (the buffer's writer).
+    """
+
+    def __init__(self, settings: HistorySettings, put: Callable[[Reading], None],
+                 last_seen: dict[str, int] | None = None, *,
+                 mono: Callable[[], float] = time.monotonic, wall_s: Callable[[], int] = lambda: int(time.time()),
+                 reader: Callable[..., Any] = read_log) -> None:
+        self.settings = settings
+        self.put = put
+        self.mono = mono
+        self.wall_s = wall_s
+        self.reader = reader
+        self.tags: dict[str, TagHistory] = {}
+        self.counts = {"history_downloads": 0, "history_records": 0, "history_failures": 0}
+        self._last_ns: dict[str, int] = dict(last_seen or {})
+        self._wake = asyncio.Event()
+        self._include = {m.lower() for m in settings.include}
+        self._exclude = {m.lower() for m in settings.exclude}
+
+    def wanted(self, mac: str) -> bool:
+        return (not self._include or mac in self._include) and mac not in self._exclude
+
+    def observe(self, reading: Reading) -> None:
+        mac, now_ns = reading.mac, reading.time_ns
+        last = self._last_ns.get(mac)
+        self._last_ns[mac] = now_ns
+        if last is None or now_ns - last <= self.settings.gap_threshold_s * 1e9 or not self.wanted(mac):
+            return
+        tag = self.tags.setdefault(mac, TagHistory())
+        if tag.state == "unsupported":
+            return  # asked once; its answer does not change without a firmware update (restart to ask again)
+        start = max(last // 1_000_000_000, now_ns // 1_000_000_000 - int(self.settings.max_interval_s))
+        if tag.state in ("pending", "running"):
+            tag.gap_from_s = min(tag.gap_from_s, start)  # a second gap before the first was fetched: one read
+        else:
+            tag.gap_from_s = start
+            tag.state = "pending"
+        tag.gap_to_s = max(tag.gap_to_s, -(-now_ns // 1_000_000_000))
+        self._wake.set()
+
+    def _next(self) -> tuple[str, TagHistory] | None:
+        now = self.mono()
+        due = [(t.retry_at, mac, t) for mac, t in self.tags.items() if t.state == "pending" and t.retry_at <= now]
+        return min(due)[1:] if due else None
+
+    async def run(self) -> None:
+        while True:
+            nxt = self._next()
+            if nxt is None:
+                self._wake.clear()
+                retry = [t.retry_at for t in self.tags.values() if t.state == "pending"]
+                delay = max(0.05, min(retry) - self.mono()) if retry else None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            await self.fetch(*nxt)
+
+    async def fetch(self, mac: str, tag: TagHistory) -> None:
+        tag.state = "running"
+        tag.downloads += 1
+        self.counts["history_downloads"] += 1
+        gap_to = tag.gap_to_s
+
+        def on_record(r: Record) -> None:
+            if r.time_s <= tag.gap_from_s:
+                return
+            # The open interval only: live readings at its ends win. gap_from_s moves with each record, so a
+            # resumed read hands over nothing twice.
+            tag.gap_from_s = min(r.time_s, gap_to)
+            if r.time_s >= gap_to:
+                return
+            tag.records += 1
+            self.counts["history_records"] += 1
+            fields: dict[str, Any] = {"temperature": r.temperature, "humidity": r.humidity,
+                                      "pressure": r.pressure, "history": True}
+            self.put(Reading(mac, r.time_s * 1_000_000_000, time.monotonic_ns(), True, None, HISTORY_FORMAT,
+                             r.raw, fields))
+
+        try:
+            await self.reader(mac, tag.gap_from_s + 1, self.wall_s(), adapter=self.settings.adapter,
+                              timeout_s=self.settings.timeout_s, on_record=on_record)
+        except NoHistory as e:
+            tag.state, tag.last_error = "unsupported", str(e)
+            log.info("%s: no history over GATT; not asked again", mac)
+            return
+        except HistoryError as e:
+            tag.failures += 1
+            self.counts["history_failures"] += 1
+            tag.last_error = str(e)
+            backoff = min(self.settings.backoff_max_s, self.settings.backoff_min_s * 2 ** (tag.failures - 1))
+            tag.retry_at = self.mono() + backoff
+            tag.state = "pending" if tag.gap_from_s < tag.gap_to_s - 1 else "idle"
+            log.warning("history download failed (retry in %.0f s): %s", backoff, e)
+            return
+        tag.state = "idle" if tag.gap_to_s == gap_to else "pending"
+        if tag.state == "idle":
+            tag.failures = 0
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        return {mac: {k: v for k, v in vars(t).items() if k != "retry_at"} for mac, t in sorted(self.tags.items())}

@@ -1,0 +1,174 @@
+"""History download over GATT: the real bleak against a fake BlueZ whose tag serves Ruuvi's log-read protocol over the
+Nordic UART service (tests/edge/fakebluez.py HistoryTag). History readings go into the real buffer (Store)."""
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakebluez import FakeBlueZ
+
+from edge.history import HISTORY_FORMAT, HistoryFiller, HistorySettings, LogParser, NoHistory, read_log
+from edge.model import Reading
+from edge.sources.encode import df5
+from edge.store import Store
+
+MAC = "c1:00:00:00:00:01"
+PLAIN = "c1:00:00:00:00:02"
+STEP = 60  # the tag logs once a minute here
+T0 = (int(time.time()) // STEP - 120) * STEP  # two hours of log, ending now
+
+
+def tag_log() -> list[tuple[int, float, float, int]]:
+    # Negative temperatures and pressures above 65535 Pa: the values ruuvitag-sensor's reader gets wrong.
+    return [(T0 + i * STEP, -10.0 + i * 0.25, 40.0 + i * 0.1, 99_000 + i) for i in range(120)]
+
+
+@pytest.fixture
+def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBlueZ]:
+    fake = FakeBlueZ(tmp_path / "bluez").start()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", fake.address)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def advert(mac: str) -> bytes:
+    return df5(temperature=5.0, humidity=40.0, pressure=99_000, sequence=1, mac=mac)
+
+
+def live(mac: str, t_s: int) -> Reading:
+    return Reading(mac, t_s * 1_000_000_000, time.monotonic_ns(), True, -60, 5, b"", {})
+
+
+def settings(**kw: Any) -> HistorySettings:
+    base: dict[str, Any] = {"enabled": True, "gap_threshold_s": 300.0, "timeout_s": 10.0, "backoff_min_s": 0.0,
+                            "backoff_max_s": 0.0, "adapter": "hci0"}
+    return HistorySettings(**{**base, **kw})
+
+
+def history_rows(db: Path) -> list[tuple[str, int, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT mac, time_ns, fields_json FROM readings WHERE data_format = ? ORDER BY time_ns",
+                            (HISTORY_FORMAT,)).fetchall()
+
+
+def test_parser_reads_signed_values_and_needs_the_end_marker() -> None:
+    p = LogParser()
+    t = (1_700_000_000).to_bytes(4, "big")
+    p.feed(bytes([0x3A, 0x30, 0x10]) + t + (-1876).to_bytes(4, "big", signed=True))
+    p.feed(bytes([0x3A, 0x31, 0x10]) + t + (4012).to_bytes(4, "big"))
+    p.feed(bytes([0x3A, 0x32, 0x10]) + t + (101_325).to_bytes(4, "big"))
+    assert len(p.records) == 1 and not p.done  # complete with its third value
+    p.feed(bytes([0x3A, 0x3A, 0x10]) + b"\xff" * 8)
+    assert p.done and [(r.time_s, r.temperature, r.humidity, r.pressure) for r in p.records] == [
+        (1_700_000_000, -18.76, 40.12, 101_325)]
+
+
+def test_a_30_minute_outage_is_filled_exactly(bluez: FakeBlueZ, tmp_path: Path) -> None:
+    """The gateway stopped for 30 minutes of tag time: its last live reading (in the buffer) is at `stop`, the next
+    at `restart`. Exactly the logged measurements strictly between them are stored, with the tag's timestamps."""
+    db = tmp_path / "buffer.db"
+    stop, restart = T0 + 60 * STEP, T0 + 90 * STEP
+    expected = {t for t, *_ in tag_log() if stop < t < restart}
+    assert len(expected) == 29
+
+    async def main() -> HistoryFiller:
+        await bluez.connect()
+        tag = await bluez.add_history_tag(0, MAC, advert(MAC), tag_log())
+        store = Store(db)
+        filler = HistoryFiller(settings(), lambda r: store.add([r]), {MAC: stop * 1_000_000_000})
+        filler.observe(live(MAC, restart))
+        assert filler.tags[MAC].state == "pending"
+        await filler.fetch(MAC, filler.tags[MAC])
+        store.close()
+        assert tag.reads == [(tag.reads[0][0], stop + 1)]  # asked from the gap's start, not the whole log
+        await bluez.close()
+        return filler
+
+    filler = asyncio.run(main())
+    rows = history_rows(db)
+    assert {t // 1_000_000_000 for _, t, _ in rows} == expected
+    assert len(rows) == len(expected)
+    first = next(r for r in tag_log() if r[0] == min(expected))
+    assert rows[0][2] == (f'{{"temperature":{first[1]},"humidity":{first[2]},"pressure":{first[3]},'
+                          f'"history":true}}')
+    assert filler.report()[MAC] | {"last_error": ""} == {
+        "state": "idle", "gap_from_s": restart, "gap_to_s": restart, "records": 29, "downloads": 1,
+        "failures": 0, "last_error": ""}
+    assert filler.counts == {"history_downloads": 1, "history_records": 29, "history_failures": 0}
+
+
+def test_a_download_cut_off_halfway_resumes_without_duplicates(bluez: FakeBlueZ, tmp_path: Path) -> None:
+    db = tmp_path / "buffer.db"
+    stop, restart = T0 + 30 * STEP, T0 + 60 * STEP
+    expected = {t for t, *_ in tag_log() if stop < t < restart}
+
+    async def main() -> tuple[HistoryFiller, list[tuple[int, int]]]:
+        await bluez.connect()
+        tag = await bluez.add_history_tag(0, MAC, advert(MAC), tag_log())
+        tag.cut_after = 12  # the link drops after 12 records
+        store = Store(db)
+        filler = HistoryFiller(settings(timeout_s=3.0), lambda r: store.add([r]), {MAC: stop * 1_000_000_000})
+        filler.observe(live(MAC, restart))
+        await filler.fetch(MAC, filler.tags[MAC])
+        state = filler.tags[MAC]
+        assert (state.state, state.records, state.failures) == ("pending", 12, 1)
+        # KNOWN GAP (issue 16, open): the drop reaches bleak's disconnected_callback too late or not at all here, so
+        # the download ends by its timeout ("timed out after 3 s with 12 records"), not "the link dropped". The
+        # resume below is the same either way.
+        assert "with 12 records" in state.last_error
+        await filler.fetch(MAC, state)  # the retry (backoff 0 here)
+        store.close()
+        await bluez.close()
+        return filler, tag.reads
+
+    filler, reads = asyncio.run(main())
+    rows = history_rows(db)
+    assert [t // 1_000_000_000 for _, t, _ in rows] == sorted(expected)  # each once, none missing
+    assert reads[1][1] == stop + 12 * STEP + 1  # resumed after the last record received, not from the start
+    assert filler.counts == {"history_downloads": 2, "history_records": 29, "history_failures": 1}
+    assert filler.tags[MAC].state == "idle"
+
+
+def test_a_tag_without_history_is_not_asked_twice(bluez: FakeBlueZ) -> None:
+    calls: list[str] = []
+
+    async def counting_reader(mac: str, *args: Any, **kw: Any) -> int:
+        calls.append(mac)
+        return await read_log(mac, *args, **kw)
+
+    async def main() -> HistoryFiller:
+        await bluez.connect()
+        await bluez.add_tag(1, PLAIN, advert(PLAIN))  # advertises, no GATT application
+        filler = HistoryFiller(settings(), lambda r: None, {PLAIN: T0 * 1_000_000_000}, reader=counting_reader)
+        filler.observe(live(PLAIN, T0 + 30 * STEP))
+        runner = asyncio.create_task(filler.run())
+        deadline = time.monotonic() + 10
+        while filler.tags[PLAIN].state != "unsupported" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        filler.observe(live(PLAIN, T0 + 90 * STEP))  # another gap later
+        await asyncio.sleep(0.5)
+        runner.cancel()
+        await bluez.close()
+        return filler
+
+    filler = asyncio.run(main())
+    assert calls == [PLAIN]
+    assert filler.tags[PLAIN].state == "unsupported"
+    assert "no Nordic UART service" in filler.tags[PLAIN].last_error
+    assert filler.counts == {"history_downloads": 1, "history_records": 0, "history_failures": 0}
+
+
+def test_no_history_is_raised_by_the_reader(bluez: FakeBlueZ) -> None:
+    async def main() -> None:
+        await bluez.connect()
+        await bluez.add_tag(1, PLAIN, advert(PLAIN))
+        with pytest.raises(NoHistory):
+            await read_log(PLAIN, 0, int(time.time()), adapter="hci0", timeout_s=5, on_record=lambda r: None)
+        await bluez.close()
+
+    asyncio.run(main())
