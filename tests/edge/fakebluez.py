@@ -158,16 +158,20 @@ class _NusCharacteristic(ServiceInterface):  # type: ignore[misc]
     @method()  # type: ignore[untyped-decorator]
     def StartNotify(self) -> None:
         self.notifying = True
+        self.tag.in_flight = 0  # a new session: whatever the last one left unconfirmed is gone with its link
         self.emit_properties_changed({"Notifying": True})
 
     @method()  # type: ignore[untyped-decorator]
     def StopNotify(self) -> None:
         self.notifying = False
         self.emit_properties_changed({"Notifying": False})
+        self.tag.room.set()  # a sender waiting for room learns the central is gone
 
     @method()  # type: ignore[untyped-decorator]
     def Confirm(self) -> None:
-        pass
+        # bluezoo confirms each Value once it has passed it on to the central: one TX buffer is free again.
+        self.tag.in_flight = max(0, self.tag.in_flight - 1)
+        self.tag.room.set()
 
     def notify(self, data: bytes) -> None:
         self.value = data
@@ -181,7 +185,16 @@ class HistoryTag:
     0x3A 3A 10 FF*8. `log` is [(time_s, temperature_c, humidity_pct, pressure_pa)].
 
     `cut_after`: after that many records of the next read the tag goes out of range (the link drops: the central's
-    Device1 is disconnected), once. `reads` lists each command's (now, since)."""
+    Device1 is disconnected), once. `reads` lists each command's (now, since).
+
+    Flow control, as on the tag: the nRF52 SoftDevice has a few TX buffers for notifications and the firmware waits
+    for one to free before queueing the next, so a log read goes at the link's pace. Here at most TX_BUFFERS Values
+    are unconfirmed by bluezoo at a time. Without it the fake tag emits hundreds of PropertiesChanged in one burst,
+    its socket to dbus-daemon fills, and dbus-fast 5.2.0 takes that EAGAIN for a dead connection (write_callback
+    finalizes the bus; python-dbus-next#153, inherited): the rest of the log, end marker included, is lost and
+    bluezoo drops the GATT application. The sender also stops when the central unsubscribes (the link is down)."""
+
+    TX_BUFFERS = 8
 
     def __init__(self, fake: "FakeBlueZ", index: int, log: list[tuple[int, float, float, int]]) -> None:
         self.fake = fake
@@ -196,6 +209,8 @@ class HistoryTag:
         self._objects: list[tuple[str, ServiceInterface]] = [
             (service, _NusService()), (f"{service}/char0", self.rx), (f"{service}/char1", self.tx)]
         self._task: asyncio.Task[None] | None = None
+        self.in_flight = 0
+        self.room = asyncio.Event()
 
     async def register(self) -> None:
         for path, obj in self._objects:
@@ -218,14 +233,30 @@ class HistoryTag:
             if t < since:
                 continue
             if cut is not None and sent == cut:
+                # The link drops once the central has had those records (all Values confirmed): "after 12 records"
+                # then means 12, not 11 and a part still queued in bluezoo.
+                while self.tx.notifying and self.in_flight:
+                    self.room.clear()
+                    await self.room.wait()
                 await self.fake.disconnect_central(self.fake.tag_macs[self.index])
                 return
             for src, value in ((0x30, round(temperature * 100)), (0x31, round(humidity * 100)), (0x32, pressure)):
-                self.tx.notify(bytes([0x3A, src, 0x10]) + t.to_bytes(4, "big") + value.to_bytes(4, "big",
-                                                                                              signed=True))
-                await asyncio.sleep(0)
+                if not await self._notify(bytes([0x3A, src, 0x10]) + t.to_bytes(4, "big")
+                                          + value.to_bytes(4, "big", signed=True)):
+                    return
             sent += 1
-        self.tx.notify(LOG_END)
+        await self._notify(LOG_END)
+
+    async def _notify(self, data: bytes) -> bool:
+        """Send once a TX buffer is free; False (nothing sent) once the central no longer listens."""
+        while self.tx.notifying and self.in_flight >= self.TX_BUFFERS:
+            self.room.clear()
+            await self.room.wait()
+        if not self.tx.notifying:
+            return False
+        self.in_flight += 1
+        self.tx.notify(data)
+        return True
 
 
 class FakeBlueZ:
@@ -336,8 +367,12 @@ class FakeBlueZ:
 
     async def disconnect_central(self, mac: str, adapter: str = "hci0") -> None:
         """The link to `mac` drops, as when the tag goes out of range: the central sees Connected = false."""
-        await self._call(f"/org/bluez/{adapter}/dev_{mac.upper().replace(':', '_')}", "org.bluez.Device1",
-                         "Disconnect")
+        # bluezoo names the device path after the address as the tag's adapter was given it (its case kept; real
+        # BlueZ upper-cases), so look it up rather than build it.
+        (objects,) = await self._call("/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+        prefix = f"/org/bluez/{adapter}/dev_"
+        path = next(p for p in objects if p.startswith(prefix) and p[len(prefix):].upper() == mac.upper().replace(":", "_"))
+        await self._call(path, "org.bluez.Device1", "Disconnect")
 
     async def silence_tag(self, index: int) -> None:
         await self._call(f"/org/bluez/hci{TAG_ADAPTER_BASE + index}", "org.bluez.LEAdvertisingManager1",
@@ -538,11 +573,18 @@ def _patch_bluezoo(passive: bool) -> Any:
 
 
 async def _serve(scan_interval: float, passive: bool) -> None:
+    if os.environ.get("FAKEBLUEZ_DEBUG"):
+        import logging
+        logging.basicConfig(level=logging.DEBUG, format="%(relativeCreated)d %(name)s %(message)s")
     zoo, control_cls = _patch_bluezoo(passive)
     await zoo.startup(bus="system", adapters=list(SCANNERS), auto_enable=True, scan_interval=scan_interval)
     control = control_cls(zoo.startup.service)
     control.export_to_dbus("/org/bluezoo/test")
     print("ready", flush=True)
+    # From here on stdout is the log too. The test process reads only the "ready" line, and pyventus (bluezoo's event
+    # library) logs its handlers' exceptions to stdout: into an undrained pipe, 64 KiB of tracebacks later, bluezoo
+    # blocks in write() and the whole fake BlueZ freezes (no notification, no disconnect, no reply).
+    os.dup2(2, 1)
     await asyncio.Event().wait()
 
 
