@@ -12,9 +12,10 @@ for the caller, it cannot pick the adapter, and when the notifications stop (a d
 stream as if the log were complete, so a cut-off download could not be told from a finished one.
 
 What wins: a reading heard live is kept; history fills only the open interval between the last live reading
-before the gap and the first one after it, so a measurement is never stored from both paths. History readings
-carry data_format HISTORY_FORMAT (0x3A, the protocol's "all environmental values" endpoint), which reaches
-InfluxDB as the tag data_format="58", with the tag's own timestamps.
+before the gap and the first one after it, so a measurement is never stored from both paths (a live advert carries
+more: sequence number, battery, acceleration, RSSI). History readings carry data_format HISTORY_FORMAT (0x3A = 58),
+fields {data_format, temperature, humidity, pressure} and the tag's own timestamps; they reach InfluxDB as points
+with the tag data_format="58" (docs/history.md).
 """
 
 from __future__ import annotations
@@ -27,14 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.model import Reading
+from edge.model import HISTORY_FORMAT, Reading
 
 log = logging.getLogger("edge.history")
 
 NUS_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
 NUS_RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
 NUS_TX = "6e400003-b5a3-f393-e0a9-e50e24dcca9e"
-HISTORY_FORMAT = 0x3A
 _ENV = 0x3A
 _READ = 0x11
 _WRITE = 0x10
@@ -223,6 +223,8 @@ class HistoryFiller:
         return (not self._include or mac in self._include) and mac not in self._exclude
 
     def observe(self, reading: Reading) -> None:
+        if not reading.clock_synced:
+            return  # its time is corrected later; a gap measured with it would be wrong, and so would the read
         mac, now_ns = reading.mac, reading.time_ns
         last = self._last_ns.get(mac)
         self._last_ns[mac] = now_ns
@@ -273,8 +275,10 @@ class HistoryFiller:
                 return
             tag.records += 1
             self.counts["history_records"] += 1
-            fields: dict[str, Any] = {"temperature": r.temperature, "humidity": r.humidity,
-                                      "pressure": r.pressure, "history": True}
+            # The wire format's canonical key order (docs/wire-format.md); no sequence number, so the cloud's
+            # cross-gateway dedup passes it and the point identity (gateway, mac, time) absorbs re-sends.
+            fields: dict[str, Any] = {"data_format": HISTORY_FORMAT, "temperature": r.temperature,
+                                      "humidity": r.humidity, "pressure": r.pressure}
             self.put(Reading(mac, r.time_s * 1_000_000_000, time.monotonic_ns(), True, None, HISTORY_FORMAT,
                              r.raw, fields))
 

@@ -371,7 +371,8 @@ class FakeBlueZ:
         # BlueZ upper-cases), so look it up rather than build it.
         (objects,) = await self._call("/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
         prefix = f"/org/bluez/{adapter}/dev_"
-        path = next(p for p in objects if p.startswith(prefix) and p[len(prefix):].upper() == mac.upper().replace(":", "_"))
+        wanted = mac.upper().replace(":", "_")
+        path = next(p for p in objects if p.startswith(prefix) and p[len(prefix):].upper() == wanted)
         await self._call(path, "org.bluez.Device1", "Disconnect")
 
     async def silence_tag(self, index: int) -> None:

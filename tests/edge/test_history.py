@@ -94,8 +94,8 @@ def test_a_30_minute_outage_is_filled_exactly(bluez: FakeBlueZ, tmp_path: Path) 
     assert {t // 1_000_000_000 for _, t, _ in rows} == expected
     assert len(rows) == len(expected)
     first = next(r for r in tag_log() if r[0] == min(expected))
-    assert rows[0][2] == (f'{{"temperature":{first[1]},"humidity":{first[2]},"pressure":{first[3]},'
-                          f'"history":true}}')
+    assert rows[0][2] == (f'{{"data_format":58,"temperature":{first[1]},"humidity":{first[2]},'
+                          f'"pressure":{first[3]}}}')
     assert filler.report()[MAC] | {"last_error": ""} == {
         "state": "idle", "gap_from_s": restart, "gap_to_s": restart, "records": 29, "downloads": 1,
         "failures": 0, "last_error": ""}
@@ -172,3 +172,23 @@ def test_no_history_is_raised_by_the_reader(bluez: FakeBlueZ) -> None:
         await bluez.close()
 
     asyncio.run(main())
+
+
+def test_history_readings_leave_the_tags_live_state_alone(tmp_path: Path) -> None:
+    """A 0x3A reading from the log is not a data-format change, and its past time is not the tag's last seen."""
+    store = Store(tmp_path / "buffer.db")
+    now = int(time.time())
+    payload = df5(temperature=5.0, humidity=40.0, pressure=99_000, sequence=7, mac=MAC)
+    fields = {"data_format": 5, "temperature": 5.0, "humidity": 40.0, "pressure": 99_000,
+              "measurement_sequence_number": 7}
+    store.add([Reading(MAC, now * 1_000_000_000, time.monotonic_ns(), True, -60, 5, payload, fields)])
+    before = store.report()["tags"]
+    store.add([Reading(MAC, (now - 600) * 1_000_000_000, time.monotonic_ns(), True, None, HISTORY_FORMAT, b"",
+                       {"data_format": HISTORY_FORMAT, "temperature": 4.0, "humidity": 41.0, "pressure": 99_001})])
+    after = store.report()["tags"]
+    store.close()
+    assert [(t["data_format"], t["last_seen_ns"], t["received"], t["expected"]) for t in after] == [
+        (5, now * 1_000_000_000, 1, 1)]
+    # Everything else too (the age moves with the clock): the last values are still the live advert's.
+    assert [{k: v for k, v in t.items() if k != "last_seen_age_s"} for t in after] == [
+        {k: v for k, v in t.items() if k != "last_seen_age_s"} for t in before]
