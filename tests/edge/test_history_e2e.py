@@ -1,0 +1,127 @@
+"""History download end to end: the gateway (edge.gateway.Gateway, real bleak source against the fake BlueZ) was
+stopped for 30 minutes of tag time; restarted, it hears the tag live, finds the gap from its buffer, reads exactly
+the missing interval from the tag's log over GATT, and the readings go through the real Mosquitto, the real
+receiver (cloud-ingest, with confirmations) into a real InfluxDB, with the tag's own timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakebluez import FakeBlueZ
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
+from test_receiver_support import create_db, make_config, start_receiver, stored  # noqa: E402
+
+from edge.clock import SystemClock  # noqa: E402
+from edge.config import load_config  # noqa: E402
+from edge.gateway import Gateway  # noqa: E402
+from edge.metrics import Counters  # noqa: E402
+from edge.model import Reading  # noqa: E402
+from edge.sources.encode import df5  # noqa: E402
+from edge.store import Store  # noqa: E402
+
+MAC = "c1:00:00:00:00:01"
+STEP = 60  # the tag logs once a minute here
+S = 1_000_000_000
+
+
+@pytest.fixture
+def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBlueZ]:
+    fake = FakeBlueZ(tmp_path / "bluez").start()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", fake.address)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def test_a_30_minute_outage_is_filled_exactly_in_influxdb(bluez: FakeBlueZ, mosquitto: Any, influxd: Any,
+                                                          tmp_path: Path) -> None:
+    now = int(time.time())
+    last_logged = (now // STEP - 1) * STEP  # the log's newest record is at least a minute old
+    log = [(last_logged - i * STEP, -5.0 + i * 0.25, 40.0 + i * 0.5, 99_500 + i) for i in range(120)][::-1]
+    stop = last_logged - 30 * STEP  # the gateway's last live reading before it was stopped
+    missed = {t: (temp, hum, p) for t, temp, hum, p in log if t > stop}
+    assert len(missed) == 30
+
+    db = tmp_path / "edge.db"
+    # The buffer as the stopped gateway left it: the tag's last live reading at `stop` (already delivered or not,
+    # it is in the tags table either way).
+    before = Store(db)
+    payload = df5(temperature=1.0, humidity=50.0, pressure=99_000, sequence=100, mac=MAC)
+    before.add([Reading(MAC, stop * S, time.monotonic_ns(), True, -60, 5, payload,
+                        {"data_format": 5, "temperature": 1.0, "humidity": 50.0, "pressure": 99_000,
+                         "measurement_sequence_number": 100})])
+    before.close()
+
+    url = create_db(influxd)
+    receiver = start_receiver(make_config(mosquitto.port, url, tmp_path, batch__max_interval="0.2"))
+    cfg = load_config(None, {
+        "gateway.id": "gw-hist", "gateway.db": str(db), "mqtt.url": mosquitto.url, "source.kind": "bleak",
+        "source.adapter": "hci0", "source.passive": "false", "clock.assume_synced": "true",
+        "history.enabled": "true", "history.gap_threshold": "10m", "history.timeout": "20s",
+    }, environ={})
+    counters = Counters()
+    figures: dict[str, float] = {}
+
+    async def main() -> Gateway:
+        await bluez.connect()
+        tag = await bluez.add_history_tag(0, MAC, df5(temperature=2.0, humidity=51.0, pressure=99_100, sequence=200,
+                                                      mac=MAC), log)
+        gateway = Gateway(cfg, SystemClock(assume_synced=True), counters)
+        task = asyncio.create_task(gateway.run())
+        try:
+            started = time.monotonic()
+            while gateway.history is None or gateway.history.counts["history_downloads"] == 0:
+                assert time.monotonic() - started < 20, "no download started"
+                await asyncio.sleep(0.01)
+            adverts_at_start, t_start = gateway.pipeline.adverts, time.monotonic()
+            state = gateway.history.tags[MAC]
+            while state.state == "running":
+                await asyncio.sleep(0.01)
+            figures["download_s"] = time.monotonic() - t_start
+            figures["adverts_during"] = gateway.pipeline.adverts - adverts_at_start
+            assert state.state == "idle", state
+            # Only the interval from the gap's start: the log from `stop` on, not the whole two hours.
+            assert [since for _, since in tag.reads] == [stop + 1]
+            # Live adverts went on during the download: the scanner was not paused.
+            t_after, adverts_after = time.monotonic(), gateway.pipeline.adverts
+            await asyncio.sleep(2.0)
+            figures["adverts_per_s_after"] = (gateway.pipeline.adverts - adverts_after) / (time.monotonic() - t_after)
+            deadline = time.monotonic() + 30
+            while len([p for p in stored(influxd) if p["data_format"] == "58"]) < len(missed):
+                assert time.monotonic() < deadline, "history points did not reach InfluxDB"
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await bluez.close()
+        return gateway
+
+    try:
+        gateway = asyncio.run(main())
+        points = stored(influxd)
+    finally:
+        receiver.stop()
+
+    history = [p for p in points if p["data_format"] == "58"]
+    # Exactly the missed measurements, each once, at the tag's own times, with its values.
+    assert {p["time"] // S: (p["temperature"], p["humidity"], p["pressure"]) for p in history} == missed
+    assert len(history) == len(missed)
+    assert {(p["mac"], p["gateway"]) for p in history} == {(MAC, "gw-hist")}
+    assert all(p["measurement_sequence_number"] is None and p["rssi"] is None for p in history)
+    # The live readings around the gap are there too, under their own data format, and none in the gap.
+    live = sorted(p["time"] for p in points if p["data_format"] == "5")
+    assert live[0] == stop * S and live[1] > last_logged * S
+    assert gateway.history is not None
+    assert gateway.history.counts == {"history_downloads": 1, "history_records": 30, "history_failures": 0}
+    assert {k: counters.snapshot()[k] for k in gateway.history.counts} == gateway.history.counts
+    print(f"\nhistory e2e: 30 records in {figures['download_s']:.3f} s; live adverts during the download "
+          f"{figures['adverts_during']}, after it {figures['adverts_per_s_after']:.1f}/s")
+    assert figures["adverts_during"] > 0 or figures["download_s"] < 0.4  # one scan tick is 0.2 s
