@@ -16,15 +16,15 @@ import pytest
 from fakebluez import FakeBlueZ
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
-from test_receiver_support import create_db, make_config, start_receiver, stored  # noqa: E402
+from test_receiver_support import create_db, make_config, start_receiver, stored
 
-from edge.clock import SystemClock  # noqa: E402
-from edge.config import load_config  # noqa: E402
-from edge.gateway import Gateway  # noqa: E402
-from edge.metrics import Counters  # noqa: E402
-from edge.model import Reading  # noqa: E402
-from edge.sources.encode import df5  # noqa: E402
-from edge.store import Store  # noqa: E402
+from edge.clock import SystemClock
+from edge.config import load_config
+from edge.gateway import Gateway
+from edge.metrics import Counters
+from edge.model import Reading
+from edge.sources.encode import df5
+from edge.store import Store
 
 MAC = "c1:00:00:00:00:01"
 STEP = 60  # the tag logs once a minute here
