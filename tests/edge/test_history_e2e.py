@@ -6,8 +6,11 @@ receiver (cloud-ingest, with confirmations) into a real InfluxDB, with the tag's
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,12 @@ import pytest
 from fakebluez import FakeBlueZ
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
-from test_receiver_support import create_db, make_config, start_receiver, stored
+from test_receiver_support import make_config, start_receiver, stored
 
+from cloud.rollups import RollupConfig, Rollups
+from cloud.schema import setup
+from cloud.sinks.base import SinkOptions
+from cloud.sinks.influx1 import Influx1Client, Target
 from edge.clock import SystemClock
 from edge.config import load_config
 from edge.gateway import Gateway
@@ -29,6 +36,7 @@ from edge.store import Store
 MAC = "c1:00:00:00:00:01"
 STEP = 60  # the tag logs once a minute here
 S = 1_000_000_000
+H = 3600 * S
 
 
 @pytest.fixture
@@ -60,8 +68,15 @@ def test_a_30_minute_outage_is_filled_exactly_in_influxdb(bluez: FakeBlueZ, mosq
                          "measurement_sequence_number": 100})])
     before.close()
 
-    url = create_db(influxd)
-    receiver = start_receiver(make_config(mosquitto.port, url, tmp_path, batch__max_interval="0.2"))
+    url = f"{influxd.url}/ruuvi"
+    assert setup(url).ok  # raw and rollup retention policies, continuous queries
+    # The receiver's late-data hook re-runs the rollups of every finished interval a write touches. Its clock is an
+    # hour ahead here, so that every hour the gap touches counts as finished (otherwise whether the gap crosses an
+    # hour boundary would depend on the minute the test runs at; the current hour is the continuous query's job).
+    rollups = Rollups(Influx1Client(Target.from_url(url), SinkOptions()), RollupConfig(settle_s=0.2),
+                      clock=lambda: time.time_ns() + H)
+    receiver = start_receiver(make_config(mosquitto.port, url, tmp_path, batch__max_interval="0.2"),
+                              rollups=rollups)
     cfg = load_config(None, {
         "gateway.id": "gw-hist", "gateway.db": str(db), "mqtt.url": mosquitto.url, "source.kind": "bleak",
         "source.adapter": "hci0", "source.passive": "false", "clock.assume_synced": "true",
@@ -104,11 +119,30 @@ def test_a_30_minute_outage_is_filled_exactly_in_influxdb(bluez: FakeBlueZ, mosq
             await bluez.close()
         return gateway
 
+    hours = sorted({t * S - t * S % H for t in missed})
+
+    def rollup_rows() -> dict[int, tuple[int, float]]:
+        q = urllib.parse.urlencode({"db": "ruuvi", "epoch": "ns", "q": (
+            'SELECT "count_temperature", "mean_temperature" FROM "rollups"."ruuvi_1h" '
+            f"WHERE data_format = '58' AND time >= {hours[0]} GROUP BY *")})
+        with urllib.request.urlopen(f"{influxd.url}/query?{q}", timeout=30) as r:
+            res = json.loads(r.read())
+        return {row[0]: (row[1], row[2]) for series in res["results"][0].get("series", []) for row in series["values"]}
+
     try:
         gateway = asyncio.run(main())
         points = stored(influxd)
+        deadline = time.monotonic() + 20
+        while set(rollup_rows()) != set(hours):
+            assert time.monotonic() < deadline, f"rollups of the gap's hours: {rollup_rows()} not {hours}"
+            time.sleep(0.1)
     finally:
         receiver.stop()
+    # Each hour the gap touches is rolled up over exactly its history records.
+    want = {h: [v[0] for t, v in missed.items() if h <= t * S < h + H] for h in hours}
+    got = rollup_rows()
+    assert {h: c for h, (c, _) in got.items()} == {h: len(v) for h, v in want.items()}
+    assert {h: round(m, 6) for h, (_, m) in got.items()} == {h: round(sum(v) / len(v), 6) for h, v in want.items()}
 
     history = [p for p in points if p["data_format"] == "58"]
     # Exactly the missed measurements, each once, at the tag's own times, with its values.
