@@ -248,8 +248,10 @@ class Gateway:
         if cfg.history.enabled:
             # Each tag's last live reading in the buffer, so a gap across this restart is found (history readings
             # do not move it: edge/store/store.py).
-            last_seen = {t["mac"]: t["last_seen_ns"] for t in self.store.report()["tags"] if t["last_seen_ns"]}
+            report = self.store.report()
+            last_seen = {t["mac"]: t["last_seen_ns"] for t in report["tags"] if t["last_seen_ns"]}
             self.history = HistoryFiller(history_settings(cfg), self.writer.put, last_seen)
+            self.history.restore((report.get("history") or {}).get("tags") or {})
             live_put, observe = self.pipeline.put, self.history.observe
 
             def put_and_observe(reading: Reading) -> None:

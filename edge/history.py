@@ -219,6 +219,21 @@ class HistoryFiller:
         self._include = {m.lower() for m in settings.include}
         self._exclude = {m.lower() for m in settings.exclude}
 
+    def restore(self, saved: dict[str, dict[str, Any]]) -> None:
+        """Take over what an earlier run saved (`report()`, kept in the buffer's status): a tag found without
+        history is not asked again, and a gap still open is fetched, even though this run's first live reading
+        has already moved the tag's last seen past it."""
+        for mac, t in saved.items():
+            state = t.get("state")
+            if state == "unsupported":
+                self.tags[mac] = TagHistory(state="unsupported", last_error=str(t.get("last_error", "")))
+            elif state in ("pending", "running") and int(t.get("gap_from_s", 0)) < int(t.get("gap_to_s", 0)) - 1:
+                self.tags[mac] = TagHistory(state="pending", gap_from_s=int(t["gap_from_s"]),
+                                            gap_to_s=int(t["gap_to_s"]), records=int(t.get("records", 0)),
+                                            last_error=str(t.get("last_error", "")))
+        if self.tags:
+            self._wake.set()
+
     def wanted(self, mac: str) -> bool:
         return (not self._include or mac in self._include) and mac not in self._exclude
 

@@ -134,6 +134,44 @@ def test_a_download_cut_off_halfway_resumes_without_duplicates(bluez: FakeBlueZ,
     assert filler.tags[MAC].state == "idle"
 
 
+def test_a_cut_off_download_resumes_after_a_gateway_restart(bluez: FakeBlueZ, tmp_path: Path) -> None:
+    """The link drops after 12 records and the gateway restarts before the retry: the open part of the gap, saved
+    with the status, is fetched by the next run's scheduler, from the 13th record on."""
+    db = tmp_path / "buffer.db"
+    stop, restart = T0 + 30 * STEP, T0 + 60 * STEP
+    expected = {t for t, *_ in tag_log() if stop < t < restart}
+
+    async def main() -> tuple[HistoryFiller, list[tuple[int, int]]]:
+        await bluez.connect()
+        tag = await bluez.add_history_tag(0, MAC, advert(MAC), tag_log())
+        tag.cut_after = 12
+        store = Store(db)
+        first = HistoryFiller(settings(), lambda r: store.add([r]), {MAC: stop * 1_000_000_000})
+        first.observe(live(MAC, restart))
+        await first.fetch(MAC, first.tags[MAC])
+        saved = first.report()
+        # The next run: its last seen is the live reading after the gap, so it finds no gap by itself.
+        second = HistoryFiller(settings(), lambda r: store.add([r]), {MAC: restart * 1_000_000_000})
+        second.restore(saved)
+        second.observe(live(MAC, restart + 10))
+        runner = asyncio.create_task(second.run())
+        deadline = time.monotonic() + 10
+        while second.tags[MAC].state != "idle" and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        runner.cancel()
+        store.close()
+        await bluez.close()
+        return second, tag.reads
+
+    second, reads = asyncio.run(main())
+    assert [t // 1_000_000_000 for _, t, _ in history_rows(db)] == sorted(expected)
+    assert [since for _, since in reads] == [stop + 1, stop + 12 * STEP + 1]
+    assert second.counts == {"history_downloads": 1, "history_records": 17, "history_failures": 0}
+    assert second.report()[MAC] | {"last_error": ""} == {
+        "state": "idle", "gap_from_s": restart, "gap_to_s": restart, "records": 29, "downloads": 1, "failures": 0,
+        "last_error": ""}
+
+
 def test_a_tag_without_history_is_not_asked_twice(bluez: FakeBlueZ) -> None:
     calls: list[str] = []
 
@@ -153,6 +191,15 @@ def test_a_tag_without_history_is_not_asked_twice(bluez: FakeBlueZ) -> None:
         filler.observe(live(PLAIN, T0 + 90 * STEP))  # another gap later
         await asyncio.sleep(0.5)
         runner.cancel()
+        # The gateway restarts: what the last run saved in the buffer's status says this tag has no log.
+        again = HistoryFiller(settings(), lambda r: None, {PLAIN: (T0 + 90 * STEP) * 1_000_000_000},
+                              reader=counting_reader)
+        again.restore(filler.report())
+        again.observe(live(PLAIN, T0 + 120 * STEP))
+        runner = asyncio.create_task(again.run())
+        await asyncio.sleep(0.5)
+        runner.cancel()
+        assert again.tags[PLAIN].state == "unsupported"
         await bluez.close()
         return filler
 
