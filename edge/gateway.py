@@ -262,6 +262,8 @@ class Gateway:
         options = source_options(cfg)
         options = dataclasses.replace(options, tags_expected=self._tags_seen_recently(options.expect_s))
         self.source = source if source is not None else open_source(cfg.source.kind, options, counters)
+        if self.history is not None:
+            self.history.device_for = getattr(self.source, "device", None)  # the bleak source's known devices
         self.uplink: Uplink | None = None
         self._pushed = {"adverts_received": 0, "decode_errors": 0, "duplicates": 0, "clock_steps_ahead": 0,
                         "clock_steps_back": 0, "history_downloads": 0, "history_records": 0,

@@ -111,7 +111,7 @@ class LogParser:
 
 
 async def read_log(mac: str, since_s: int, now_s: int, *, adapter: str | None, timeout_s: float,
-                   on_record: Callable[[Record], None]) -> int:
+                   on_record: Callable[[Record], None], device: Any = None) -> int:
     """Connect, ask for the log since `since_s`, hand each complete record over as it comes, disconnect.
 
     Returns the number of records. Raises NoHistory when the tag has no NUS, HistoryError when the log did not end
@@ -139,7 +139,10 @@ async def read_log(mac: str, since_s: int, now_s: int, *, adapter: str | None, t
 
     try:
         async with asyncio.timeout(timeout_s):
-            device = await BleakScanner.find_device_by_address(mac, timeout=timeout_s, **kwargs)
+            if device is None:
+                # No scanner of ours knows it: find it with a discovery of our own (the gateway's bleak source
+                # hands over its BLEDevice instead; see edge/sources/ble.py BleakSource.devices).
+                device = await BleakScanner.find_device_by_address(mac, timeout=timeout_s, **kwargs)
             if device is None:
                 raise HistoryError(f"{mac}: not found")
             async with BleakClient(device, disconnected_callback=lambda _: dropped.set(), timeout=timeout_s,
@@ -206,12 +209,13 @@ class HistoryFiller:
     def __init__(self, settings: HistorySettings, put: Callable[[Reading], None],
                  last_seen: dict[str, int] | None = None, *,
                  mono: Callable[[], float] = time.monotonic, wall_s: Callable[[], int] = lambda: int(time.time()),
-                 reader: Callable[..., Any] = read_log) -> None:
+                 reader: Callable[..., Any] = read_log, device_for: Callable[[str], Any] | None = None) -> None:
         self.settings = settings
         self.put = put
         self.mono = mono
         self.wall_s = wall_s
         self.reader = reader
+        self.device_for = device_for
         self.tags: dict[str, TagHistory] = {}
         self.counts = {"history_downloads": 0, "history_records": 0, "history_failures": 0}
         self._last_ns: dict[str, int] = dict(last_seen or {})
@@ -298,8 +302,9 @@ class HistoryFiller:
                              r.raw, fields))
 
         try:
+            device = None if self.device_for is None else self.device_for(mac)
             await self.reader(mac, tag.gap_from_s + 1, self.wall_s(), adapter=self.settings.adapter,
-                              timeout_s=self.settings.timeout_s, on_record=on_record)
+                              timeout_s=self.settings.timeout_s, on_record=on_record, device=device)
         except NoHistory as e:
             tag.state, tag.last_error = "unsupported", str(e)
             log.info("%s: no history over GATT; not asked again", mac)

@@ -12,7 +12,9 @@ bluezoo 1.0.2 fixes (see /work/shared/notes/bleak-fake-bluez.md):
 2. Only scanner adapters (ids < TAG_ADAPTER_BASE) report the `central` role, so bleak never picks a tag's adapter.
 3. Every scan tick re-reports known devices (an RSSI PropertiesChanged), as real BlueZ does for each advert heard.
 4. The scan interval is a float (0.2 s), not whole seconds.
-And, to match real BlueZ: StartDiscovery on a powered-off adapter fails with org.bluez.Error.NotReady.
+And, to match real BlueZ: StartDiscovery on a powered-off adapter fails with org.bluez.Error.NotReady; a client's
+second StartDiscovery fails with org.bluez.Error.InProgress; several clients share one discovery, which stops with
+the last one's StopDiscovery (bluezoo ran a report loop per call and stopped it for everyone at the first Stop).
 bluezoo has no passive scanning; with `passive=True` the adapters also offer org.bluez.AdvertisementMonitorManager1:
 RegisterMonitor reads the client's or_patterns back and reports only devices whose manufacturer data matches.
 Without it, bleak's passive request fails as on BlueZ < 5.56 (or without --experimental).
@@ -427,9 +429,10 @@ def _matches(patterns: list[Any], manufacturer_data: dict[int, Any]) -> bool:
 def _patch_bluezoo(passive: bool) -> Any:
     import sdbus
     from bluezoo import bluezoo as zoo
+    from bluezoo import events
     from bluezoo.adapter import Adapter
     from bluezoo.device import Device
-    from bluezoo.exceptions import DBusBluezNotReadyError
+    from bluezoo.exceptions import DBusBluezInProgressError, DBusBluezNotReadyError
     from bluezoo.interfaces.Device import DeviceInterface
     from bluezoo.utils import dbus_method_async_except_logging, dbus_property_async_except_logging
 
@@ -454,7 +457,34 @@ def _patch_bluezoo(passive: bool) -> Any:
         async def StartDiscovery(self) -> None:
             if not self.powered:
                 raise DBusBluezNotReadyError("Resource Not Ready")
+            sender = sdbus.get_current_message().sender
+            if sender in self.scan_subscribers:
+                # BlueZ (adapter.c start_discovery): every client can start one discovery; again is "busy".
+                raise DBusBluezInProgressError("Operation already in progress")
+            if self.scan_subscribers and not self.discovering_task.done():
+                # One discovery per adapter for all its clients, as BlueZ runs it (bluezoo would start a second
+                # report loop, and the first client's StopDiscovery would end the other's scan).
+                async def on_sender_lost() -> None:
+                    self.scan_subscribers.pop(sender, None)
+                    if not self.scan_subscribers:
+                        self.discovering_task.cancel()
+                        await self.Discovering.set_async(False)
+
+                self.scan_subscribers[sender] = events.subscribe(f"service:lost:{sender}", on_sender_lost, once=True)
+                return
             await super().StartDiscovery()
+
+        @sdbus.dbus_method_async_override()
+        @dbus_method_async_except_logging
+        async def StopDiscovery(self) -> None:
+            sender = sdbus.get_current_message().sender
+            if set(self.scan_subscribers) - {sender}:
+                # Other clients still discover: this one leaves, the scan goes on (BlueZ's discovery_remove).
+                subscriber = self.scan_subscribers.pop(sender, None)
+                if subscriber is not None:
+                    subscriber.unsubscribe()
+                return
+            await super().StopDiscovery()
 
     class MonitorProxy(sdbus.DbusInterfaceCommonAsync,  # type: ignore[misc,call-arg]
                        interface_name="org.bluez.AdvertisementMonitor1"):
