@@ -189,13 +189,15 @@ class TagHistory:
     """What `edge-gw status` shows for one tag (JSON-safe)."""
 
     state: str = "idle"  # idle, pending, running, unsupported
-    gap_from_s: int = 0  # the open interval (gap_from_s, gap_to_s) still to fetch
-    gap_to_s: int = 0
+    # The open intervals [from_s, to_s] still to fetch, oldest first: (last live reading before a gap, first one
+    # after it). Apart, not merged: live readings lie between two gaps, and those win.
+    gaps: list[list[int]] = field(default_factory=list)
     records: int = 0
     downloads: int = 0
     failures: int = 0
     last_error: str = ""
-    retry_at: float = 0.0  # monotonic s
+    retry_at: float = 0.0  # monotonic s; not shown
+    in_a_row: int = 0  # failures since the last complete read, for the backoff; not shown
 
 
 class HistoryFiller:
@@ -204,6 +206,8 @@ class HistoryFiller:
     `observe` sees every live reading (on the advert path: a dict lookup and a compare). A gap is the time between
     two live readings of a tag longer than the threshold, or between the tag's last reading in the buffer (from
     before a restart, `last_seen`) and its first one now. `put` takes the history readings (the buffer's writer).
+    One read serves all of a tag's open gaps: the log always runs to its end, so it starts at the oldest gap and
+    each record is kept only if it falls strictly inside one.
     """
 
     def __init__(self, settings: HistorySettings, put: Callable[[Reading], None],
@@ -229,11 +233,11 @@ class HistoryFiller:
         has already moved the tag's last seen past it."""
         for mac, t in saved.items():
             state = t.get("state")
+            gaps = [[int(a), int(b)] for a, b in t.get("gaps") or [] if int(a) < int(b) - 1]
             if state == "unsupported":
                 self.tags[mac] = TagHistory(state="unsupported", last_error=str(t.get("last_error", "")))
-            elif state in ("pending", "running") and int(t.get("gap_from_s", 0)) < int(t.get("gap_to_s", 0)) - 1:
-                self.tags[mac] = TagHistory(state="pending", gap_from_s=int(t["gap_from_s"]),
-                                            gap_to_s=int(t["gap_to_s"]), records=int(t.get("records", 0)),
+            elif gaps:
+                self.tags[mac] = TagHistory(state="pending", gaps=gaps, records=int(t.get("records", 0)),
                                             last_error=str(t.get("last_error", "")))
         if self.tags:
             self._wake.set()
@@ -251,14 +255,12 @@ class HistoryFiller:
             return
         tag = self.tags.setdefault(mac, TagHistory())
         if tag.state == "unsupported":
-            return  # asked once; its answer does not change without a firmware update (restart to ask again)
+            return  # asked once; its answer does not change without a firmware update
+        # Whole seconds, as the log's times: the gap is the open interval between the two live readings.
         start = max(last // 1_000_000_000, now_ns // 1_000_000_000 - int(self.settings.max_interval_s))
-        if tag.state in ("pending", "running"):
-            tag.gap_from_s = min(tag.gap_from_s, start)  # a second gap before the first was fetched: one read
-        else:
-            tag.gap_from_s = start
+        tag.gaps.append([start, -(-now_ns // 1_000_000_000)])
+        if tag.state != "running":
             tag.state = "pending"
-        tag.gap_to_s = max(tag.gap_to_s, -(-now_ns // 1_000_000_000))
         self._wake.set()
 
     def _next(self) -> tuple[str, TagHistory] | None:
@@ -282,45 +284,62 @@ class HistoryFiller:
         tag.state = "running"
         tag.downloads += 1
         self.counts["history_downloads"] += 1
-        gap_to = tag.gap_to_s
+        asked = len(tag.gaps)  # gaps found during the read may end after the log it sends
 
         def on_record(r: Record) -> None:
-            if r.time_s <= tag.gap_from_s:
-                return
-            # The open interval only: live readings at its ends win. gap_from_s moves with each record, so a
-            # resumed read hands over nothing twice.
-            tag.gap_from_s = min(r.time_s, gap_to)
-            if r.time_s >= gap_to:
-                return
-            tag.records += 1
-            self.counts["history_records"] += 1
-            # The wire format's canonical key order (docs/wire-format.md); no sequence number, so the cloud's
-            # cross-gateway dedup passes it and the point identity (gateway, mac, time) absorbs re-sends.
-            fields: dict[str, Any] = {"data_format": HISTORY_FORMAT, "temperature": r.temperature,
-                                      "humidity": r.humidity, "pressure": r.pressure}
-            self.put(Reading(mac, r.time_s * 1_000_000_000, time.monotonic_ns(), True, None, HISTORY_FORMAT,
-                             r.raw, fields))
+            for gap in tag.gaps:
+                if r.time_s <= gap[0]:
+                    return  # before this gap (live readings cover it) or already handed over
+                if r.time_s < gap[1]:
+                    # Inside: keep it, and move the gap's start past it, so a resumed read hands over nothing
+                    # twice. The live readings at the gap's ends win over records at the same second.
+                    gap[0] = r.time_s
+                    self._keep(mac, tag, r)
+                    return
+                gap[0] = gap[1]  # the log has passed this gap's end: it is complete
 
         try:
             device = None if self.device_for is None else self.device_for(mac)
-            await self.reader(mac, tag.gap_from_s + 1, self.wall_s(), adapter=self.settings.adapter,
+            await self.reader(mac, tag.gaps[0][0] + 1, self.wall_s(), adapter=self.settings.adapter,
                               timeout_s=self.settings.timeout_s, on_record=on_record, device=device)
         except NoHistory as e:
-            tag.state, tag.last_error = "unsupported", str(e)
+            tag.state, tag.last_error, tag.gaps = "unsupported", str(e), []
             log.info("%s: no history over GATT; not asked again", mac)
             return
         except HistoryError as e:
             tag.failures += 1
+            tag.in_a_row += 1
             self.counts["history_failures"] += 1
             tag.last_error = str(e)
-            backoff = min(self.settings.backoff_max_s, self.settings.backoff_min_s * 2 ** (tag.failures - 1))
+            backoff = min(self.settings.backoff_max_s, self.settings.backoff_min_s * 2 ** (tag.in_a_row - 1))
             tag.retry_at = self.mono() + backoff
-            tag.state = "pending" if tag.gap_from_s < tag.gap_to_s - 1 else "idle"
+            self._drop_closed(tag)
+            tag.state = "pending" if tag.gaps else "idle"
             log.warning("history download failed (retry in %.0f s): %s", backoff, e)
             return
-        tag.state = "idle" if tag.gap_to_s == gap_to else "pending"
-        if tag.state == "idle":
-            tag.failures = 0
+        # The log was read to its end marker: the gaps asked for are complete (their ends are live readings heard
+        # before the read began); one found during the read may end after what the tag sent, and stays.
+        for gap in tag.gaps[:asked]:
+            gap[0] = gap[1]
+        self._drop_closed(tag)
+        tag.state = "pending" if tag.gaps else "idle"
+        tag.in_a_row = 0
+        tag.retry_at = 0.0
+
+    @staticmethod
+    def _drop_closed(tag: TagHistory) -> None:
+        tag.gaps = [g for g in tag.gaps if g[0] < g[1] - 1]  # (a, a + 1) holds no whole second
+
+    def _keep(self, mac: str, tag: TagHistory, r: Record) -> None:
+        tag.records += 1
+        self.counts["history_records"] += 1
+        # The wire format's canonical key order (docs/wire-format.md); no sequence number, so the cloud's
+        # cross-gateway dedup passes it and the point identity (gateway, mac, time) absorbs re-sends.
+        fields: dict[str, Any] = {"data_format": HISTORY_FORMAT, "temperature": r.temperature,
+                                  "humidity": r.humidity, "pressure": r.pressure}
+        self.put(Reading(mac, r.time_s * 1_000_000_000, time.monotonic_ns(), True, None, HISTORY_FORMAT, r.raw,
+                         fields))
 
     def report(self) -> dict[str, dict[str, Any]]:
-        return {mac: {k: v for k, v in vars(t).items() if k != "retry_at"} for mac, t in sorted(self.tags.items())}
+        hidden = ("retry_at", "in_a_row")
+        return {mac: {k: v for k, v in vars(t).items() if k not in hidden} for mac, t in sorted(self.tags.items())}

@@ -162,10 +162,11 @@ def _history(history: dict[str, Any], c: dict[str, int]) -> list[str]:
     tags = history.get("tags") or {}
     if not tags:
         return [*lines, "          no gap found yet"]
-    rows = [["tag", "history", "gap (tag time)", "records", "downloads", "failures", "last error"]]
+    rows = [["tag", "history", "open gap (tag time)", "records", "downloads", "failures", "last error"]]
     for mac, t in sorted(tags.items()):
-        gap = "-" if t["gap_from_s"] >= t["gap_to_s"] else f"{_when(t['gap_from_s'] * 10**9)} .. " \
-                                                           f"{_when(t['gap_to_s'] * 10**9)}"
+        gaps = t.get("gaps") or []
+        gap = "-" if not gaps else f"{_when(gaps[0][0] * 10**9)} .. {_when(gaps[0][1] * 10**9)}" + (
+            f" (+{len(gaps) - 1} more)" if len(gaps) > 1 else "")
         rows.append([mac, t["state"], gap, str(t["records"]), str(t["downloads"]), str(t["failures"]),
                      t["last_error"] or "-"])
     return [*lines, *_table(rows)]

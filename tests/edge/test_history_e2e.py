@@ -25,6 +25,7 @@ from cloud.rollups import RollupConfig, Rollups
 from cloud.schema import setup
 from cloud.sinks.base import SinkOptions
 from cloud.sinks.influx1 import Influx1Client, Target
+from edge import status
 from edge.clock import SystemClock
 from edge.config import load_config
 from edge.gateway import Gateway
@@ -156,6 +157,13 @@ def test_a_30_minute_outage_is_filled_exactly_in_influxdb(bluez: FakeBlueZ, mosq
     assert gateway.history is not None
     assert gateway.history.counts == {"history_downloads": 1, "history_records": 30, "history_failures": 0}
     assert {k: counters.snapshot()[k] for k in gateway.history.counts} == gateway.history.counts
+    # `edge-gw status` (the buffer's saved status, as the CLI reads it): the tag's gap, filled, and the counts.
+    report = status.load(db)
+    assert report["history"] == {"enabled": True, "tags": {MAC: {
+        "state": "idle", "gaps": [], "records": 30, "downloads": 1, "failures": 0, "last_error": ""}}}
+    text = status.render(report, now_ns=time.time_ns())
+    assert "history   downloads 1  records 30  failures 0" in text
+    assert f"{MAC}  idle" in text
     print(f"\nhistory e2e: 30 records in {figures['download_s']:.3f} s; live adverts during the download "
           f"{figures['adverts_during']}, after it {figures['adverts_per_s_after']:.1f}/s")
     assert figures["adverts_during"] > 0 or figures["download_s"] < 0.4  # one scan tick is 0.2 s
