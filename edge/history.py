@@ -8,8 +8,9 @@ The log always runs to its end: there is no upper bound to ask for.
 
 Why not ruuvitag-sensor's `get_history_async` (4.1.0): it decodes the value as the low 16 bits unsigned (a negative
 temperature comes out near 655 C, pressure above 65535 Pa wraps), it takes "now" from the host clock with no say
-for the caller, it cannot pick the adapter, and when the notifications stop (a dropped link) it logs and ends the
-stream as if the log were complete, so a cut-off download could not be told from a finished one.
+for the caller, it cannot pick the adapter nor take a known BLEDevice (so it always discovers on its own, which
+BlueZ refuses while the gateway scans: InProgress), and when the notifications stop (a dropped link) it logs and
+ends the stream as if the log were complete, so a cut-off download could not be told from a finished one.
 
 What wins: a reading heard live is kept; history fills only the open interval between the last live reading
 before the gap and the first one after it, so a measurement is never stored from both paths (a live advert carries
