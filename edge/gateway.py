@@ -17,6 +17,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core import ruuvi
 from core.ratelog import RateLimitedLog
@@ -234,33 +235,25 @@ class Gateway:
                                   max_delay_s=float(cfg.store.commit_interval))
         self.pipeline = Pipeline(clock, Dedup(float(cfg.dedup.window), cfg.dedup.max_entries), self.writer.put,
                                  derived=cfg.decode.derived)
+        # Read once: the tags' last seen (for the watchdog and for gaps across this restart) and the saved status.
+        report = self.store.report()
         self.homeassistant = homeassistant_publisher(cfg)
-        if self.homeassistant is not None:
-            # One dict store per reading more on the advert path; the publisher's thread does the rest.
-            store_put, offer = self.writer.put, self.homeassistant.offer
+        self.history = self._history(cfg, report)
+        # Besides the buffer, each live reading goes to these (a call each on the advert path; their own threads or
+        # tasks do the rest). History readings go to the buffer only.
+        observers = [o for o in (None if self.homeassistant is None else self.homeassistant.offer,
+                                 None if self.history is None else self.history.observe) if o is not None]
+        if observers:
+            store_put = self.writer.put
 
             def put(reading: Reading) -> None:
                 store_put(reading)
-                offer(reading)
+                for observe in observers:
+                    observe(reading)
 
             self.pipeline.put = put
-        self.history: HistoryFiller | None = None
-        if cfg.history.enabled:
-            # Each tag's last live reading in the buffer, so a gap across this restart is found (history readings
-            # do not move it: edge/store/store.py).
-            report = self.store.report()
-            last_seen = {t["mac"]: t["last_seen_ns"] for t in report["tags"] if t["last_seen_ns"]}
-            self.history = HistoryFiller(history_settings(cfg), self.writer.put, last_seen)
-            self.history.restore((report.get("history") or {}).get("tags") or {})
-            live_put, observe = self.pipeline.put, self.history.observe
-
-            def put_and_observe(reading: Reading) -> None:
-                live_put(reading)
-                observe(reading)  # a dict lookup and a compare per reading
-
-            self.pipeline.put = put_and_observe
         options = source_options(cfg)
-        options = dataclasses.replace(options, tags_expected=self._tags_seen_recently(options.expect_s))
+        options = dataclasses.replace(options, tags_expected=self._tags_seen_recently(report, options.expect_s))
         self.source = source if source is not None else open_source(cfg.source.kind, options, counters)
         if self.history is not None:
             self.history.device_for = getattr(self.source, "device", None)  # the bleak source's known devices
@@ -271,9 +264,19 @@ class Gateway:
         self._started_ns = clock.wall_ns()
         self._last_error_logged = ""
 
-    def _tags_seen_recently(self, within_s: float) -> bool:
+    def _tags_seen_recently(self, report: dict[str, Any], within_s: float) -> bool:
         now = self.clock.wall_ns()
-        return any(now - t["last_seen_ns"] <= within_s * 1e9 for t in self.store.report()["tags"] if t["last_seen_ns"])
+        return any(now - t["last_seen_ns"] <= within_s * 1e9 for t in report["tags"] if t["last_seen_ns"])
+
+    def _history(self, cfg: Config, report: dict[str, Any]) -> HistoryFiller | None:
+        if not cfg.history.enabled:
+            return None
+        # Each tag's last live reading in the buffer, so a gap across this restart is found (history readings do
+        # not move it: edge/store/store.py); and what the last run learnt (open gaps, tags without a log).
+        last_seen = {t["mac"]: t["last_seen_ns"] for t in report["tags"] if t["last_seen_ns"]}
+        filler = HistoryFiller(history_settings(cfg), self.writer.put, last_seen)
+        filler.restore((report.get("history") or {}).get("tags") or {})
+        return filler
 
     def _push_counters(self) -> None:
         p = self.pipeline

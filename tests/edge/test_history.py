@@ -3,7 +3,6 @@ Nordic UART service (tests/edge/fakebluez.py HistoryTag). History readings go in
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,6 @@ T0 = (int(time.time()) // STEP - 120) * STEP  # two hours of log, ending now
 def tag_log() -> list[tuple[int, float, float, int]]:
     # Negative temperatures and pressures above 65535 Pa: the values ruuvitag-sensor's reader gets wrong.
     return [(T0 + i * STEP, -10.0 + i * 0.25, 40.0 + i * 0.1, 99_000 + i) for i in range(120)]
-
-
-@pytest.fixture
-def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBlueZ]:
-    fake = FakeBlueZ(tmp_path / "bluez").start()
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", fake.address)
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def advert(mac: str) -> bytes:

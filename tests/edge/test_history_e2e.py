@@ -11,11 +11,9 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fakebluez import FakeBlueZ
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
@@ -38,16 +36,6 @@ MAC = "c1:00:00:00:00:01"
 STEP = 60  # the tag logs once a minute here
 S = 1_000_000_000
 H = 3600 * S
-
-
-@pytest.fixture
-def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBlueZ]:
-    fake = FakeBlueZ(tmp_path / "bluez").start()
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", fake.address)
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def test_a_30_minute_outage_is_filled_exactly_in_influxdb(bluez: FakeBlueZ, mosquitto: Any, influxd: Any,
