@@ -152,6 +152,39 @@ class ClockSection:
 
 
 @dataclass
+class HistorySection:
+    """[history]: fill gaps from the tags' own logs over GATT (docs/history.md)."""
+
+    enabled: bool = False
+    gap_threshold: Duration = Duration(600.0)  # a tag silent this long (or across a restart) has a gap to fill
+    max_interval: Duration = Duration(10 * 86400.0)  # never ask for more than this much of a log (the tag keeps ~10 d)
+    timeout: Duration = Duration(120.0)  # one download, connect to end marker
+    backoff_min: Duration = Duration(60.0)  # per tag, doubling after each failure in a row
+    backoff_max: Duration = Duration(3600.0)
+    include: list[str] = field(default_factory=list)  # tag MACs; empty = every tag
+    exclude: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(self.gap_threshold >= 10, f"history.gap_threshold: must be at least 10 s, got {self.gap_threshold}")
+        _check(self.max_interval >= self.gap_threshold,
+               f"history.max_interval: must be at least history.gap_threshold, got {self.max_interval}")
+        _check(self.timeout >= 1, f"history.timeout: must be at least 1 s, got {self.timeout}")
+        _check(0 < self.backoff_min <= self.backoff_max,
+               f"history.backoff_min ({self.backoff_min}) must be positive and <= history.backoff_max "
+               f"({self.backoff_max})")
+        for key in ("include", "exclude"):
+            macs = getattr(self, key)
+            bad = [m for m in macs if not _is_mac(m)]
+            _check(not bad, f"history.{key}: expected MACs like \"aa:bb:cc:dd:ee:ff\", got {bad}")
+            setattr(self, key, [m.lower() for m in macs])
+
+
+def _is_mac(text: str) -> bool:
+    parts = text.split(":")
+    return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts)
+
+
+@dataclass
 class HomeAssistantSection(CoreHomeAssistantSection):
     """[homeassistant]: "" state_prefix = <mqtt.topic_prefix>/<gateway id>/ha."""
 
@@ -169,6 +202,7 @@ class Config:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
+    history: HistorySection = field(default_factory=HistorySection)
 
 
 def load_config(

@@ -17,12 +17,14 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core import ruuvi
 from core.ratelog import RateLimitedLog
 from edge.clock import Clock
 from edge.config import Config
 from edge.dedup import Dedup
+from edge.history import HistoryFiller, HistorySettings
 from edge.homeassistant import HaPublisher, HaSettings, node_for
 from edge.metrics import Counters
 from edge.model import Advert, Reading
@@ -106,6 +108,15 @@ def homeassistant_publisher(cfg: Config) -> HaPublisher | None:
     node = node_for(cfg.gateway.id, mqtt.topic_prefix, h.discovery_prefix, h.state_prefix, float(h.expire_after))
     client_id = f"{mqtt.client_id or f'edge-gw-{cfg.gateway.id}'}-ha"
     return HaPublisher(mqtt, client_id, HaSettings(node, float(h.state_interval), float(h.remove_after)))
+
+
+def history_settings(cfg: Config) -> HistorySettings:
+    h = cfg.history
+    return HistorySettings(
+        enabled=h.enabled, gap_threshold_s=float(h.gap_threshold), max_interval_s=float(h.max_interval),
+        timeout_s=float(h.timeout), backoff_min_s=float(h.backoff_min), backoff_max_s=float(h.backoff_max),
+        include=list(h.include), exclude=list(h.exclude), adapter=cfg.source.adapter or None,
+    )
 
 
 class Pipeline:
@@ -224,28 +235,48 @@ class Gateway:
                                   max_delay_s=float(cfg.store.commit_interval))
         self.pipeline = Pipeline(clock, Dedup(float(cfg.dedup.window), cfg.dedup.max_entries), self.writer.put,
                                  derived=cfg.decode.derived)
+        # Read once: the tags' last seen (for the watchdog and for gaps across this restart) and the saved status.
+        report = self.store.report()
         self.homeassistant = homeassistant_publisher(cfg)
-        if self.homeassistant is not None:
-            # One dict store per reading more on the advert path; the publisher's thread does the rest.
-            store_put, offer = self.writer.put, self.homeassistant.offer
+        self.history = self._history(cfg, report)
+        # Besides the buffer, each live reading goes to these (a call each on the advert path; their own threads or
+        # tasks do the rest). History readings go to the buffer only.
+        observers = [o for o in (None if self.homeassistant is None else self.homeassistant.offer,
+                                 None if self.history is None else self.history.observe) if o is not None]
+        if observers:
+            store_put = self.writer.put
 
             def put(reading: Reading) -> None:
                 store_put(reading)
-                offer(reading)
+                for observe in observers:
+                    observe(reading)
 
             self.pipeline.put = put
         options = source_options(cfg)
-        options = dataclasses.replace(options, tags_expected=self._tags_seen_recently(options.expect_s))
+        options = dataclasses.replace(options, tags_expected=self._tags_seen_recently(report, options.expect_s))
         self.source = source if source is not None else open_source(cfg.source.kind, options, counters)
+        if self.history is not None:
+            self.history.device_for = getattr(self.source, "device", None)  # the bleak source's known devices
         self.uplink: Uplink | None = None
         self._pushed = {"adverts_received": 0, "decode_errors": 0, "duplicates": 0, "clock_steps_ahead": 0,
-                        "clock_steps_back": 0}
+                        "clock_steps_back": 0, "history_downloads": 0, "history_records": 0,
+                        "history_failures": 0}
         self._started_ns = clock.wall_ns()
         self._last_error_logged = ""
 
-    def _tags_seen_recently(self, within_s: float) -> bool:
+    def _tags_seen_recently(self, report: dict[str, Any], within_s: float) -> bool:
         now = self.clock.wall_ns()
-        return any(now - t["last_seen_ns"] <= within_s * 1e9 for t in self.store.report()["tags"] if t["last_seen_ns"])
+        return any(now - t["last_seen_ns"] <= within_s * 1e9 for t in report["tags"] if t["last_seen_ns"])
+
+    def _history(self, cfg: Config, report: dict[str, Any]) -> HistoryFiller | None:
+        if not cfg.history.enabled:
+            return None
+        # Each tag's last live reading in the buffer, so a gap across this restart is found (history readings do
+        # not move it: edge/store/store.py); and what the last run learnt (open gaps, tags without a log).
+        last_seen = {t["mac"]: t["last_seen_ns"] for t in report["tags"] if t["last_seen_ns"]}
+        filler = HistoryFiller(history_settings(cfg), self.writer.put, last_seen)
+        filler.restore((report.get("history") or {}).get("tags") or {})
+        return filler
 
     def _push_counters(self) -> None:
         p = self.pipeline
@@ -254,6 +285,10 @@ class Gateway:
                             ("clock_steps_back", p.steps_back)):
             self.counters.inc(name, value - self._pushed[name])
             self._pushed[name] = value
+        if self.history is not None:
+            for name, value in self.history.counts.items():
+                self.counters.inc(name, value - self._pushed[name])
+                self._pushed[name] = value
         if p.last_error and p.last_error != self._last_error_logged:
             log.warning("bad advert: %s (decode_errors=%d)", p.last_error, p.decode_errors)
             self._last_error_logged = p.last_error
@@ -272,6 +307,8 @@ class Gateway:
             "source": self.cfg.source.kind,
             "scanner": self.source.state(),
         })
+        if self.history is not None:
+            self.store.save_status("history", {"enabled": True, "tags": self.history.report()})
         stats = self.store.stats()
         if stats.held_rows and not self.pipeline.synced:
             _held.warning(HELD_HINT, stats.held_rows)
@@ -311,6 +348,7 @@ class Gateway:
                         "clock is right without NTP")
         writer_task = asyncio.create_task(self.writer.run(), name="store-writer")
         house_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        history_task = None if self.history is None else asyncio.create_task(self.history.run(), name="history")
         drained: bool | None = None
         try:
             await self.source.run(self.pipeline)
@@ -324,7 +362,10 @@ class Gateway:
         finally:
             house_task.cancel()
             writer_task.cancel()
-            await asyncio.gather(house_task, writer_task, return_exceptions=True)
+            if history_task is not None:
+                history_task.cancel()  # a download in progress disconnects; its records so far are in the writer
+            await asyncio.gather(house_task, writer_task, *[t for t in (history_task,) if t is not None],
+                                 return_exceptions=True)
             try:
                 self.writer.flush()
             except StoreError as e:

@@ -32,6 +32,9 @@ COUNTERS: dict[str, str] = {
                        "moved it aside",
     "readings_salvaged": "readings (ready and held) copied out of a damaged buffer file into the fresh one",
     "readings_lost_damaged": "readings a damaged buffer file counted but could not give back",
+    "history_downloads": "history downloads over GATT started (docs/history.md)",
+    "history_records": "log records read from tags' memory and stored as history readings",
+    "history_failures": "history downloads that did not reach the end of the log (timeout, dropped link, error)",
     "wal_refused": "times a -wal that does not belong to the buffer was moved aside at start",
 }
 

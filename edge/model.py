@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 RUUVI_COMPANY_ID = 0x0499
+# The data_format of a reading read from a tag's log over GATT (edge/history.py), not heard in an advert: 0x3A is
+# the log protocol's "all environmental values" endpoint. Its time_ns is the tag's own timestamp.
+HISTORY_FORMAT = 0x3A
 
 
 @dataclass(slots=True, frozen=True)

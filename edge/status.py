@@ -149,4 +149,24 @@ def render(report: dict[str, Any], *, now_ns: int) -> str:
             ]
         )
     lines.extend(_table(rows))
+    lines.extend(_history(report.get("history") or {}, c))
     return "\n".join(lines)
+
+
+def _history(history: dict[str, Any], c: dict[str, int]) -> list[str]:
+    """Per tag with a gap: what the history download (edge/history.py) is doing about it."""
+    if not history.get("enabled"):
+        return []
+    lines = ["", f"history   downloads {c.get('history_downloads', 0)}  records {c.get('history_records', 0)}"
+                 f"  failures {c.get('history_failures', 0)}"]
+    tags = history.get("tags") or {}
+    if not tags:
+        return [*lines, "          no gap found yet"]
+    rows = [["tag", "history", "open gap (tag time)", "records", "downloads", "failures", "last error"]]
+    for mac, t in sorted(tags.items()):
+        gaps = t.get("gaps") or []
+        gap = "-" if not gaps else f"{_when(gaps[0][0] * 10**9)} .. {_when(gaps[0][1] * 10**9)}" + (
+            f" (+{len(gaps) - 1} more)" if len(gaps) > 1 else "")
+        rows.append([mac, t["state"], gap, str(t["records"]), str(t["downloads"]), str(t["failures"]),
+                     t["last_error"] or "-"])
+    return [*lines, *_table(rows)]

@@ -44,6 +44,9 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+_MAX_DEVICES = 10_000
+
+
 class BleakSource:
     def __init__(self, options: SourceOptions, counters: Counters) -> None:
         self.options = options
@@ -61,6 +64,13 @@ class BleakSource:
         self._scanner: Any = None
         self._emit: Emit | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The last bleak BLEDevice per Ruuvi MAC, so a history download (edge/history.py) connects to a device this
+        # scan already knows instead of starting a discovery of its own (BlueZ refuses a second StartDiscovery
+        # from the same D-Bus client with org.bluez.Error.InProgress while this scanner runs).
+        self.devices: dict[str, Any] = {}
+
+    def device(self, mac: str) -> Any | None:
+        return self.devices.get(mac)
 
     # -- state -------------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -91,7 +101,12 @@ class BleakSource:
         self.watchdog.advert(self._loop.time())
         rssi = adv.rssi if adv.rssi not in _NO_RSSI else None
         self.adverts += 1
-        self._emit(Advert(str(device.address).lower(), bytes(data), rssi))
+        mac = str(device.address).lower()
+        devices = self.devices
+        if mac not in devices and len(devices) >= _MAX_DEVICES:
+            devices.clear()  # a flood of distinct addresses must not grow memory
+        devices[mac] = device
+        self._emit(Advert(mac, bytes(data), rssi))
 
     # -- scanner -----------------------------------------------------------------------------------------------
     async def _start_scanner(self) -> None:

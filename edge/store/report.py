@@ -89,6 +89,7 @@ def build_report(conn: sqlite3.Connection, stats: BufferStats, limits: StoreLimi
         "uplink": sections.get("uplink", {}),
         "clock": {"synced": clock.synced(), "boot_id": clock.boot_id(), "corrections": counters["clock_corrections"]},
         "gateway": sections.get("gateway", {}),
+        "history": sections.get("history", {}),
         "store": saved_limits,
         "check": sections.get("check", {}),
         "damage": sections.get("damage", {}),

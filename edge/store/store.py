@@ -52,7 +52,7 @@ import orjson
 
 from core.ratelog import RateLimitedLog
 from edge.clock import Clock, SystemClock
-from edge.model import Reading
+from edge.model import HISTORY_FORMAT, Reading
 from edge.store import schema, walid
 from edge.store.model import BufferStats, StoredReading, StoreError, StoreLimits
 from edge.store.report import build_report
@@ -298,6 +298,10 @@ class Store:
             else:
                 fields_json = held[held_i][8]
                 held_i += 1
+            if r.data_format == HISTORY_FORMAT:
+                # Read from the tag's log, times from its past: not the tag's current state (last seen, format,
+                # sequence accounting), which only live adverts tell.
+                continue
             tag = tags.get(r.mac)
             if tag is None:
                 tag = tags[r.mac] = new_tag(r.mac, r.time_ns, r.mono_ns, r.rssi, r.data_format, r.fields,

@@ -12,15 +12,25 @@ bluezoo 1.0.2 fixes (see /work/shared/notes/bleak-fake-bluez.md):
 2. Only scanner adapters (ids < TAG_ADAPTER_BASE) report the `central` role, so bleak never picks a tag's adapter.
 3. Every scan tick re-reports known devices (an RSSI PropertiesChanged), as real BlueZ does for each advert heard.
 4. The scan interval is a float (0.2 s), not whole seconds.
-And, to match real BlueZ: StartDiscovery on a powered-off adapter fails with org.bluez.Error.NotReady.
+And, to match real BlueZ: StartDiscovery on a powered-off adapter fails with org.bluez.Error.NotReady; a client's
+second StartDiscovery fails with org.bluez.Error.InProgress; several clients share one discovery, which stops with
+the last one's StopDiscovery (bluezoo ran a report loop per call and stopped it for everyone at the first Stop).
 bluezoo has no passive scanning; with `passive=True` the adapters also offer org.bluez.AdvertisementMonitorManager1:
 RegisterMonitor reads the client's or_patterns back and reports only devices whose manufacturer data matches.
 Without it, bleak's passive request fails as on BlueZ < 5.56 (or without --experimental).
+GATT: bluezoo proxies a peripheral's GATT application (registered on the tag adapter's GattManager1) to the
+central: Device1.Connect exports the linked services, WriteValue and StartNotify go to the application, a Value
+change on the application's characteristic reaches the central as a notification. Fix 5: bluezoo never removes those
+links, so a second Connect fails (sd_bus_add_object_vtable: EEXIST); here Disconnect removes them, ends the
+notification sessions (the application gets StopNotify) and clears ServicesResolved, as BlueZ does for an unbonded
+device. `HistoryTag` is a RuuviTag's Nordic UART service serving the log-read protocol (docs.ruuvi.com,
+communication/bluetooth-connection/nordic-uart-service-nus/log-read).
 Test control (org.bluezoo.Test1 at /org/bluezoo/test): Stall(id) silently stops an adapter's scanning the way a wedged
 BlueZ does (Discovering stays true, nothing arrives); SetRSSI(address, rssi).
 """
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -87,6 +97,168 @@ class TagAdvertisement(ServiceInterface):  # type: ignore[misc]
     def set_payload(self, payload: bytes) -> None:
         self.payload = payload
         self.emit_properties_changed({"ManufacturerData": {self.company: Variant("ay", payload)}})
+
+
+NUS_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
+NUS_RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"  # the central writes commands here
+NUS_TX = "6e400003-b5a3-f393-e0a9-e50e24dcca9e"  # the tag notifies its answers here
+LOG_END = bytes([0x3A, 0x3A, 0x10]) + b"\xff" * 8
+
+
+class _NusService(ServiceInterface):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__("org.bluez.GattService1")
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def UUID(self) -> DBusStr:
+        return NUS_SERVICE
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Primary(self) -> DBusBool:
+        return True
+
+
+class _NusCharacteristic(ServiceInterface):  # type: ignore[misc]
+    """One GattCharacteristic1 of the tag's GATT application (bluezoo reads it back and links it to the central)."""
+
+    def __init__(self, uuid: str, service: str, flags: list[str], tag: "HistoryTag") -> None:
+        super().__init__("org.bluez.GattCharacteristic1")
+        self.uuid, self.service, self.flags, self.tag = uuid, service, flags, tag
+        self.value = b""
+        self.notifying = False
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def UUID(self) -> DBusStr:
+        return self.uuid
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Service(self) -> Annotated[str, DBusSignature("o")]:
+        return self.service
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Flags(self) -> Annotated[list[str], DBusSignature("as")]:
+        return self.flags
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Value(self) -> Annotated[bytes, DBusSignature("ay")]:
+        return self.value
+
+    @dbus_property(PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Notifying(self) -> DBusBool:
+        return self.notifying
+
+    @method()  # type: ignore[untyped-decorator]
+    def ReadValue(self, options: Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+                  ) -> Annotated[bytes, DBusSignature("ay")]:
+        return self.value
+
+    @method()  # type: ignore[untyped-decorator]
+    def WriteValue(self, value: Annotated[bytes, DBusSignature("ay")],
+                   options: Annotated[dict[str, Variant], DBusSignature("a{sv}")]) -> None:
+        self.tag.command(bytes(value))
+
+    @method()  # type: ignore[untyped-decorator]
+    def StartNotify(self) -> None:
+        self.notifying = True
+        self.tag.in_flight = 0  # a new session: whatever the last one left unconfirmed is gone with its link
+        self.emit_properties_changed({"Notifying": True})
+
+    @method()  # type: ignore[untyped-decorator]
+    def StopNotify(self) -> None:
+        self.notifying = False
+        self.emit_properties_changed({"Notifying": False})
+        self.tag.room.set()  # a sender waiting for room learns the central is gone
+
+    @method()  # type: ignore[untyped-decorator]
+    def Confirm(self) -> None:
+        # bluezoo confirms each Value once it has passed it on to the central: one TX buffer is free again.
+        self.tag.in_flight = max(0, self.tag.in_flight - 1)
+        self.tag.room.set()
+
+    def notify(self, data: bytes) -> None:
+        self.value = data
+        self.emit_properties_changed({"Value": data})
+
+
+class HistoryTag:
+    """A RuuviTag's log (firmware 3.30+) served over the Nordic UART service, as docs.ruuvi.com describes log read:
+    the central writes 0x3A 3A 11 + now (u32 BE) + since (u32 BE); the tag answers, for each logged time >= since in
+    order, three notifications 0x3A 30|31|32 10 + time (u32 BE) + value (i32/u32 BE: 0.01 C, 0.01 %RH, 1 Pa), then
+    0x3A 3A 10 FF*8. `log` is [(time_s, temperature_c, humidity_pct, pressure_pa)].
+
+    `cut_after`: after that many records of the next read the tag goes out of range (the link drops: the central's
+    Device1 is disconnected), once. `reads` lists each command's (now, since).
+
+    Flow control, as on the tag: the nRF52 SoftDevice has a few TX buffers for notifications and the firmware waits
+    for one to free before queueing the next, so a log read goes at the link's pace. Here at most TX_BUFFERS Values
+    are unconfirmed by bluezoo at a time. Without it the fake tag emits hundreds of PropertiesChanged in one burst,
+    its socket to dbus-daemon fills, and dbus-fast 5.2.0 takes that EAGAIN for a dead connection (write_callback
+    finalizes the bus; python-dbus-next#153, inherited): the rest of the log, end marker included, is lost and
+    bluezoo drops the GATT application. The sender also stops when the central unsubscribes (the link is down)."""
+
+    TX_BUFFERS = 8
+
+    def __init__(self, fake: "FakeBlueZ", index: int, log: list[tuple[int, float, float, int]]) -> None:
+        self.fake = fake
+        self.index = index
+        self.log = log
+        self.reads: list[tuple[int, int]] = []
+        self.cut_after: int | None = None
+        self.path = f"/edgegw/gatt{index}"
+        service = f"{self.path}/service0"
+        self.tx = _NusCharacteristic(NUS_TX, service, ["notify"], self)
+        self.rx = _NusCharacteristic(NUS_RX, service, ["write", "write-without-response"], self)
+        self._objects: list[tuple[str, ServiceInterface]] = [
+            (service, _NusService()), (f"{service}/char0", self.rx), (f"{service}/char1", self.tx)]
+        self._task: asyncio.Task[None] | None = None
+        self.in_flight = 0
+        self.room = asyncio.Event()
+
+    async def register(self) -> None:
+        for path, obj in self._objects:
+            self.fake.bus.export(path, obj)
+        # dbus-fast answers ObjectManager.GetManagedObjects on the application path with the objects under it.
+        await self.fake._call(f"/org/bluez/hci{TAG_ADAPTER_BASE + self.index}", "org.bluez.GattManager1",
+                              "RegisterApplication", "oa{sv}", [self.path, {}])
+
+    def command(self, value: bytes) -> None:
+        if len(value) != 11 or value[:3] != bytes([0x3A, 0x3A, 0x11]):
+            return  # other NUS commands: a real tag answers some; the gateway sends none
+        now, since = int.from_bytes(value[3:7], "big"), int.from_bytes(value[7:11], "big")
+        self.reads.append((now, since))
+        self._task = asyncio.get_running_loop().create_task(self._send(since))
+
+    async def _send(self, since: int) -> None:
+        cut, self.cut_after = self.cut_after, None
+        sent = 0
+        for t, temperature, humidity, pressure in self.log:
+            if t < since:
+                continue
+            if cut is not None and sent == cut:
+                # The link drops once the central has had those records (all Values confirmed): "after 12 records"
+                # then means 12, not 11 and a part still queued in bluezoo.
+                while self.tx.notifying and self.in_flight:
+                    self.room.clear()
+                    await self.room.wait()
+                await self.fake.disconnect_central(self.fake.tag_macs[self.index])
+                return
+            for src, value in ((0x30, round(temperature * 100)), (0x31, round(humidity * 100)), (0x32, pressure)):
+                if not await self._notify(bytes([0x3A, src, 0x10]) + t.to_bytes(4, "big")
+                                          + value.to_bytes(4, "big", signed=True)):
+                    return
+            sent += 1
+        await self._notify(LOG_END)
+
+    async def _notify(self, data: bytes) -> bool:
+        """Send once a TX buffer is free; False (nothing sent) once the central no longer listens."""
+        while self.tx.notifying and self.in_flight >= self.TX_BUFFERS:
+            self.room.clear()
+            await self.room.wait()
+        if not self.tx.notifying:
+            return False
+        self.in_flight += 1
+        self.tx.notify(data)
+        return True
 
 
 class FakeBlueZ:
@@ -187,6 +359,24 @@ class FakeBlueZ:
         self.tag_macs[index] = mac
         return adv
 
+    async def add_history_tag(self, index: int, mac: str, payload: bytes,
+                              log: list[tuple[int, float, float, int]]) -> HistoryTag:
+        """A tag that advertises `payload` and serves `log` over GATT (register before the central connects)."""
+        await self.add_tag(index, mac, payload)
+        tag = HistoryTag(self, index, log)
+        await tag.register()
+        return tag
+
+    async def disconnect_central(self, mac: str, adapter: str = "hci0") -> None:
+        """The link to `mac` drops, as when the tag goes out of range: the central sees Connected = false."""
+        # bluezoo names the device path after the address as the tag's adapter was given it (its case kept; real
+        # BlueZ upper-cases), so look it up rather than build it.
+        (objects,) = await self._call("/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+        prefix = f"/org/bluez/{adapter}/dev_"
+        wanted = mac.upper().replace(":", "_")
+        path = next(p for p in objects if p.startswith(prefix) and p[len(prefix):].upper() == wanted)
+        await self._call(path, "org.bluez.Device1", "Disconnect")
+
     async def silence_tag(self, index: int) -> None:
         await self._call(f"/org/bluez/hci{TAG_ADAPTER_BASE + index}", "org.bluez.LEAdvertisingManager1",
                          "UnregisterAdvertisement", "o", [f"/edgegw/tag{index}"])
@@ -239,9 +429,10 @@ def _matches(patterns: list[Any], manufacturer_data: dict[int, Any]) -> bool:
 def _patch_bluezoo(passive: bool) -> Any:
     import sdbus
     from bluezoo import bluezoo as zoo
+    from bluezoo import events
     from bluezoo.adapter import Adapter
     from bluezoo.device import Device
-    from bluezoo.exceptions import DBusBluezNotReadyError
+    from bluezoo.exceptions import DBusBluezInProgressError, DBusBluezNotReadyError
     from bluezoo.interfaces.Device import DeviceInterface
     from bluezoo.utils import dbus_method_async_except_logging, dbus_property_async_except_logging
 
@@ -266,7 +457,34 @@ def _patch_bluezoo(passive: bool) -> Any:
         async def StartDiscovery(self) -> None:
             if not self.powered:
                 raise DBusBluezNotReadyError("Resource Not Ready")
+            sender = sdbus.get_current_message().sender
+            if sender in self.scan_subscribers:
+                # BlueZ (adapter.c start_discovery): every client can start one discovery; again is "busy".
+                raise DBusBluezInProgressError("Operation already in progress")
+            if self.scan_subscribers and not self.discovering_task.done():
+                # One discovery per adapter for all its clients, as BlueZ runs it (bluezoo would start a second
+                # report loop, and the first client's StopDiscovery would end the other's scan).
+                async def on_sender_lost() -> None:
+                    self.scan_subscribers.pop(sender, None)
+                    if not self.scan_subscribers:
+                        self.discovering_task.cancel()
+                        await self.Discovering.set_async(False)
+
+                self.scan_subscribers[sender] = events.subscribe(f"service:lost:{sender}", on_sender_lost, once=True)
+                return
             await super().StartDiscovery()
+
+        @sdbus.dbus_method_async_override()
+        @dbus_method_async_except_logging
+        async def StopDiscovery(self) -> None:
+            sender = sdbus.get_current_message().sender
+            if set(self.scan_subscribers) - {sender}:
+                # Other clients still discover: this one leaves, the scan goes on (BlueZ's discovery_remove).
+                subscriber = self.scan_subscribers.pop(sender, None)
+                if subscriber is not None:
+                    subscriber.unsubscribe()
+                return
+            await super().StopDiscovery()
 
     class MonitorProxy(sdbus.DbusInterfaceCommonAsync,  # type: ignore[misc,call-arg]
                        interface_name="org.bluez.AdvertisementMonitor1"):
@@ -351,6 +569,24 @@ def _patch_bluezoo(passive: bool) -> Any:
 
     zoo.BluezMockService.create_discovering_task = create_discovering_task
 
+    # Fix 5: a disconnect tears the GATT links down, so the next Connect can export them again.
+    plain_disconnect = Device.disconnect
+
+    async def disconnect(self: Any, uuid: str | None = None) -> None:
+        await plain_disconnect(self, uuid)
+        for link in list(self.services.values()):
+            subscription = getattr(link, "client_props_changed_subscription", None)
+            if subscription is not None and link.client.Notifying.get(False):
+                subscription.unsubscribe()
+                with contextlib.suppress(Exception):  # the application may be gone already
+                    await link.client.StopNotify()
+            self.peer_adapter.mock.remove_object(link)
+        self.services.clear()
+        if self.services_resolved:
+            await self.ServicesResolved.set_async(False)
+
+    Device.disconnect = disconnect
+
     class TestControl(sdbus.DbusInterfaceCommonAsync, interface_name="org.bluezoo.Test1"):  # type: ignore[misc,call-arg]
         def __init__(self, service: Any) -> None:
             super().__init__()
@@ -368,11 +604,18 @@ def _patch_bluezoo(passive: bool) -> Any:
 
 
 async def _serve(scan_interval: float, passive: bool) -> None:
+    if os.environ.get("FAKEBLUEZ_DEBUG"):
+        import logging
+        logging.basicConfig(level=logging.DEBUG, format="%(relativeCreated)d %(name)s %(message)s")
     zoo, control_cls = _patch_bluezoo(passive)
     await zoo.startup(bus="system", adapters=list(SCANNERS), auto_enable=True, scan_interval=scan_interval)
     control = control_cls(zoo.startup.service)
     control.export_to_dbus("/org/bluezoo/test")
     print("ready", flush=True)
+    # From here on stdout is the log too. The test process reads only the "ready" line, and pyventus (bluezoo's event
+    # library) logs its handlers' exceptions to stdout: into an undrained pipe, 64 KiB of tracebacks later, bluezoo
+    # blocks in write() and the whole fake BlueZ freezes (no notification, no disconnect, no reply).
+    os.dup2(2, 1)
     await asyncio.Event().wait()
 
 

@@ -3,7 +3,7 @@
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +22,6 @@ FAST = {"watchdog_s": 1.0, "expect_s": 30.0, "check_s": 0.1, "reset_pause_s": 0.
 
 def payload(mac: str, seq: int) -> bytes:
     return df5(temperature=21.5, humidity=40.0, pressure=100_500, sequence=seq, mac=mac)
-
-
-@pytest.fixture
-def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBlueZ]:
-    fake = FakeBlueZ(tmp_path / "bluez").start()
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", fake.address)
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def passive_bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBlueZ]:
-    """A fake BlueZ that supports passive scanning (org.bluez.AdvertisementMonitorManager1 with or_patterns)."""
-    fake = FakeBlueZ(tmp_path / "bluez", passive=True).start()
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", fake.address)
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
