@@ -36,6 +36,10 @@ class Status:
     mqtt_connected: bool = False
     sink_state: str = "unknown"
     sink_error: str = ""
+    # What the sink is when it is not the database (`cloud-ingest bridge`: "kafka <bootstrap> topic <topic> ..."),
+    # and its own counts (records produced, produce errors, records queued).
+    sink_name: str = ""
+    sink_counts: dict[str, int] = field(default_factory=dict)
     queue_batches: int = 0
     queue_points: int = 0
     inflight_messages: int = 0
@@ -131,7 +135,8 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"receiver:       {'running' if up else 'NOT RUNNING'} (client id {status.client_id}, pid {status.pid}, "
         f"status updated {_ago(status.updated_ns, now)})",
         f"mqtt:           {'connected' if status.mqtt_connected and up else 'disconnected'}",
-        f"database:       {status.sink_state}" + (f" (last error: {status.sink_error})" if status.sink_error else ""),
+        f"{'kafka:' if status.sink_name.startswith('kafka') else 'database:':<16}{status.sink_state}"
+        + (f" (last error: {status.sink_error})" if status.sink_error else ""),
         f"queue:          {status.queue_batches} batches, {status.queue_points} points, "
         f"{status.inflight_messages} messages not acknowledged",
         f"last write:     {_ago(status.last_write_ns, now)} ({status.last_batch_points} points)",
@@ -144,6 +149,9 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"broker drops:   {_broker_drops(status, now)}",
         f"gateways:       {len(status.gateways)}",
     ]
+    if status.sink_name:
+        counts = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in status.sink_counts.items())
+        lines.insert(3, f"  {status.sink_name}" + (f": {counts}" if counts else ""))
     if status.http_listen or status.http_requests:
         codes = ", ".join(f"{n} x {code}" for code, n in sorted(status.http_requests.items())) or "no requests"
         lines.insert(-1, f"http:           {status.http_listen or 'off'}: {codes}, {status.http_readings} readings")
