@@ -207,7 +207,7 @@ async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0) -> int
 @config_option
 @click.option("--mqtt", "mqtt_url", help="Broker URL, as for `run` (mqtt.url).")
 @click.option("--kafka", "kafka_bootstrap", help="Kafka bootstrap servers: host:port[,host:port...] (kafka.bootstrap).")
-@click.option("--client-id", help="Fixed MQTT client id, not the one of a receiver on the same broker (mqtt.client_id).")
+@click.option("--client-id", help="Fixed MQTT client id; not a receiver's id on the same broker (mqtt.client_id).")
 @click.option("--shared-group", help="Join a shared subscription group to split the load (mqtt.shared_group).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port; 0 = off (metrics.port).")
 @click.option("--status-file", help="Where to keep the status for `cloud-ingest status` (status.file); not the file "

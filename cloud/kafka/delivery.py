@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -193,9 +194,10 @@ class Delivery:
         produce = self._producer.produce
         for i in indexes:
             r = records[i]
+            headers = cast(list[tuple[str, str | bytes | None]], r.headers)  # the stub's list is invariant
             while True:
                 try:
-                    produce(topic, r.value, r.key, headers=r.headers, on_delivery=functools.partial(rnd.report, i))
+                    produce(topic, r.value, r.key, headers=headers, on_delivery=functools.partial(rnd.report, i))
                     break
                 except BufferError:
                     # librdkafka's queue is full (queue.buffering.max.messages): wait for deliveries to free it.
@@ -233,4 +235,6 @@ class Delivery:
             log.warning("Kafka: %d records not acknowledged at close; their messages stay unacknowledged", left)
         self._closing = True
         await loop.run_in_executor(None, self._thread.join, 5.0)
+        self.metrics.queue_records.set_function(lambda: left)
+        self._producer.close()  # its threads and connections end now, not whenever the object is collected
         self.state = "closed"

@@ -7,7 +7,8 @@ import logging
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # where it is defined; confluent_kafka.admin re-exports it untyped
 
 log = logging.getLogger("cloud.kafka")
 
@@ -19,7 +20,7 @@ class TopicError(Exception):
 def ensure_topics(client: dict[str, str], topics: Sequence[str], *, create: bool, partitions: int,
                   replication_factor: int, timeout_s: float = 30.0) -> list[str]:
     """Make sure the topics exist; return those created."""
-    admin = AdminClient(client)
+    admin = AdminClient(dict[str, str | int | float | bool](client))
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as e:

@@ -17,13 +17,13 @@ from typing import Any
 from confluent_kafka import Consumer, Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
-from test_receiver_support import RunningReceiver, make_config  # noqa: E402
+from test_receiver_support import RunningReceiver, make_config
 
-from cloud.config import Config  # noqa: E402
-from cloud.kafka.bridge import bridge_receiver, prepare_topics  # noqa: E402
-from cloud.kafka.delivery import DeliverySettings  # noqa: E402
-from cloud.kafka.records import Codec  # noqa: E402
-from cloud.metrics import Metrics  # noqa: E402
+from cloud.config import Config
+from cloud.kafka.bridge import bridge_receiver, prepare_topics
+from cloud.kafka.delivery import DeliverySettings
+from cloud.kafka.records import Codec
+from cloud.metrics import Metrics
 
 NO_INFLUX = "http://127.0.0.1:9/unused"  # the bridge has no database; the config still wants a valid URL
 

@@ -18,7 +18,6 @@ from test_receiver_support import (
     Subscriber,
     broker_settings,
     edge_batch,
-    mac_text,
     reading,
     ruuvi_gw_message,
     wait_until,
