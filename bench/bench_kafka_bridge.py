@@ -118,7 +118,8 @@ def main() -> None:
             for record, encoding in VARIANTS:
                 r = run_variant(mq, kafka, tmp / f"{record}-{encoding}", record, encoding, args.readings)
                 print(f"record={record:<8} encoding={encoding:<5} {r['rate']:>9,.0f} readings/s "
-                      f"({r['seconds']:.2f} s), bridge CPU {r['cpu_per_100k']:.2f} s per 100k readings", flush=True)
+                      f"({r['seconds']:.2f} s), bridge CPU {r['cpu_per_100k']:.2f} s per 100k readings, "
+                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
         finally:
             kafka.stop()
             mq.stop()
