@@ -3,21 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Consumer, Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
-from test_receiver_support import RunningReceiver, make_config
+from test_receiver_support import RunningReceiver, make_config, start_receiver
 
 from cloud.config import Config
 from cloud.kafka.bridge import bridge_receiver, prepare_topics
@@ -38,29 +35,8 @@ def start_bridge(cfg: Config, *, delivery: DeliverySettings | None = None,
                  ready_timeout: float = 30.0) -> RunningReceiver:
     """The bridge (topics prepared) on its own thread and event loop, as `cloud-ingest bridge` runs it."""
     prepare_topics(cfg)
-    started = threading.Event()
-    holder: dict[str, Any] = {}
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        async def go() -> None:
-            receiver = bridge_receiver(cfg, metrics=Metrics(), status_file=Path(cfg.status.file), delivery=delivery)
-            stop = asyncio.Event()
-            holder.update(receiver=receiver, loop=asyncio.get_running_loop(), stop=stop)
-            await receiver.run(stop, ready=started.set)
-
-        try:
-            asyncio.run(go())
-        except BaseException as e:  # handed to the test
-            errors.append(e)
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=main, name="bridge", daemon=True)
-    thread.start()
-    if not started.wait(ready_timeout) or errors:
-        raise RuntimeError(f"bridge did not start: {errors}")
-    return RunningReceiver(holder["receiver"], thread, holder["loop"], holder["stop"], errors)
+    return start_receiver(cfg, ready_timeout=ready_timeout, make=lambda: bridge_receiver(
+        cfg, metrics=Metrics(), status_file=Path(cfg.status.file), delivery=delivery))
 
 
 def bridge_process(*args: str, log: Path) -> subprocess.Popen[bytes]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -40,7 +41,9 @@ def status(tmp: Path) -> dict[str, Any]:
 class Stream:
     """An edge-gw gateway publishing BATCHES batches of PER_BATCH tags, one every few ms, from a thread."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, bridge_log: Path) -> None:
+        wait_until(lambda: b"subscribed to" in (bridge_log.read_bytes() if bridge_log.exists() else b""), 30,
+                   "bridge subscribed")  # its session exists: nothing published from now on is missed
         self.pub = Publisher(port)
         self.t0 = int(time.time()) - 3600
         self.want = {(reading(tag, b, self._t(b, tag)).mac, self._t(b, tag))
@@ -60,6 +63,13 @@ class Stream:
     def close(self) -> None:
         self.thread.join(120)
         self.pub.close()
+
+
+def finish(stream: Stream | None, bridge: subprocess.Popen[bytes], log: Path) -> None:
+    if stream is not None:
+        stream.close()
+    bridge.send_signal(signal.SIGTERM)
+    assert bridge.wait(30) == 0, log.read_text()[-3000:]
 
 
 def check(got: list[Got], want: set[tuple[str, int]]) -> int:
@@ -86,8 +96,7 @@ def test_kafka_restarted_and_killed_mid_stream_loses_nothing(mosquitto_factory: 
     bridge = bridge_process(*args(mq.port, kafka, tmp_path), log=log)
     stream = None
     try:
-        wait_until(lambda: b"subscribed to" in (log.read_bytes() if log.exists() else b""), 30, "bridge subscribed")
-        stream = Stream(mq.port)
+        stream = Stream(mq.port, log)
         total = len(stream.want)
         wait_until(lambda: status(tmp_path).get("written", 0) >= total // 4, 60, "a quarter produced")
         kafka.restart()  # SIGTERM: a controlled shutdown, with records in flight
@@ -101,11 +110,7 @@ def test_kafka_restarted_and_killed_mid_stream_loses_nothing(mosquitto_factory: 
         st = status(tmp_path)
         got = read_topic(kafka.bootstrap, "ruuvi.readings", until=total)
     finally:
-        if stream is not None:
-            stream.close()
-        bridge.send_signal(signal.SIGTERM)
-        bridge.wait(30)
-    assert bridge.returncode == 0, log.read_text()[-3000:]
+        finish(stream, bridge, log)
     copies = check(got, stream.want)
     assert st["written"] == total + copies  # the bridge counted every copy it produced: no copy came from elsewhere
     assert st["dead_letters"] == 0
@@ -120,8 +125,7 @@ def test_bridge_sigkilled_mid_batch_loses_nothing(mosquitto_factory: Any, kafka:
     stream = None
     kills = 0
     try:
-        wait_until(lambda: b"subscribed to" in (log.read_bytes() if log.exists() else b""), 30, "bridge subscribed")
-        stream = Stream(mq.port)
+        stream = Stream(mq.port, log)
         total = len(stream.want)
         for share in (4, 2):
             wait_until(lambda s=share: status(tmp_path).get("written", 0) >= total // s  # type: ignore[misc]
@@ -137,11 +141,7 @@ def test_bridge_sigkilled_mid_batch_loses_nothing(mosquitto_factory: Any, kafka:
                    30, "everything acknowledged")
         st = status(tmp_path)
     finally:
-        if stream is not None:
-            stream.close()
-        bridge.send_signal(signal.SIGTERM)
-        bridge.wait(30)
-    assert bridge.returncode == 0, log.read_text()[-3000:]
+        finish(stream, bridge, log)
     copies = check(got, stream.want)
     counts = Counter(readings(got))
     twice = [k for k, n in counts.items() if n > 1]
