@@ -150,7 +150,10 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"gateways:       {len(status.gateways)}",
     ]
     if status.sink_name:
-        counts = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in status.sink_counts.items())
+        # The file keeps keys sorted; shown in the order they happen, any other after them.
+        known = [k for k in ("records_produced", "produce_errors", "queued_records") if k in status.sink_counts]
+        order = known + sorted(set(status.sink_counts) - set(known))
+        counts = ", ".join(f"{status.sink_counts[k]} {k.replace('_', ' ')}" for k in order)
         lines.insert(3, f"  {status.sink_name}" + (f": {counts}" if counts else ""))
     if status.http_listen or status.http_requests:
         codes = ", ".join(f"{n} x {code}" for code, n in sorted(status.http_requests.items())) or "no requests"
