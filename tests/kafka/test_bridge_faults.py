@@ -17,7 +17,7 @@ from typing import Any
 
 from bridge_support import Got, bridge_process, read_topic, readings
 from kafka_server import Kafka
-from test_receiver_support import Publisher, broker_settings, edge_batch, reading, wait_until
+from test_receiver_support import Publisher, Subscriber, broker_settings, edge_batch, reading, wait_until
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -151,3 +151,36 @@ def test_bridge_sigkilled_mid_batch_loses_nothing(mosquitto_factory: Any, kafka:
     assert st["redeliveries"] >= 1
     print(f"bridge SIGKILLed {kills} times: {total} readings, {copies} produced twice, {st['redeliveries']} "
           f"messages redelivered, {st['resent_points']} readings dropped by dedup as produced before")
+
+
+def test_while_kafka_is_down_the_mqtt_broker_keeps_the_message_across_a_bridge_restart(
+        mosquitto_factory: Any, kafka: Kafka, tmp_path: Path) -> None:
+    mq = mosquitto_factory(tmp_path / "mq", extra=broker_settings()).start()
+    log = tmp_path / "bridge.log"
+    bridge = bridge_process(*args(mq.port, kafka, tmp_path), log=log)
+    confirms = Subscriber(mq.port, "edge-gw/+/confirm")
+    pub = Publisher(mq.port)
+    t0 = int(time.time()) - 600
+    rs = [reading(tag, 1, t0 * S + tag * MS) for tag in range(5)]
+    try:
+        wait_until(lambda: b"subscribed to" in (log.read_bytes() if log.exists() else b""), 30, "bridge subscribed")
+        kafka.stop()
+        pub.publish([("edge-gw/gw-d/batch", edge_batch("gw-d", 3, rs))])
+        wait_until(lambda: status(tmp_path).get("sink_state") == "retrying"
+                   and status(tmp_path).get("inflight_messages") == 1, 30, "the bridge retrying, the message held")
+        began = time.monotonic()
+        bridge.send_signal(signal.SIGTERM)  # it gives up the write after its drain time, without a PUBACK
+        assert bridge.wait(60) == 0, log.read_text()[-3000:]
+        stopped_in = time.monotonic() - began
+        assert confirms.messages == []  # the gateway was told nothing
+        kafka.start()
+        bridge = bridge_process(*args(mq.port, kafka, tmp_path), log=log)
+        wait_until(lambda: len(confirms.messages) == 1, 60, "the confirmation, once Kafka has the batch")
+        got = read_topic(kafka.bootstrap, "ruuvi.readings", until=5)
+    finally:
+        pub.close()
+        confirms.close()
+        finish(None, bridge, log)
+    assert sorted(readings(got)) == sorted((r.mac, r.time_ns) for r in rs)  # from the broker's copy, once
+    assert json.loads(confirms.messages[0][1]) == {"v": 1, "gateway": "gw-d", "seqs": [[3, 3]]}
+    print(f"SIGTERM with Kafka down: the bridge stopped in {stopped_in:.1f} s")
