@@ -135,7 +135,7 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"receiver:       {'running' if up else 'NOT RUNNING'} (client id {status.client_id}, pid {status.pid}, "
         f"status updated {_ago(status.updated_ns, now)})",
         f"mqtt:           {'connected' if status.mqtt_connected and up else 'disconnected'}",
-        f"{'kafka:' if status.sink_name.startswith('kafka') else 'database:':<16}{status.sink_state}"
+        f"{status.sink_name.split(' ', 1)[0] + ':' if status.sink_name else 'database:':<16}{status.sink_state}"
         + (f" (last error: {status.sink_error})" if status.sink_error else ""),
         f"queue:          {status.queue_batches} batches, {status.queue_points} points, "
         f"{status.inflight_messages} messages not acknowledged",

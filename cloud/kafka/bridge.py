@@ -2,9 +2,9 @@
 persistent session, formats, batches, dedup and write path) with Kafka as its sink and its dead-letter topic, so the
 rule "acknowledged only once stored" holds with "stored" meaning "acknowledged by Kafka with acks=all".
 
-Not carried over from `run`: `batch.writers` (always 1, see below), alerts on the data, Home Assistant and the
-InfluxDB rollups. They act on stored points,
-so they belong to the consumer that writes them to InfluxDB (`run --kafka`), or they would act twice.
+Not carried over from `run`: `batch.writers` (always 1, see bridge_receiver), alerts on the data, Home Assistant
+and the InfluxDB rollups. The last three act on stored points, so they belong to the consumer that writes them to
+InfluxDB (`run --kafka`), or they would act twice.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def bridge_receiver(cfg: Config, *, metrics: Metrics | None = None, status_file:
     metrics = metrics or Metrics()
     producer = Delivery(kafka_client_config(cfg), delivery or delivery_settings(cfg),
                         metrics=KafkaMetrics(metrics.registry))
-    sink = KafkaSink(KafkaTarget(k.bootstrap, k.topic, k.dlq_topic, k.encoding, k.record), producer)
+    sink = KafkaSink(KafkaTarget(k.bootstrap, k.topic, k.encoding, k.record), producer)
     # One writer: a batch is produced only once the one before it is acknowledged. With two, a batch retried after
     # an outage could land behind the next one, and a tag's readings out of order.
     settings = dataclasses.replace(receiver_settings(cfg), alerts=None, writers=1)

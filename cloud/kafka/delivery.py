@@ -10,7 +10,7 @@ What `deliver()` guarantees: it returns only when every record is acknowledged (
   Kafka takes it. Kafka being away costs time, never records.
 - A record Kafka refuses for what it is (too large, invalid) is returned as refused: the write path dead-letters it.
 - An authorization or authentication failure raises SinkAuthError: retrying cannot fix it.
-- A fatal producer error (the idempotent producer lost its state) closes that producer and opens a new one; the
+- A fatal producer error (the idempotent producer lost its state) purges that producer and opens a new one; the
   records it had not delivered are produced again through the new one.
 Produced again means possibly twice: a record whose acknowledgement was lost, not the record itself, is written a
 second time. The consumer side de-duplicates (the same dedup as the receiver); the bridge never drops.

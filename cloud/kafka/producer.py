@@ -24,7 +24,6 @@ from cloud.sinks.base import Rejected, SinkError, WriteOutcome
 class KafkaTarget:
     bootstrap: str
     topic: str = "ruuvi.readings"
-    dlq_topic: str = "ruuvi.dlq"
     encoding: str = "json"
     record: str = "reading"
 
@@ -109,5 +108,7 @@ class KafkaDeadLetter:
 
     async def _send(self, rec: Record) -> None:
         refused = await self.delivery.deliver(self.topic, [rec])
-        if refused:  # cut to dlq.max_payload, it fits any sane message.max.bytes; if not, say so and move on
+        # Cut to dlq.max_payload, it fits any sane message.max.bytes. If Kafka refuses it even so, the write fails
+        # and the bridge stops without acknowledging: the broker keeps the message, nothing is lost quietly.
+        if refused:
             raise SinkError(f"Kafka refused the dead letter for {rec.key.decode()}: {refused[0][1]}")
