@@ -20,7 +20,10 @@ class TopicError(Exception):
 def ensure_topics(client: dict[str, str], topics: Sequence[str], *, create: bool, partitions: int,
                   replication_factor: int, timeout_s: float = 30.0) -> list[str]:
     """Make sure the topics exist; return those created."""
-    admin = AdminClient(dict[str, str | int | float | bool](client))
+    try:
+        admin = AdminClient(dict[str, str | int | float | bool](client))
+    except KafkaException as e:  # a setting librdkafka refuses (or a TLS/SASL feature it lacks)
+        raise TopicError(f"Kafka client settings: {_why(e)}") from None
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as e:
