@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from cloud import __version__
-from cloud.config import Config, check_runtime, check_secrets, load_config
+from cloud.config import Config, check_runtime, check_secrets, kafka_client_config, load_config
 from core.config import redact_url
 from core.extras import run_with_extras
 from core.settings import ConfigError, as_dict
@@ -201,6 +201,76 @@ async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0) -> int
         if rollups is not None:
             await rollups.close()
     return receiver.counts.written
+
+
+@cli.command()
+@config_option
+@click.option("--mqtt", "mqtt_url", help="Broker URL, as for `run` (mqtt.url).")
+@click.option("--kafka", "kafka_bootstrap", help="Kafka bootstrap servers: host:port[,host:port...] (kafka.bootstrap).")
+@click.option("--client-id", help="Fixed MQTT client id; not a receiver's id on the same broker (mqtt.client_id).")
+@click.option("--shared-group", help="Join a shared subscription group to split the load (mqtt.shared_group).")
+@click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port; 0 = off (metrics.port).")
+@click.option("--status-file", help="Where to keep the status for `cloud-ingest status` (status.file); not the file "
+                                    "of a receiver on the same host.")
+@click.option("--log-level", help="debug, info, warning or error (log.level).")
+@set_option
+def bridge(config: Path | None, mqtt_url: str | None, kafka_bootstrap: str | None, client_id: str | None,
+           shared_group: str | None, metrics_port: int | None, status_file: str | None, log_level: str | None,
+           settings: tuple[str, ...]) -> None:
+    """Receive from the broker and produce to Kafka (kafka.topic, keyed by tag MAC) until SIGTERM/SIGINT.
+
+    A message is acknowledged to the broker, and an edge-gw batch confirmed to its gateway, only once Kafka has
+    acknowledged its records (acks=all). Malformed messages go to kafka.dlq_topic, the reason in the headers.
+
+    \b
+    Example:
+        cloud-ingest bridge --mqtt mqtt://127.0.0.1:1883 --kafka 127.0.0.1:9092 --client-id bridge-1
+    """
+    cfg = _load(config, _overrides(settings, {
+        "mqtt.url": mqtt_url, "kafka.bootstrap": kafka_bootstrap, "mqtt.client_id": client_id,
+        "mqtt.shared_group": shared_group, "metrics.port": metrics_port, "status.file": status_file,
+        "log.level": log_level,
+    }))
+    try:
+        check_runtime(cfg)
+        kafka_client_config(cfg)  # kafka.bootstrap set, kafka.password_file readable
+    except ConfigError as e:
+        raise click.ClickException(f"config: {e}") from None
+    _setup_logging(cfg.log.level)
+    from cloud.kafka.bridge import prepare_topics
+    from cloud.kafka.topics import TopicError
+    from cloud.receiver import ReceiverError
+
+    try:
+        prepare_topics(cfg)
+        asyncio.run(_bridge(cfg))
+    except (TopicError, ReceiverError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+async def _bridge(cfg: Config) -> None:
+    gc.set_threshold(50_000)  # as in _run: the same per-reading allocations
+    gc.freeze()
+    from cloud.kafka.bridge import bridge_receiver
+    from cloud.metrics import Metrics
+
+    metrics = Metrics()
+    if cfg.metrics.port:
+        port = metrics.serve(cfg.metrics.port, cfg.metrics.addr)
+        logging.getLogger("cloud").info("metrics on http://%s:%d/metrics", cfg.metrics.addr, port)
+    receiver = bridge_receiver(cfg, metrics=metrics, status_file=Path(cfg.status.file) if cfg.status.file else None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    k = cfg.kafka
+    logging.getLogger("cloud").info("cloud-ingest %s bridge: broker %s, Kafka %s topic %s (%s, one record per %s), "
+                                    "client id %s", __version__, redact_url(cfg.mqtt.url), k.bootstrap, k.topic,
+                                    k.encoding, k.record, cfg.mqtt.client_id)
+    try:
+        await receiver.run(stop)
+    finally:
+        metrics.stop()
 
 
 def _rollups(cfg: Config) -> Any:

@@ -359,6 +359,8 @@ class KafkaSection:
     encoding: str = "json"  # "json" or "avro" (cloud/kafka/reading.avsc)
     record: str = "reading"  # one record per "reading", or per tag and write "batch"
     create_topics: bool = True  # the bridge creates missing topics with these two settings
+    # How long librdkafka tries to deliver one record before the bridge produces it again (message.timeout.ms).
+    delivery_timeout: Duration = Duration(30.0)
     partitions: int = 6
     replication_factor: int = 1
     security_protocol: str = "plaintext"
@@ -384,6 +386,8 @@ class KafkaSection:
                                             f"got {self.encoding!r}")
         _check(self.record in RECORD_KINDS, f"kafka.record: expected one of {', '.join(RECORD_KINDS)}, "
                                              f"got {self.record!r}")
+        _check(1 <= self.delivery_timeout <= 3600,
+               f"kafka.delivery_timeout: must be 1 s..1 h, got {self.delivery_timeout}")
         _check(1 <= self.partitions <= 10000, f"kafka.partitions: must be 1..10000, got {self.partitions}")
         _check(1 <= self.replication_factor <= 32,
                f"kafka.replication_factor: must be 1..32, got {self.replication_factor}")

@@ -191,6 +191,8 @@ class Monitor:
             updated_ns=self._clock(),
             sink_state=str(self.sink.state),
             sink_error=str(self.sink.last_error or ""),
+            sink_name=str(getattr(self.sink, "name", "")),  # only a sink that is not the database names itself
+            sink_counts=dict(getattr(self.sink, "counts", {})),
             last_write_ns=self.last_write_ns,
             last_batch_points=self.last_batch_points,
             **dataclasses.asdict(live),

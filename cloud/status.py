@@ -36,6 +36,10 @@ class Status:
     mqtt_connected: bool = False
     sink_state: str = "unknown"
     sink_error: str = ""
+    # What the sink is when it is not the database (`cloud-ingest bridge`: "kafka <bootstrap> topic <topic> ..."),
+    # and its own counts (records produced, produce errors, records queued).
+    sink_name: str = ""
+    sink_counts: dict[str, int] = field(default_factory=dict)
     queue_batches: int = 0
     queue_points: int = 0
     inflight_messages: int = 0
@@ -131,7 +135,8 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"receiver:       {'running' if up else 'NOT RUNNING'} (client id {status.client_id}, pid {status.pid}, "
         f"status updated {_ago(status.updated_ns, now)})",
         f"mqtt:           {'connected' if status.mqtt_connected and up else 'disconnected'}",
-        f"database:       {status.sink_state}" + (f" (last error: {status.sink_error})" if status.sink_error else ""),
+        f"{status.sink_name.split(' ', 1)[0] + ':' if status.sink_name else 'database:':<16}{status.sink_state}"
+        + (f" (last error: {status.sink_error})" if status.sink_error else ""),
         f"queue:          {status.queue_batches} batches, {status.queue_points} points, "
         f"{status.inflight_messages} messages not acknowledged",
         f"last write:     {_ago(status.last_write_ns, now)} ({status.last_batch_points} points)",
@@ -144,6 +149,12 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"broker drops:   {_broker_drops(status, now)}",
         f"gateways:       {len(status.gateways)}",
     ]
+    if status.sink_name:
+        # The file keeps keys sorted; shown in the order they happen, any other after them.
+        known = [k for k in ("records_produced", "produce_errors", "queued_records") if k in status.sink_counts]
+        order = known + sorted(set(status.sink_counts) - set(known))
+        counts = ", ".join(f"{status.sink_counts[k]} {k.replace('_', ' ')}" for k in order)
+        lines.insert(3, f"  {status.sink_name}" + (f": {counts}" if counts else ""))
     if status.http_listen or status.http_requests:
         codes = ", ".join(f"{n} x {code}" for code, n in sorted(status.http_requests.items())) or "no requests"
         lines.insert(-1, f"http:           {status.http_listen or 'off'}: {codes}, {status.http_readings} readings")

@@ -162,18 +162,19 @@ class RunningReceiver:
 
 
 def start_receiver(cfg: Config, *, rollups: Any = None, sink: Any = None, ready_timeout: float = 15.0,
-                   **receiver_args: Any) -> RunningReceiver:
-    """The receiver on its own thread and event loop; `receiver_args`: more Receiver() arguments (homeassistant=)."""
+                   make: Callable[[], Receiver] | None = None, **receiver_args: Any) -> RunningReceiver:
+    """The receiver on its own thread and event loop; `receiver_args`: more Receiver() arguments (homeassistant=).
+    `make` builds another receiver instead (the Kafka bridge), in that thread."""
     started = threading.Event()
     holder: dict[str, Any] = {}
     errors: list[BaseException] = []
 
     def main() -> None:
         async def go() -> None:
-            receiver = Receiver(receiver_settings(cfg),
-                                sink=sink or open_sink(cfg.influx.url, options=sink_options(cfg)),
-                                router=Router(formats_config(cfg)), rollups=rollups, metrics=Metrics(),
-                                status_file=Path(cfg.status.file), **receiver_args)
+            receiver = make() if make is not None else Receiver(
+                receiver_settings(cfg), sink=sink or open_sink(cfg.influx.url, options=sink_options(cfg)),
+                router=Router(formats_config(cfg)), rollups=rollups, metrics=Metrics(),
+                status_file=Path(cfg.status.file), **receiver_args)
             stop = asyncio.Event()
             holder.update(receiver=receiver, loop=asyncio.get_running_loop(), stop=stop)
             await receiver.run(stop, ready=started.set)
