@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -16,11 +17,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Self
 
+# Ports for servers come from below Linux's ephemeral range (32768-60999), so that no client's outgoing connection
+# takes one between free_port() and the server's bind, and each pytest-xdist worker has its own band, so that two
+# workers never pick the same port at once.
+_PORT_BASE, _PORT_BAND, _BANDS = 20000, 1500, 8
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = _PORT_BASE + (n % _BANDS) * _PORT_BAND
+    candidates = [p for p in range(low, low + _PORT_BAND) if p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{low + _PORT_BAND - 1}")
 
 
 def _wait_tcp(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 10.0) -> None:
