@@ -51,6 +51,8 @@ class Live:
     queue_batches: int = 0
     queue_points: int = 0
     inflight_messages: int = 0
+    input: str = "mqtt"  # or "kafka"
+    kafka_partitions: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 class Monitor:
@@ -104,6 +106,12 @@ class Monitor:
         key = str(code)
         self.counts.http_requests[key] = self.counts.http_requests.get(key, 0) + 1
         self.metrics.http_requests.labels(key).inc()
+
+    def record(self, readings: int) -> None:
+        """One Kafka record with this many readings (0: a poison record; Metrics.kafka_records counts records)."""
+        self.counts.received_messages += 1
+        self.counts.received_readings += readings
+        self.metrics.readings_received.inc(readings)
 
     def connection(self, up: bool) -> None:
         self.metrics.mqtt_connected.set(1 if up else 0)
