@@ -149,6 +149,7 @@ class KafkaInput:
             "heartbeat.interval.ms": max(100, int(s.session_timeout_s * 1000 / 4)),
             "on_commit": self._on_commit,
             "error_cb": self._on_error,
+            "logger": logging.getLogger("cloud.kafka.librdkafka"),  # not librdkafka's own stderr lines
         }
         try:
             self._consumer = Consumer(conf)

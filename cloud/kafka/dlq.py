@@ -38,7 +38,8 @@ class KafkaDeadLetter:
         self._origin = origin
         self._metrics = metrics
         self._producer: Any = Producer({**client, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                                        "client.id": f"{receiver}-dlq"})
+                                        "client.id": f"{receiver}-dlq",
+                                        "logger": logging.getLogger("cloud.kafka.librdkafka")})
         self._pending = 0
         self._pump: asyncio.Task[None] | None = None
 
