@@ -87,7 +87,7 @@ def written(status_files: list[Path]) -> int:
 
 
 def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumers: int, readings: int,
-          profile: bool) -> dict[str, float]:
+          profile: bool, extra: list[str]) -> dict[str, float]:
     db = f"drain_{record}_{consumers}"
     q = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
     urllib.request.urlopen(f"{influx.url}/query", data=q, timeout=30).read()
@@ -105,7 +105,7 @@ def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumer
                 "--influx", f"{influx.url}/{db}", "--client-id", f"bench-{i + 1}",
                 "--status-file", str(d / "status.json"), "--metrics-port", "0",
                 "--set", f"kafka.topic={topic_name(record)}", "--set", f"kafka.group=bench-{db}",
-                "--set", "rollups.enabled=false", "--set", "status.interval=0.2"]
+                "--set", "rollups.enabled=false", "--set", "status.interval=0.2", *extra]
         with open(d / "consumer.log", "wb") as out:
             procs.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
     t_first = None
@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--consumers", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--ceiling-points", type=int, default=300_000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--consumer-args", nargs="*", default=[], help="more `run` arguments, e.g. --log-level debug")
     ap.add_argument("--keep", type=Path, help="keep the consumers' logs, status and profiles in this (new) folder")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +174,7 @@ def main() -> None:
             for record in args.record:
                 for n in args.consumers:
                     r = drain(kafka, influx, files, record=record, consumers=n, readings=args.readings,
-                              profile=args.profile and n == 1)
+                              profile=args.profile and n == 1, extra=args.consumer_args)
                     print(f"drain record={record} consumers={n}: {r['rate']:,.0f} readings/s "
                           f"= {100 * r['rate'] / ceilings[1]:.0f} % of the 1-writer ceiling, "
                           f"{100 * r['rate'] / ceilings[2]:.0f} % of the 2-writer ceiling "

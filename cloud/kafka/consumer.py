@@ -127,7 +127,6 @@ class KafkaInput:
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
         self._assigned: set[tuple[str, int]] = set()  # poll thread's view
-        self._position: dict[tuple[str, int], int] = {}  # poll thread: the offset after the last one handed over
 
     # ---- the receiver's side (event loop) ---------------------------------------------------------------------
 
@@ -316,9 +315,6 @@ class KafkaInput:
                     continue
                 records = c.consume(num_messages=FETCH_RECORDS, timeout=0.1)
                 if records:
-                    for rec in records:
-                        if rec.error() is None:
-                            self._position[(rec.topic(), rec.partition())] = rec.offset() + 1
                     self._handed += 1
                     self._call_loop(self._take, records)
         except Exception:
@@ -364,14 +360,8 @@ class KafkaInput:
         try:
             if parts:
                 (self._consumer.pause if want else self._consumer.resume)(parts)
-            if parts and not want:
-                # Pausing drops what librdkafka had fetched and not yet returned; fetch again from the record after
-                # the last one handed over, or those records would be skipped.
-                for t, p in self._assigned:
-                    pos = self._position.get((t, p))
-                    if pos is not None:
-                        self._consumer.seek(TopicPartition(t, p, pos))
             self._pause_applied = want
+            log.debug("kafka: %s %s", "paused" if want else "resumed", _names(list(self._assigned)))
         except KafkaException as e:
             _client_errors.warning("kafka: cannot %s the partitions: %s", "pause" if want else "resume", e)
 
@@ -443,8 +433,6 @@ class KafkaInput:
 
     def _on_assign(self, consumer: Any, tps: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in tps]
-        for key in keys:
-            self._position.pop(key, None)  # a new owner starts from the committed offset
         self._metrics.kafka_rebalances.labels("assigned").inc()
         log.info("kafka: assigned %s", _names(keys))
         self._assigned.update(keys)
@@ -467,8 +455,11 @@ class KafkaInput:
             # Lost partitions already have another owner: committing for them could skip its work.
             self._commit_offsets([TopicPartition(t, p, off) for (t, p), off in final.items()], asynchronous=False)
         self._assigned.difference_update(keys)
-        for key in keys:
-            self._position.pop(key, None)
+        # librdkafka keeps a partition's pause across a rebalance: one paused now would stay paused when it is
+        # assigned again, and nothing would resume it.
+        with contextlib.suppress(KafkaException):
+            consumer_tps = [TopicPartition(t, p) for t, p in keys]
+            self._consumer.resume(consumer_tps)
         with self._lock:
             for key in keys:
                 self.partitions.pop(key, None)
