@@ -12,8 +12,11 @@ path (the same batcher, dedup and sink as MQTT), one `KafkaMessage` per record.
   records to be written, then commits them synchronously before the partitions move. What is not written by then
   is abandoned: dropped from the queue, and its later acknowledgement (a batch already at the database) commits
   nothing, so the new owner reads it again from the last commit.
-- Backpressure: while the receiver's queue is full the poll thread pauses its partitions (it keeps polling, so it
-  stays in the group), and it never has more than two unhandled fetches waiting for the loop.
+- Backpressure: while the receiver's queue is full the poll thread stops taking records from librdkafka (which
+  prefetches up to its own queue limit meanwhile); when that lasts PAUSE_AFTER_S (the database is away) it pauses
+  its partitions and polls again, so that it stays in the group and rebalances are served. Pausing at every full
+  queue would cost a fetch round trip each time: librdkafka drops what it prefetched for a paused partition. It
+  never has more than two unhandled fetches waiting for the loop either.
 - Poison records (RecordError) become dead letters like unparseable MQTT messages; `dead_letter_origin` gives the
   Kafka DLQ (cloud/kafka/dlq.py) their original key and headers.
 """
@@ -46,6 +49,7 @@ _client_errors = RateLimitedLog(log, 10.0)
 FETCH_RECORDS = 1000  # records per consume() call
 MAX_WAITING_FETCHES = 2  # fetches handed to the loop and not yet taken: more, and the poll thread waits
 WATERMARK_INTERVAL_S = 2.0
+PAUSE_AFTER_S = 1.0  # a full queue for this long pauses the partitions (see above)
 NO_OFFSET = -1
 
 
@@ -122,8 +126,10 @@ class KafkaInput:
         self._handed = 0
         self._taken = 0
         self._want_pause = False
+        self._want_pause_since = 0.0
         self._pause_applied = False
         self._stop = threading.Event()
+        self._wake = threading.Event()  # the loop took a fetch, or has room again
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
         self._assigned: set[tuple[str, int]] = set()  # poll thread's view
@@ -131,7 +137,13 @@ class KafkaInput:
     # ---- the receiver's side (event loop) ---------------------------------------------------------------------
 
     def pause(self, pause: bool) -> None:
+        if pause == self._want_pause:
+            return
+        if pause:
+            self._want_pause_since = time.monotonic()
         self._want_pause = pause
+        if not pause:
+            self._wake.set()
 
     async def connect(self, stop: asyncio.Event) -> None:
         """Create the consumer and start polling. The group join itself happens in the background (`subscribed`)."""
@@ -216,6 +228,7 @@ class KafkaInput:
     def _take(self, records: list[Any]) -> None:
         """A fetch from the poll thread: decode each record and hand it to the receiver."""
         self._taken += 1
+        self._wake.set()
         now_ns = self._clock()
         consumed = poison = 0
         for rec in records:
@@ -308,10 +321,12 @@ class KafkaInput:
                 if now >= next_look:
                     self._look_at_watermarks()
                     next_look = now + WATERMARK_INTERVAL_S
-                if self._handed - self._taken >= MAX_WAITING_FETCHES:
-                    # The loop is behind by a fetch or two (milliseconds: a full queue pauses the partitions
-                    # instead). Not poll(): on a consumer that returns, and would drop, a record.
-                    time.sleep(0.001)
+                if self._holding_back():
+                    # Not poll(): on a consumer that returns, and would drop, a record. The loop wakes us when it
+                    # takes a fetch or its queue has room; the timeout covers the wake between check and wait.
+                    self._wake.clear()
+                    if self._holding_back():
+                        self._wake.wait(0.05)
                     continue
                 records = c.consume(num_messages=FETCH_RECORDS, timeout=0.1)
                 if records:
@@ -321,6 +336,10 @@ class KafkaInput:
             log.exception("the Kafka poll thread failed")
         finally:
             self._close()
+
+    def _holding_back(self) -> bool:
+        """The loop has fetches to take, or a full queue not yet long enough to pause the partitions."""
+        return self._handed - self._taken >= MAX_WAITING_FETCHES or (self._want_pause and not self._pause_applied)
 
     def _close(self) -> None:
         c = self._consumer
@@ -354,7 +373,7 @@ class KafkaInput:
 
     def _apply_pause(self) -> None:
         want = self._want_pause
-        if want == self._pause_applied:
+        if want == self._pause_applied or (want and time.monotonic() - self._want_pause_since < PAUSE_AFTER_S):
             return
         parts = [TopicPartition(t, p) for t, p in self._assigned]
         try:
