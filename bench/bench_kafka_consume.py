@@ -126,13 +126,32 @@ def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumer
                 raise RuntimeError(f"drain stalled for 60 s at {n} of {readings} written")
             time.sleep(0.05)
         t_done = time.monotonic()
+        cpu_s = sum(cpu_seconds(p.pid) for p in procs)
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(60)
     assert t_first is not None
-    return {"rate": readings / (t_done - t_first), "join_s": t_first - t_start, "wall_s": t_done - t_start}
+    stored = stored_count(influx, db)
+    if stored != readings:
+        raise RuntimeError(f"{db}: {stored} points stored, {readings} expected")
+    return {"rate": readings / (t_done - t_first), "join_s": t_first - t_start, "wall_s": t_done - t_start,
+            "cpu_us": cpu_s / readings * 1e6}
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process, from /proc: a figure the other jobs on the machine do not change much."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stored_count(influx: Influxd, db: str) -> int:
+    q = urllib.parse.urlencode({"q": 'SELECT count("temperature") FROM "ruuvi"', "db": db})
+    with urllib.request.urlopen(f"{influx.url}/query?{q}", timeout=120) as r:
+        res = json.loads(r.read())
+    series = res["results"][0].get("series")
+    return int(series[0]["values"][0][1]) if series else 0
 
 
 def print_profile(workdir: Path) -> None:
@@ -166,19 +185,24 @@ def main() -> None:
                 records, secs = produce(kafka, args.readings, record, start_ns)
                 print(f"produced {args.readings} readings as {records} {record} records in {secs:.1f} s "
                       f"({args.readings / secs:,.0f} readings/s)", flush=True)
-            ceilings = {}
-            for writers in (1, 2):
-                ceilings[writers] = influx_ceiling(f"{influx.url}/ceiling{writers}", points=args.ceiling_points,
-                                                   writers=writers, start_ns=start_ns)
-                print(f"influx /write ceiling, {writers} writer(s): {ceilings[writers]:,.0f} points/s", flush=True)
+            run = 0
             for record in args.record:
                 for n in args.consumers:
+                    # The ceiling right before each drain: other jobs on the machine change it by 2x in minutes.
+                    run += 1
+                    ceilings = {}
+                    for writers in (1, 2):
+                        ceilings[writers] = influx_ceiling(f"{influx.url}/ceiling{run}w{writers}", writers=writers,
+                                                           points=args.ceiling_points, start_ns=start_ns)
+                    print(f"influx /write ceiling: {ceilings[1]:,.0f} points/s with 1 writer, {ceilings[2]:,.0f} "
+                          f"with 2", flush=True)
                     r = drain(kafka, influx, files, record=record, consumers=n, readings=args.readings,
                               profile=args.profile and n == 1, extra=args.consumer_args)
                     print(f"drain record={record} consumers={n}: {r['rate']:,.0f} readings/s "
                           f"= {100 * r['rate'] / ceilings[1]:.0f} % of the 1-writer ceiling, "
                           f"{100 * r['rate'] / ceilings[2]:.0f} % of the 2-writer ceiling "
-                          f"(group join {r['join_s']:.1f} s, wall {r['wall_s']:.1f} s)", flush=True)
+                          f"(group join {r['join_s']:.1f} s, wall {r['wall_s']:.1f} s; consumer CPU "
+                          f"{r['cpu_us']:.1f} us/reading; {args.readings} points stored)", flush=True)
             if args.profile:
                 print_profile(files)
         finally:

@@ -305,6 +305,7 @@ class Receiver:
             log.info("dropped %d unwritten messages the %s will deliver again", dropped,
                      "broker" if self.mqtt is not None else "partitions' new owner")
         self._ready = deque(b for b in self._ready if len(b))
+        self._update_flow()  # the queue may have room now: nothing else would resume the input
         self.monitor.update_gauges(self.live())
 
     def _close_open(self, reason: str) -> None:

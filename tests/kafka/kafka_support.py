@@ -127,10 +127,9 @@ class Consumer:
 def start_consumer(kafka: Kafka, influx_url: str, workdir: Path, name: str, *settings: str) -> Consumer:
     workdir.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "cloud.cli", "run", "--kafka", kafka.bootstrap, "--influx", influx_url,
-            "--client-id", name, "--status-file", str(workdir / "status.json"), "--metrics-port", "0",
-            "--log-level", "info"]
-    for s in ("status.interval=0.2", "influx.backoff_max=0.5", "batch.max_interval=0.3", "rollups.enabled=false",
-              "kafka.session_timeout=6", "kafka.revoke_timeout=5", *settings):
+            "--client-id", name, "--status-file", str(workdir / "status.json"), "--metrics-port", "0"]
+    for s in ("log.level=info", "status.interval=0.2", "influx.backoff_max=0.5", "batch.max_interval=0.3",
+              "rollups.enabled=false", "kafka.session_timeout=6", "kafka.revoke_timeout=5", *settings):
         args += ["--set", s]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env = {k: v for k, v in env.items() if not k.startswith("CLOUD_INGEST_")}

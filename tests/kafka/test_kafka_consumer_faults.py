@@ -29,11 +29,14 @@ from cloud.model import Point
 
 class Stream(threading.Thread):
     """Produces the readings in chunks, `rate` readings a second, through broker faults (an idempotent producer
-    keeps the records queued while the broker is away)."""
+    keeps the records queued while the broker is away). `gates`: before the reading at that index, wait for the
+    event, so that a step of the test surely lands mid-stream however slow the machine is."""
 
-    def __init__(self, kafka: Kafka, points: list[Point], rate: float, chunk: int = 500) -> None:
+    def __init__(self, kafka: Kafka, points: list[Point], rate: float, chunk: int = 500,
+                 gates: dict[int, threading.Event] | None = None) -> None:
         super().__init__(name="stream", daemon=True)
         self.kafka, self.points, self.rate, self.chunk = kafka, points, rate, chunk
+        self.gates = gates or {}
         self.sent = 0
         self.error: BaseException | None = None
 
@@ -42,6 +45,10 @@ class Stream(threading.Thread):
             p = producer(self.kafka)
             t0 = time.monotonic()
             for i in range(0, len(self.points), self.chunk):
+                gate = self.gates.get(i)
+                if gate is not None:
+                    assert gate.wait(120), f"gate at {i} not opened"
+                    t0 = time.monotonic() - self.sent / self.rate
                 produce(self.kafka, self.points[i:i + self.chunk], p=p)
                 self.sent = i + self.chunk
                 time.sleep(max(0.0, t0 + self.sent / self.rate - time.monotonic()))
@@ -110,8 +117,10 @@ def test_two_consumers_rebalance_mid_stream_one_joining_then_one_leaving(kafka: 
     create_topics(kafka, partitions=4)
     url = create_db(influxd)
     points = readings(24_000, tags=40)
+    joined, leaving = threading.Event(), threading.Event()
     first = start_consumer(kafka, url, tmp_path / "c1", "consumer-1")
-    stream = Stream(kafka, points, rate=3000)
+    # A third of the stream before the join, a third between, a third while the first leaves.
+    stream = Stream(kafka, points, rate=3000, gates={8000: joined, 16_000: leaving})
     stream.start()
     second: Consumer | None = None
     try:
@@ -120,8 +129,9 @@ def test_two_consumers_rebalance_mid_stream_one_joining_then_one_leaving(kafka: 
         # Both own partitions: the group split them.
         wait_until(lambda: len(first.status().get("kafka_partitions", {})) == 2
                    and len(second.status().get("kafka_partitions", {})) == 2, 30, "2 + 2 partitions")
-        split_at = count(influxd)
-        wait_until(lambda: count(influxd) >= split_at + 3000, 60, "3000 points written by the two")
+        joined.set()
+        wait_until(lambda: second.status().get("written", 0) >= 2000, 60, "2000 points written by the second")
+        leaving.set()
         assert first.stop() == 0, first.log.read_text()[-3000:]  # leaves: the second takes all four
         stream.finish()
         wait_until(lambda: count(influxd) >= len(points), 60, "every point")
@@ -140,14 +150,20 @@ def test_influxdb_down_then_back_loses_and_duplicates_nothing(kafka: Kafka, infl
     create_topics(kafka, partitions=4)
     url = create_db(influxd)
     points = readings(20_000, tags=40)
-    consumer = start_consumer(kafka, url, tmp_path / "c1", "consumer-1")
+    # A small queue (2 batches of 500, so at most 2000 records in hand): the outage fills it and pauses the
+    # partitions, which must then resume where they stopped.
+    consumer = start_consumer(kafka, url, tmp_path / "c1", "consumer-1", "batch.max_points=500",
+                              "batch.queue_batches=2", "log.level=debug")
     stream = Stream(kafka, points, rate=4000)
     stream.start()
     try:
         wait_until(lambda: count(influxd) >= 3000, 60, "3000 points before the outage")
         influxd.stop()
-        time.sleep(3)  # records keep coming; writes fail and are retried; the queue fills and pauses the partitions
+        wait_until(lambda: "kafka: paused" in consumer.log.read_text(), 20, "the partitions paused")
         assert consumer.status()["sink_state"] == "retrying"
+        # The cap is 2000 records (batch.max_points x (queue_batches + writers + 1)), plus up to two fetches of
+        # 1000 that the poll thread had handed over before the queue filled.
+        assert consumer.status()["inflight_messages"] <= 2000 + 2 * 1000
         influxd.start()
         stream.finish()
         wait_until(lambda: count(influxd) >= len(points), 60, "every point")
