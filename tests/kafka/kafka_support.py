@@ -124,10 +124,11 @@ class Consumer:
         self.proc.wait(10)
 
 
-def start_consumer(kafka: Kafka, influx_url: str, workdir: Path, name: str, *settings: str) -> Consumer:
+def start_consumer(kafka: Kafka, influx_url: str, workdir: Path, name: str, *settings: str,
+                   metrics_port: int = 0) -> Consumer:
     workdir.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "cloud.cli", "run", "--kafka", kafka.bootstrap, "--influx", influx_url,
-            "--client-id", name, "--status-file", str(workdir / "status.json"), "--metrics-port", "0"]
+            "--client-id", name, "--status-file", str(workdir / "status.json"), "--metrics-port", str(metrics_port)]
     for s in ("log.level=info", "status.interval=0.2", "influx.backoff_max=0.5", "batch.max_interval=0.3",
               "rollups.enabled=false", "kafka.session_timeout=6", "kafka.revoke_timeout=5", *settings):
         args += ["--set", s]
@@ -158,6 +159,18 @@ def count(influxd: Influxd) -> int:
         return -1
     series = res["results"][0].get("series")
     return int(series[0]["values"][0][1]) if series else 0
+
+
+def metrics(port: int) -> dict[str, float]:
+    """The consumer's Prometheus samples, `name{labels}` -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:

@@ -18,13 +18,14 @@ from kafka_support import (
     create_db,
     create_topics,
     keys,
+    metrics,
     produce,
     producer,
     readings,
     start_consumer,
     wait_until,
 )
-from servers import Influxd
+from servers import Influxd, free_port
 
 from cloud.cli import cli
 
@@ -51,7 +52,8 @@ def test_readings_and_batches_are_stored_exactly_and_committed_after_the_write(k
     second = readings(3000, tags=30, start_ns=first[-1].time_ns + 10**9)
     produce(kafka, first, kind="reading", encoding="json")
     produce(kafka, second, kind="batch", encoding="avro")
-    consumer = start_consumer(kafka, url, tmp_path / "c1", "consumer-1")
+    port = free_port()
+    consumer = start_consumer(kafka, url, tmp_path / "c1", "consumer-1", metrics_port=port)
     try:
         wait_until(lambda: count(influxd) >= 6000, 60, "6000 points")
         # Committed after the write: every partition's committed offset reaches its high watermark (no lag).
@@ -67,6 +69,12 @@ def test_readings_and_batches_are_stored_exactly_and_committed_after_the_write(k
         assert out.exit_code == 0, out.output
         assert "kafka:          4 partitions assigned, lag 0 records" in out.output
         assert f"  {TOPIC}/0  committed " in out.output
+        samples = metrics(port)
+        assert {k: v for k, v in samples.items() if k.startswith("cloud_ingest_kafka_lag_records")} == {
+            f'cloud_ingest_kafka_lag_records{{partition="{p}",topic="{TOPIC}"}}': 0.0 for p in range(4)}
+        assert samples["cloud_ingest_kafka_records_total"] == 3030
+        assert samples["cloud_ingest_kafka_poison_records_total"] == 0
+        assert samples['cloud_ingest_kafka_rebalances_total{event="assigned"}'] == 1
     finally:
         assert consumer.stop() == 0, consumer.log.read_text()
     assert_exact(influxd, keys(first) | keys(second))
