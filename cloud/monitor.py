@@ -107,9 +107,10 @@ class Monitor:
         self.counts.http_requests[key] = self.counts.http_requests.get(key, 0) + 1
         self.metrics.http_requests.labels(key).inc()
 
-    def record(self, readings: int) -> None:
-        """One Kafka record with this many readings (0: a poison record; Metrics.kafka_records counts records)."""
-        self.counts.received_messages += 1
+    def records(self, records: int, readings: int) -> None:
+        """Kafka records with this many readings in all, counted once per fetch (Metrics.kafka_records counts
+        records; a poison record has no readings)."""
+        self.counts.received_messages += records
         self.counts.received_readings += readings
         self.metrics.readings_received.inc(readings)
 

@@ -165,6 +165,7 @@ class Receiver:
         from cloud.kafka.records import Codec
 
         return KafkaInput(settings, self._accept_record, codec=Codec("json"), metrics=self.metrics,
+                          fetched=self._fetched,
                           close_batch=lambda: self._close_open("revoke"), drop_unwritten=self._drop_unwritten,
                           on_connection=self.monitor.connection, clock=self._clock)
 
@@ -221,10 +222,12 @@ class Receiver:
         return self.mqtt.new_message(topic, qos, gateway=gateway, seq=seq,
                                      failure=ParseFailure(payload, reason, now_ns))
 
+    def _fetched(self, records: int, readings: int) -> None:
+        self._last_message = time.monotonic()
+        self.monitor.records(records, readings)
+
     def _accept_record(self, msg: KafkaMessage, points: list[Point]) -> None:
         """One Kafka record, decoded by the input (a poison record comes with its failure and no points)."""
-        self._last_message = time.monotonic()
-        self.monitor.record(len(points))
         self._add(msg, points)
 
     def _accept_http(self, topic: str, body: bytes) -> HttpMessage:

@@ -71,7 +71,7 @@ class KafkaMessage(Message):
     offset: int = 0
     part: Partition | None = field(default=None, repr=False)
     key: bytes | None = field(default=None, repr=False)  # kept for a poison record's dead letter only
-    headers: list[tuple[str, bytes]] = field(default_factory=list, repr=False)
+    headers: list[tuple[str, bytes]] | None = field(default=None, repr=False)
     input: KafkaInput | None = field(default=None, repr=False)
 
     def acknowledge(self) -> None:
@@ -99,10 +99,12 @@ class KafkaInput:
     """`connect()` starts the poll thread, `disconnect()` commits what is written and leaves the group."""
 
     def __init__(self, settings: KafkaSettings, handler: Handler, *, codec: Codec, metrics: Metrics,
-                 close_batch: Callable[[], None], drop_unwritten: Callable[[], None],
-                 on_connection: Callable[[bool], None], clock: Callable[[], int] = time.time_ns) -> None:
+                 fetched: Callable[[int, int], None], close_batch: Callable[[], None],
+                 drop_unwritten: Callable[[], None], on_connection: Callable[[bool], None],
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
         self._handler = handler
+        self._fetched = fetched  # (records, readings) of each fetch: counted once, not per record
         self._codec = codec
         self._metrics = metrics
         self._close_batch = close_batch
@@ -204,7 +206,7 @@ class KafkaInput:
     def dead_letter_origin(self, topic: str) -> tuple[bytes | None, list[tuple[str, bytes]]] | None:
         """The key and headers of the poison record named `topic` (KafkaMessage.topic), if it is one."""
         msg = self._poison.get(topic)
-        return None if msg is None else (msg.key, msg.headers)
+        return None if msg is None else (msg.key, msg.headers or [])
 
     @staticmethod
     def unwanted(msg: Message) -> bool:
@@ -230,7 +232,7 @@ class KafkaInput:
         self._taken += 1
         self._wake.set()
         now_ns = self._clock()
-        consumed = poison = 0
+        consumed = poison = readings = 0
         for rec in records:
             err = rec.error()
             if err is not None:
@@ -257,7 +259,9 @@ class KafkaInput:
                 self._poison[msg.topic] = msg
             part.unacked += 1
             self.inflight += 1
+            readings += len(points)
             self._handler(msg, points)
+        self._fetched(consumed, readings)
         self._metrics.kafka_records.inc(consumed)
         if poison:
             self._metrics.kafka_poison.inc(poison)
