@@ -312,7 +312,7 @@ class Receiver:
         self.monitor.update_gauges(self.live())
 
     def _close_open(self, reason: str) -> None:
-        """Close the open batch now (a rebalance waits for it to be written)."""
+        """Close the open batch now (a rebalance waits for it to be written; a retiring receiver saw the end)."""
         closed = self.batcher.close(reason, time.monotonic())
         if closed is not None:
             self._enqueue(closed)
@@ -484,10 +484,8 @@ class Receiver:
         while not stop.is_set():
             await asyncio.sleep(0.1)
             idle = time.monotonic() - self._last_message >= idle_s
-            if idle and self.batcher.open_batch is not None:
-                closed = self.batcher.close("drain", time.monotonic())  # nothing else is coming: don't wait
-                if closed is not None:
-                    self._enqueue(closed)
+            if idle:
+                self._close_open("drain")  # nothing else is coming: don't wait
             if idle and self.input.inflight == 0 and not self._ready and not self._writing \
                     and self.batcher.open_batch is None:
                 log.info("retire: nothing more queued for %s; ending its session", self.monitor.client_id)

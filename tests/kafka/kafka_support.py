@@ -21,6 +21,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka_server import Kafka
 from servers import Influxd
+from test_kafka_broker import producer
 
 from cloud.kafka.records import Codec
 from cloud.model import Point
@@ -67,11 +68,6 @@ def keys(points: Iterable[Point]) -> set[Key]:
         assert isinstance(seq, int)
         out.add((p.tags["mac"], p.time_ns, seq))
     return out
-
-
-def producer(kafka: Kafka) -> Producer:
-    return Producer({"bootstrap.servers": kafka.bootstrap, "enable.idempotence": True, "acks": "all",
-                     "linger.ms": 5, "message.timeout.ms": 120_000})
 
 
 def produce(kafka: Kafka, points: list[Point], *, kind: str = "reading", encoding: str = "json",
@@ -190,12 +186,4 @@ def assert_exact(influxd: Influxd, expected: set[Key]) -> None:
     extra = got - expected
     assert not lost and not extra, f"lost {len(lost)} (e.g. {sorted(lost)[:3]}), extra {len(extra)}"
     assert count(influxd) == len(expected)
-
-
-def committed_total(consumers: Iterable[Consumer]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for c in consumers:
-        for name, p in c.status().get("kafka_partitions", {}).items():
-            out[name] = p["committed"]
-    return out
 

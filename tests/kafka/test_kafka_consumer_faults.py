@@ -61,6 +61,13 @@ class Stream(threading.Thread):
         assert self.error is None, self.error
 
 
+def wait_drained(influxd: Influxd, points: list[Point], consumer: Consumer) -> None:
+    """Every point stored and every offset committed (lag 0 on all 4 partitions, all owned by `consumer`)."""
+    wait_until(lambda: count(influxd) >= len(points), 60, "every point")
+    wait_until(lambda: lag_zero([consumer], 4), 30, "every offset committed")
+    assert consumer.proc.poll() is None
+
+
 def lag_zero(consumers: list[Consumer], partitions: int) -> bool:
     parts: dict[str, int] = {}
     for c in consumers:
@@ -81,9 +88,7 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(kafka: Kafka, 
         wait_until(lambda: count(influxd) >= 4000, 60, "4000 points before the restart")
         kafka.restart()
         stream.finish()
-        wait_until(lambda: count(influxd) >= len(points), 60, "every point")
-        wait_until(lambda: lag_zero([consumer], 4), 30, "every offset committed")
-        assert consumer.proc.poll() is None
+        wait_drained(influxd, points, consumer)
     finally:
         assert consumer.stop() == 0, consumer.log.read_text()[-3000:]
     assert_exact(influxd, keys(points))
@@ -103,8 +108,7 @@ def test_a_consumer_sigkilled_mid_batch_loses_and_duplicates_nothing(kafka: Kafk
     assert 6000 <= written_at_kill < len(points)
     second = start_consumer(kafka, url, tmp_path / "c2", "consumer-2")
     try:
-        wait_until(lambda: count(influxd) >= len(points), 60, "every point")
-        wait_until(lambda: lag_zero([second], 4), 30, "every offset committed")
+        wait_drained(influxd, points, second)
         # It started from the first one's commits, not from the beginning.
         assert second.status()["received_readings"] < len(points)
     finally:
@@ -134,8 +138,7 @@ def test_two_consumers_rebalance_mid_stream_one_joining_then_one_leaving(kafka: 
         leaving.set()
         assert first.stop() == 0, first.log.read_text()[-3000:]  # leaves: the second takes all four
         stream.finish()
-        wait_until(lambda: count(influxd) >= len(points), 60, "every point")
-        wait_until(lambda: lag_zero([second], 4), 30, "every offset committed")
+        wait_drained(influxd, points, second)
         both = first.status()["received_readings"] + second.status()["received_readings"]
         assert both >= len(points)
     finally:
@@ -166,9 +169,7 @@ def test_influxdb_down_then_back_loses_and_duplicates_nothing(kafka: Kafka, infl
         assert consumer.status()["inflight_messages"] <= 2000 + 2 * 1000
         influxd.start()
         stream.finish()
-        wait_until(lambda: count(influxd) >= len(points), 60, "every point")
-        wait_until(lambda: lag_zero([consumer], 4), 30, "every offset committed")
-        assert consumer.proc.poll() is None
+        wait_drained(influxd, points, consumer)
     finally:
         assert consumer.stop() == 0, consumer.log.read_text()[-3000:]
     assert_exact(influxd, keys(points))
