@@ -17,7 +17,7 @@ from cloud.formats import FormatsConfig
 from cloud.formats._common import FLOAT_FIELDS, INT_FIELDS
 from cloud.homeassistant import CloudHaSettings
 from cloud.influx_duration import duration_ns
-from cloud.receiver_settings import HttpSettings, MqttSettings, ReceiverSettings
+from cloud.receiver_settings import HttpSettings, KafkaSettings, MqttSettings, ReceiverSettings
 from cloud.rollups import INTERVALS, RollupConfig
 from cloud.sinks.base import SinkError, SinkOptions
 from core.config import HomeAssistantSection as CoreHomeAssistantSection
@@ -368,6 +368,10 @@ class KafkaSection:
     username: str = ""
     password_file: str = ""
     ca_file: str = ""
+    # `run --kafka`: a consumer that stops heart-beating (a crash) loses its partitions after session_timeout; on
+    # a rebalance the batch in hand is written and committed within revoke_timeout, else abandoned uncommitted.
+    session_timeout: Duration = Duration(10.0)
+    revoke_timeout: Duration = Duration(10.0)
 
     def __post_init__(self) -> None:
         from cloud.kafka.records import ENCODINGS, RECORD_KINDS
@@ -399,6 +403,11 @@ class KafkaSection:
         _check(not sasl or (bool(self.username) and bool(self.password_file)),
                f"kafka.security_protocol: {self.security_protocol} needs kafka.username and kafka.password_file")
         _check(not self.ca_file or Path(self.ca_file).is_file(), f"kafka.ca_file: {self.ca_file} does not exist")
+        # librdkafka's bounds for session.timeout.ms; brokers allow 6-1800 s by default (group.*.session.timeout.ms).
+        _check(1 <= self.session_timeout <= 3600,
+               f"kafka.session_timeout: must be 1 s..1 h, got {self.session_timeout}")
+        _check(0 <= self.revoke_timeout <= 240, f"kafka.revoke_timeout: must be 0..240 s (the poll thread waits for it "
+                                                f"inside the rebalance), got {self.revoke_timeout}")
 
 
 @dataclass
@@ -655,6 +664,24 @@ def homeassistant_settings(cfg: Config) -> CloudHaSettings | None:
     return CloudHaSettings(discovery_prefix=h.discovery_prefix, state_prefix=h.state_prefix,
                            state_interval_s=float(h.state_interval), expire_after_s=int(h.expire_after),
                            remove_after_s=float(h.remove_after))
+
+
+def check_kafka_consumer(cfg: Config) -> None:
+    """`run --kafka` publishes nothing over MQTT: what would, is refused with the key to turn off."""
+    _check(not cfg.alerts.rules, "alerts.rules: alerts publish over MQTT, not available with --kafka "
+                                 "(run them in an MQTT receiver, or remove the rules)")
+    _check(not cfg.homeassistant.enabled, "homeassistant.enabled: Home Assistant discovery publishes over MQTT, "
+                                          "not available with --kafka")
+    _check(not cfg.http.listen, "http.listen: the Ruuvi Gateway HTTP listener is not available with --kafka")
+
+
+def kafka_settings(cfg: Config) -> KafkaSettings:
+    """The consumer's settings, credentials read (`run --kafka`). Confirmations are the bridge's job."""
+    k = cfg.kafka
+    return KafkaSettings(client=kafka_client_config(cfg), topic=k.topic, dlq_topic=k.dlq_topic, group=k.group,
+                         client_id=cfg.mqtt.client_id, session_timeout_s=float(k.session_timeout),
+                         revoke_timeout_s=float(k.revoke_timeout),
+                         max_records=cfg.batch.max_points * (cfg.batch.queue_batches + cfg.batch.writers + 1))
 
 
 def kafka_client_config(cfg: Config) -> dict[str, str]:

@@ -74,6 +74,17 @@ class Metrics:
                                      ["code"], registry=r)
         self.http_readings = Counter(p + "http_readings_received", "readings parsed from HTTP request bodies",
                                      registry=r)
+        # The Kafka input (`run --kafka`, cloud/kafka/consumer.py) and its dead-letter producer (cloud/kafka/dlq.py).
+        self.kafka_records = Counter(p + "kafka_records", "Kafka records consumed", registry=r)
+        self.kafka_poison = Counter(p + "kafka_poison_records", "Kafka records that could not be decoded (sent to "
+                                    "the dead-letter topic)", registry=r)
+        self.kafka_commit_failures = Counter(p + "kafka_commit_failures", "failed Kafka offset commits (retried "
+                                             "with the next commit)", registry=r)
+        self.kafka_lag = Gauge(p + "kafka_lag_records", "records in the partition after the group's committed "
+                               "offset (high watermark minus committed), per assigned partition",
+                               ["topic", "partition"], registry=r)
+        self.kafka_rebalances = Counter(p + "kafka_rebalances", "partitions assigned, revoked or lost, by event",
+                                        ["event"], registry=r)
         self._server: Any = None
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:

@@ -51,6 +51,8 @@ class Live:
     queue_batches: int = 0
     queue_points: int = 0
     inflight_messages: int = 0
+    input: str = "mqtt"  # or "kafka"
+    kafka_partitions: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 class Monitor:
@@ -104,6 +106,13 @@ class Monitor:
         key = str(code)
         self.counts.http_requests[key] = self.counts.http_requests.get(key, 0) + 1
         self.metrics.http_requests.labels(key).inc()
+
+    def records(self, records: int, readings: int) -> None:
+        """Kafka records with this many readings in all, counted once per fetch (Metrics.kafka_records counts
+        records; a poison record has no readings)."""
+        self.counts.received_messages += records
+        self.counts.received_readings += readings
+        self.metrics.readings_received.inc(readings)
 
     def connection(self, up: bool) -> None:
         self.metrics.mqtt_connected.set(1 if up else 0)

@@ -1,5 +1,9 @@
-"""The receiver: MQTT in (cloud/mqtt_input.py), messages parsed and batched here, batches through the write path
-(cloud/write_path.py), counts and status in cloud/monitor.py. Docs: docs/cloud-ingest.md.
+"""The receiver: MQTT in (cloud/mqtt_input.py) or Kafka in (cloud/kafka/consumer.py, `run --kafka`), messages parsed
+and batched here, batches through the one write path (cloud/write_path.py), counts and status in cloud/monitor.py.
+Docs: docs/cloud-ingest.md, docs/kafka.md.
+
+An input hands over Message objects that acknowledge themselves (a PUBACK, an offset to commit); everything from
+the batcher on is the same for both.
 
 Nothing is lost:
 - a message is acknowledged to the broker only after the batch holding it is written, its dead letters are
@@ -24,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from cloud import status
 from cloud.alert_hook import AlertHook
@@ -40,10 +44,13 @@ from cloud.monitor import Live, Monitor
 from cloud.mqtt_input import InputError, MqttInput, MqttMessage
 from cloud.receiver_settings import ReceiverSettings
 from cloud.sinks.base import Sink, SinkAuthError
-from cloud.write_path import AfterWrite, DeadLetter, Message, ParseFailure, WritePath, WritePathSettings
+from cloud.write_path import AfterWrite, DeadLetter, Message, ParseFailure, Publish, WritePath, WritePathSettings
 
 if TYPE_CHECKING:
     from cloud.http_input import HttpInput, HttpMessage
+    from cloud.kafka.consumer import KafkaInput, KafkaMessage
+    from cloud.kafka.delivery import Delivery
+    from cloud.receiver_settings import KafkaSettings
 
 log = logging.getLogger("cloud.receiver")
 M = TypeVar("M", bound=Message)
@@ -53,6 +60,28 @@ DRAIN_TIMEOUT_S = 20.0
 
 class ReceiverError(Exception):
     """The receiver had to stop: the database refused our credentials, or the broker refused the connection."""
+
+
+class Input(Protocol):
+    """What the receiver needs of an input (MqttInput, KafkaInput)."""
+
+    connected: bool
+    inflight: int  # messages handed over and not acknowledged
+    subscribed: asyncio.Event  # set once messages can come (subscribed; partitions assigned)
+
+    def pause(self, pause: bool) -> None: ...
+
+    async def connect(self, stop: asyncio.Event) -> None: ...
+
+    def give_up_all(self) -> None: ...
+
+    async def disconnect(self, *, end_session: bool) -> None: ...
+
+
+async def _no_mqtt(topic: str, payload: bytes) -> Awaitable[None]:
+    # The Kafka input has no MQTT connection: confirmations are off (the bridge sent them) and dead letters go to
+    # Kafka, so nothing may publish. Alerts and Home Assistant (MQTT publishers) are refused in Kafka mode.
+    raise RuntimeError(f"no MQTT connection in Kafka mode (publish to {topic})")
 
 
 class Receiver:
@@ -75,21 +104,48 @@ class Receiver:
         self.router = router
         self.metrics = metrics or Metrics()
         self._clock = clock
-        self.monitor = Monitor(self.metrics, client_id=s.mqtt.client_id, sink=sink, status_file=status_file,
+        client_id = s.mqtt.client_id if s.kafka is None else s.kafka.client_id
+        self.monitor = Monitor(self.metrics, client_id=client_id, sink=sink, status_file=status_file,
                                clock=clock)
+        # A Kafka record holds one reading or more and has no broker window to respect: the points close a batch.
+        max_messages = s.batch_max_messages if s.kafka is None else s.batch_max_points
         self.batcher: Batcher[Message] = Batcher(max_points=s.batch_max_points, max_interval_s=s.batch_max_interval_s,
-                                                 max_messages=s.batch_max_messages)
+                                                 max_messages=max_messages)
         dedup = Dedup(window_s=s.dedup_window_s, max_entries=s.dedup_max_entries) if s.dedup else None
         self.journal = self._open_journal(dedup, s.dedup_state_file) if dedup is not None else None
-        self.input = MqttInput(s.mqtt, self._accept, on_connection=self._on_connection,
-                               sys_reader=self.monitor.broker)
-        self.alerts = AlertHook(s.alerts, publish=self.input.publisher.publish, metrics=self.metrics,
-                                receiver=s.mqtt.client_id, on_firing=self._alerts_firing,
-                                clock=clock) if s.alerts is not None else None
+        self.mqtt: MqttInput | None = None
+        self.kafka: KafkaInput | None = None
+        self.kafka_dlq: Delivery | None = None  # the producer of run --kafka's dead letters
+        self.input: Input
+        publish: Publish
+        if s.kafka is None:
+            self.mqtt = self.input = MqttInput(s.mqtt, self._accept, on_connection=self._on_connection,
+                                               sys_reader=self.monitor.broker)
+            self._max_inflight = s.mqtt.receive_maximum
+            publish = self.mqtt.publisher.publish
+        else:
+            if s.alerts is not None or homeassistant is not None:
+                raise ReceiverError("alerts and homeassistant publish over MQTT: not available with --kafka")
+            self.kafka = self.input = self._kafka_input(s.kafka)
+            # Enough for every batch the queue and the writers hold, and the one filling.
+            self._max_inflight = s.kafka.max_records
+            publish = _no_mqtt
+            if dead_letter is None:
+                from cloud.kafka.delivery import Delivery
+                from cloud.kafka.dlq import KafkaDeadLetter
+                from cloud.kafka.metrics import KafkaMetrics
+
+                # The same dead letters as the bridge's (cloud/kafka/dlq.py), with the record's own key and headers.
+                self.kafka_dlq = Delivery(s.kafka.client, metrics=KafkaMetrics(self.metrics.registry))
+                dead_letter = KafkaDeadLetter(self.kafka_dlq, topic=s.kafka.dlq_topic, receiver=client_id,
+                                              max_payload=s.dlq_max_payload, origin=self.kafka.dead_letter_origin)
+        self.alerts = AlertHook(s.alerts, publish=self.mqtt.publisher.publish, metrics=self.metrics,
+                                receiver=client_id, on_firing=self._alerts_firing,
+                                clock=clock) if s.alerts is not None and self.mqtt is not None else None
         self.write_path = WritePath(
-            WritePathSettings(receiver=s.mqtt.client_id, dlq_topic=s.dlq_topic, dlq_max_payload=s.dlq_max_payload,
-                              confirm=s.confirm),
-            sink=sink, publish=self.input.publisher.publish, monitor=self.monitor, dedup=dedup,
+            WritePathSettings(receiver=client_id, dlq_topic=s.dlq_topic, dlq_max_payload=s.dlq_max_payload,
+                              confirm=s.confirm and s.kafka is None),
+            sink=sink, publish=publish, monitor=self.monitor, dedup=dedup,
             journal=self.journal, rollups=rollups, alerts=self.alerts, dead_letter=dead_letter, clock=clock)
         self.http: HttpInput | None = None
         if s.http is not None:
@@ -105,6 +161,15 @@ class Receiver:
         self._stopping = False
         self._fatal: BaseException | None = None
         self._last_message = 0.0
+
+    def _kafka_input(self, settings: KafkaSettings) -> KafkaInput:
+        from cloud.kafka.consumer import KafkaInput
+        from cloud.kafka.records import Codec
+
+        return KafkaInput(settings, self._accept_record, codec=Codec("json"), metrics=self.metrics,
+                          fetched=self._fetched,
+                          close_batch=lambda: self._close_open("revoke"), drop_unwritten=self._drop_unwritten,
+                          on_connection=self.monitor.connection, clock=self._clock)
 
     @property
     def counts(self) -> status.Status:
@@ -145,17 +210,27 @@ class Receiver:
         self.monitor.parsed(parsed, now_ns)
         if self.homeassistant is not None and parsed.points and self.router.format_of(topic) == "ruuvi_gateway":
             self.homeassistant.offer(parsed.points)  # a dict store per point; its own task publishes
-        msg = self.input.new_message(topic, qos, gateway=parsed.gateway, seq=parsed.seq)
+        assert self.mqtt is not None
+        msg = self.mqtt.new_message(topic, qos, gateway=parsed.gateway, seq=parsed.seq)
         msg.refused = parsed.refused
         return self._add(msg, parsed.points)
 
     def _failed(self, topic: str, payload: bytes, reason: str, qos: int, now_ns: int) -> MqttMessage:
         """A message to dead-letter; an edge-gw batch that still names its seq is confirmed too, or its gateway
         would send the poison batch forever."""
+        assert self.mqtt is not None
         seq = batch_seq(topic, payload) if self.router.format_of(topic) == "edge" else None
         gateway = topic.rsplit("/", 2)[-2] if seq is not None else None
-        return self.input.new_message(topic, qos, gateway=gateway, seq=seq,
-                                      failure=ParseFailure(payload, reason, now_ns))
+        return self.mqtt.new_message(topic, qos, gateway=gateway, seq=seq,
+                                     failure=ParseFailure(payload, reason, now_ns))
+
+    def _fetched(self, records: int, readings: int) -> None:
+        self._last_message = time.monotonic()
+        self.monitor.records(records, readings)
+
+    def _accept_record(self, msg: KafkaMessage, points: list[Point]) -> None:
+        """One Kafka record, decoded by the input (a poison record comes with its failure and no points)."""
+        self._add(msg, points)
 
     def _accept_http(self, topic: str, body: bytes) -> HttpMessage:
         """One Ruuvi Gateway HTTP body, as one message: parsed, and in the open batch, which the next free writer
@@ -214,20 +289,35 @@ class Receiver:
             self._drop_unwritten()
 
     def _drop_unwritten(self) -> None:
-        """Forget the QoS 1 messages of the lost connection that no writer has started on: the broker resends them.
-        QoS 0 messages (nobody resends those) stay."""
+        """Forget the messages no writer has started on that the input will get again: MQTT QoS 1 messages of a
+        lost connection (the broker resends them; QoS 0 messages stay, nobody resends those), Kafka records of
+        revoked partitions (their new owner reads them)."""
         batches = list(self._ready)
         if self.batcher.open_batch is not None:
             batches.append(self.batcher.open_batch)
         dropped = 0
         for b in batches:
-            for msg in b.drop(lambda m: isinstance(m, MqttMessage) and m.mid is not None):
-                assert isinstance(msg, MqttMessage)
-                self.input.finish(msg, ack=False)
-                dropped += 1
+            if self.mqtt is not None:
+                for msg in b.drop(lambda m: isinstance(m, MqttMessage) and m.mid is not None):
+                    assert isinstance(msg, MqttMessage)
+                    self.mqtt.finish(msg, ack=False)
+                    dropped += 1
+            elif self.kafka is not None:
+                for msg in b.drop(self.kafka.unwanted):
+                    self.kafka.forget(msg)
+                    dropped += 1
         if dropped:
-            log.info("dropped %d unwritten messages of the lost connection; the broker will resend them", dropped)
+            log.info("dropped %d unwritten messages the %s will deliver again", dropped,
+                     "broker" if self.mqtt is not None else "partitions' new owner")
+        self._ready = deque(b for b in self._ready if len(b))
+        self._update_flow()  # the queue may have room now: nothing else would resume the input
         self.monitor.update_gauges(self.live())
+
+    def _close_open(self, reason: str) -> None:
+        """Close the open batch now (a rebalance waits for it to be written; a retiring receiver saw the end)."""
+        closed = self.batcher.close(reason, time.monotonic())
+        if closed is not None:
+            self._enqueue(closed)
 
     # ---- batches ----------------------------------------------------------------------------------------------
 
@@ -239,7 +329,7 @@ class Receiver:
         self._update_flow()
 
     def _update_flow(self) -> None:
-        full = self.input.inflight >= self.settings.mqtt.receive_maximum or \
+        full = self.input.inflight >= self._max_inflight or \
             len(self._ready) >= self.settings.queue_batches
         self.input.pause(full or self._stopping)
 
@@ -302,7 +392,9 @@ class Receiver:
     def live(self) -> Live:
         points = sum(b.n_points for b in self._ready) + self._writing_points + self.batcher.open_points
         return Live(mqtt_connected=self.input.connected, queue_batches=len(self._ready), queue_points=points,
-                    inflight_messages=self.input.inflight)
+                    inflight_messages=self.input.inflight,
+                    input="mqtt" if self.kafka is None else "kafka",
+                    kafka_partitions=self.kafka.status() if self.kafka is not None else {})
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
 
@@ -315,7 +407,8 @@ class Receiver:
         queued for this session until nothing came for `idle_s`, then end the session. Without it, Mosquitto keeps
         queueing a stopped member's share of a shared subscription until the session expires."""
         stop = stop or asyncio.Event()
-        self.input.retire = retire
+        if self.mqtt is not None:
+            self.mqtt.retire = retire
         self.monitor.started_ns = self._clock()
         idle_task: asyncio.Future[None] | None = None
         writers = [asyncio.create_task(self._writer(), name=f"cloud-ingest-writer-{i}")
@@ -324,8 +417,8 @@ class Receiver:
                                           name="cloud-ingest-status")
         alerts_task = asyncio.create_task(self.alerts.run(), name="cloud-ingest-alerts") \
             if self.alerts is not None else None
-        ha_task = None if self.homeassistant is None else \
-            asyncio.create_task(self.homeassistant.run(self.input.publisher.publish), name="cloud-ingest-ha")
+        ha_task = None if self.homeassistant is None or self.mqtt is None else \
+            asyncio.create_task(self.homeassistant.run(self.mqtt.publisher.publish), name="cloud-ingest-ha")
         try:
             if self.http is not None:
                 # Before the broker: readings can be stored while it is away (only dead letters need it).
@@ -346,8 +439,12 @@ class Receiver:
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.input.subscribed.wait(), 10)
-                log.info("%s %s", "unsubscribed from" if retire else "subscribed to",
-                         ", ".join(self.settings.mqtt.subscriptions))
+                if self.settings.kafka is not None:
+                    k = self.settings.kafka
+                    log.info("consuming %s in group %s", k.topic, k.group)
+                else:
+                    log.info("%s %s", "unsubscribed from" if retire else "subscribed to",
+                             ", ".join(self.settings.mqtt.subscriptions))
                 if ready is not None:
                     r = ready()
                     if r is not None:
@@ -373,6 +470,8 @@ class Receiver:
             if self.http is not None:
                 self.http.give_up_all()
                 await self.http.stop()
+            if self.kafka_dlq is not None:
+                await self.kafka_dlq.close()
             with contextlib.suppress(Exception):
                 await self.sink.close()
             if self.journal is not None:
@@ -387,13 +486,11 @@ class Receiver:
         while not stop.is_set():
             await asyncio.sleep(0.1)
             idle = time.monotonic() - self._last_message >= idle_s
-            if idle and self.batcher.open_batch is not None:
-                closed = self.batcher.close("drain", time.monotonic())  # nothing else is coming: don't wait
-                if closed is not None:
-                    self._enqueue(closed)
+            if idle:
+                self._close_open("drain")  # nothing else is coming: don't wait
             if idle and self.input.inflight == 0 and not self._ready and not self._writing \
                     and self.batcher.open_batch is None:
-                log.info("retire: nothing more queued for %s; ending its session", self.settings.mqtt.client_id)
+                log.info("retire: nothing more queued for %s; ending its session", self.monitor.client_id)
                 stop.set()
 
     async def _wait_fatal(self) -> None:
@@ -417,6 +514,7 @@ class Receiver:
             await self.alerts.close()  # the PUBACKs of the alert events, then their state on disk
         if self.http is not None:
             self.http.give_up_all()  # 503: the gateway sends it again
-        await self.input.disconnect(end_session=self.input.retire and self._fatal is None)
+        retiring = self.mqtt is not None and self.mqtt.retire
+        await self.input.disconnect(end_session=retiring and self._fatal is None)
         self.monitor.update_gauges(self.live())
 

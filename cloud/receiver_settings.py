@@ -42,6 +42,20 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """`run --kafka` (cloud/kafka/consumer.py): the consumer group and the topics, the client settings resolved."""
+
+    client: dict[str, str] = field(default_factory=dict)  # librdkafka: bootstrap.servers and auth (kafka_client_config)
+    topic: str = "ruuvi.readings"
+    dlq_topic: str = "ruuvi.dlq"
+    group: str = "cloud-ingest"
+    client_id: str = "cloud-ingest-1"
+    session_timeout_s: float = 10.0  # how long a crashed consumer's partitions wait before another takes them
+    revoke_timeout_s: float = 10.0  # on a rebalance: finish the batch within this, else abandon it uncommitted
+    max_records: int = 20_000  # records handed over and not yet written: more pauses the partitions
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiverSettings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     dlq_topic: str = "edge-gw/dlq"
@@ -59,3 +73,4 @@ class ReceiverSettings:
     confirm: bool = True  # publish confirmations to edge-gw gateways (docs/wire-format.md "Confirmation")
     alerts: AlertSettings | None = None  # alerts on the data; None: no rules
     http: HttpSettings | None = None  # None: no HTTP listener
+    kafka: KafkaSettings | None = None  # set: the input is a Kafka consumer group instead of MQTT

@@ -70,6 +70,10 @@ class Status:
     http_listen: str = ""
     http_requests: dict[str, int] = field(default_factory=dict)
     http_readings: int = 0
+    # `run --kafka` (cloud/kafka/consumer.py): per assigned partition "<topic>/<partition>", the group's committed
+    # offset, the high watermark and the lag between them (-1: not known yet).
+    kafka_partitions: dict[str, dict[str, int]] = field(default_factory=dict)
+    input: str = "mqtt"  # where messages come from: "mqtt" or "kafka" (mqtt_connected then means the consumer's)
 
     def to_json(self) -> bytes:
         return orjson.dumps({"v": VERSION, **asdict(self)}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
@@ -128,13 +132,18 @@ def _broker_drops(status: Status, now_ns: int) -> str:
     return text
 
 
+def _partition_order(name: str) -> tuple[str, int]:
+    topic, _, partition = name.rpartition("/")
+    return topic, int(partition) if partition.isdigit() else -1
+
+
 def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns: int | None = None) -> str:
     now = time.time_ns() if now_ns is None else now_ns
     up = running(status, interval_s, now)
     lines = [
         f"receiver:       {'running' if up else 'NOT RUNNING'} (client id {status.client_id}, pid {status.pid}, "
         f"status updated {_ago(status.updated_ns, now)})",
-        f"mqtt:           {'connected' if status.mqtt_connected and up else 'disconnected'}",
+        f"{status.input + ':':<16}{'connected' if status.mqtt_connected and up else 'disconnected'}",
         f"{status.sink_name.split(' ', 1)[0] + ':' if status.sink_name else 'database:':<16}{status.sink_state}"
         + (f" (last error: {status.sink_error})" if status.sink_error else ""),
         f"queue:          {status.queue_batches} batches, {status.queue_points} points, "
@@ -164,6 +173,13 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         state = "online" if gateway_online(gw, offline_after_s, now) else "OFFLINE"
         lines.append(f"  {name:<{width}}  {state:<7}  last seen {_ago(gw.last_seen_ns, now)}, "
                      f"{gw.readings} readings, {gw.duplicates} duplicates")
+    if status.kafka_partitions:
+        lag = sum(max(0, p.get("lag", 0)) for p in status.kafka_partitions.values())
+        lines.append(f"kafka:          {len(status.kafka_partitions)} partitions assigned, lag {lag} records")
+        width = max(len(name) for name in status.kafka_partitions)
+        for name, p in sorted(status.kafka_partitions.items(), key=lambda kv: _partition_order(kv[0])):
+            lines.append(f"  {name:<{width}}  committed {p.get('committed', -1)}, high watermark "
+                         f"{p.get('high', -1)}, lag {p.get('lag', -1)}")
     if status.alerts_firing:  # the line is left out while none fire, as before alerts existed
         lines.append(f"alerts firing:  {len(status.alerts_firing)}")
     for a in status.alerts_firing:

@@ -15,8 +15,9 @@ from pathlib import Path
 from cloud.config import Config, formats_config, kafka_client_config, receiver_settings
 from cloud.formats import Router
 from cloud.kafka.delivery import Delivery, DeliverySettings
+from cloud.kafka.dlq import KafkaDeadLetter
 from cloud.kafka.metrics import KafkaMetrics
-from cloud.kafka.producer import KafkaDeadLetter, KafkaSink, KafkaTarget
+from cloud.kafka.producer import KafkaSink, KafkaTarget
 from cloud.kafka.topics import ensure_topics
 from cloud.metrics import Metrics
 from cloud.receiver import Receiver

@@ -77,6 +77,29 @@ def test_config_errors_name_the_key_and_exit_1(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "SECTION.KEY=VALUE" in result.output
 
 
+def test_run_kafka_refuses_what_publishes_over_mqtt_in_one_line(tmp_path: Path) -> None:
+    """Alerts and Home Assistant publish over MQTT and the HTTP listener feeds the MQTT-side parsers: `run --kafka`
+    has none of those, so each is a config error naming the key, before anything starts."""
+    base = ["run", "--kafka", "127.0.0.1:9092", "--status-file", str(tmp_path / "s.json")]
+    env = {k: "" for k in os.environ if k.startswith("CLOUD_INGEST_")}
+    rule = tmp_path / "rules.toml"
+    rule.write_text('[[alerts.rules]]\nname = "hot"\nkind = "threshold"\nfield = "temperature"\nop = ">"\n'
+                    'value = 30.0\n')
+    cases = {
+        ("-c", str(rule)): "Error: config: alerts.rules: alerts publish over MQTT, not available with --kafka "
+                           "(run them in an MQTT receiver, or remove the rules)",
+        ("--set", "homeassistant.enabled=true"): "Error: config: homeassistant.enabled: Home Assistant discovery "
+                                                 "publishes over MQTT, not available with --kafka",
+        ("--set", "http.listen=127.0.0.1:0", "--set", "http.auth=none"):
+            "Error: config: http.listen: the Ruuvi Gateway HTTP listener is not available with --kafka",
+        ("--set", "kafka.session_timeout=0"): "Error: config: kafka.session_timeout: must be 1 s..1 h, got 0.0",
+    }
+    for extra, error in cases.items():
+        result = CliRunner().invoke(cli, [*base, *extra], env=env)
+        assert result.exit_code == 1, result.output
+        assert result.output.strip() == error
+
+
 def test_status_says_not_running_without_a_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["status", "--status-file", str(tmp_path / "status.json")])
     assert result.exit_code == EXIT_NOT_RUNNING

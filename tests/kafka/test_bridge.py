@@ -151,11 +151,11 @@ def test_a_poison_message_goes_to_the_dlq_with_its_reason_and_the_stream_goes_on
         pub.close()
         bridge.stop()
     assert sorted(got) == sorted((r.mac, r.time_ns) for r in good)
-    assert {(d.key, d.value, d.headers["mqtt-topic"], d.headers["stage"], d.headers["receiver"]) for d in dlq} == {
+    assert {(d.key, d.value, d.headers["dlq-source"], d.headers["dlq-stage"], d.headers["dlq-receiver"]) for d in dlq} == {
         (b"sensors/attic", b"{not json", b"sensors/attic", b"parse", b"bridge-test"),
         (b"edge-gw/gw-p/batch", b'{"v":1,"gateway":"gw-p"}', b"edge-gw/gw-p/batch", b"parse", b"bridge-test"),
     }
-    reasons = {d.key: d.headers["reason"].decode() for d in dlq}
+    reasons = {d.key: d.headers["dlq-reason"].decode() for d in dlq}
     assert "JSON" in reasons[b"sensors/attic"], reasons
     assert reasons[b"edge-gw/gw-p/batch"], reasons
-    assert all(int(d.headers["time-ns"]) > t0 * S for d in dlq)
+    assert all(int(d.headers["dlq-time-ns"]) > t0 * S for d in dlq)
