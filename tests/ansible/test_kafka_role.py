@@ -255,6 +255,30 @@ def test_kafka_off_leaves_the_receiver_as_it_was(tmp_path: Path) -> None:
     assert "\n\n[Install]" in on["cloud-ingest-bridge.service"]
 
 
+def test_a_new_jar_set_replaces_the_old_one_and_restarts_the_broker(kafka_on: Provisioned, tmp_path: Path) -> None:
+    """A changed pom (another digest in the controller's folder): the new set is unpacked beside the old one, `libs`
+    is switched, the broker's restart handler runs, and only then is the old set removed. The data is not touched."""
+    root = kafka_on.root.path
+    jars = tmp_path / "jars"
+    shutil.copytree(kafka_jars(), jars)
+    (jars / ".pom-sha256").write_text("f" * 64 + "\n")
+    meta = (root / "var/lib/kafka/data/meta.properties").stat().st_ino
+    recap, out = ansible_playbook(ANSIBLE_DIR / "playbooks" / "cloud.yml", kafka_on.inventory,
+                                  ansible_env(kafka_on.workdir, kafka_on.collections),
+                                  extra_vars={"kafka_jars_dir": str(jars)})
+    assert recap["failed"] == 0, out[-4000:]
+    assert os.readlink(root / "opt/kafka/libs") == "jars-ffffffffffffffff"
+    assert sorted(x.name for x in (root / "opt/kafka").iterdir() if x.name.startswith("jars-")) == \
+        ["jars-ffffffffffffffff"]
+    assert len(list((root / "opt/kafka/libs").glob("*.jar"))) == len(list(kafka_jars().glob("*.jar")))
+    assert "RUNNING HANDLER [kafka : Restart kafka.]" in out  # skipped in the chroot, run on a real host
+    handler, removal = out.index("RUNNING HANDLER [kafka : Restart kafka.]"), out.index("TASK [kafka : Remove jar sets")
+    assert handler < removal
+    assert (root / "var/lib/kafka/data/meta.properties").stat().st_ino == meta
+    formatted = out.split("TASK [kafka : Format the storage (once).]")[1].split("TASK [")[0]
+    assert re.findall(r"^(changed|ok|skipping): ", formatted, re.M) == ["ok"]  # not formatted again
+
+
 def test_switching_kafka_off_removes_the_bridge(kafka_on: Provisioned) -> None:
     """cloud.yml with edge_gw_kafka_enabled false: the bridge unit goes, the receiver is the MQTT receiver again.
     The broker stays installed with its data (the kafka role is not applied; nothing is uninstalled)."""
