@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -60,6 +61,14 @@ def _missing() -> str | None:
     if shutil.which("ansible-playbook", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}") is None:
         return "ansible-playbook is not installed (pip install 'ansible-core==2.19.*')"
     return None
+
+
+def owner(path: Path, root: Path) -> tuple[str, str, str]:
+    """(user, group, mode) as the target's /etc/passwd and /etc/group name them."""
+    st = path.stat()
+    users = {int(line.split(":")[2]): line.split(":")[0] for line in (root / "etc/passwd").read_text().splitlines()}
+    groups = {int(line.split(":")[2]): line.split(":")[0] for line in (root / "etc/group").read_text().splitlines()}
+    return users[st.st_uid], groups[st.st_gid], oct(stat.S_IMODE(st.st_mode))
 
 
 @dataclass

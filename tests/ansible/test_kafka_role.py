@@ -12,7 +12,6 @@ import re
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -20,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from kafka_server import kafka_jars, pom_digest
-from provision import Provisioned, kafka_jars_ready
+from provision import Provisioned, kafka_jars_ready, owner
 from servers import _wait_tcp, stop_pid
-from target import ANSIBLE_DIR, ansible_env, ansible_playbook
+from target import ANSIBLE_DIR, ansible_env, ansible_playbook, render_templates
 
 pytestmark = pytest.mark.timeout(900)
 CLOUD_INGEST = ANSIBLE_DIR / "roles" / "cloud_ingest"
@@ -34,14 +33,6 @@ def kafka_on(provisioned: Provisioned) -> Provisioned:
     if not kafka_jars_ready():
         pytest.skip(f"no complete Kafka jar set in {kafka_jars()} on the controller: run `make install`")
     return provisioned
-
-
-def owner(path: Path, root: Path) -> tuple[str, str, str]:
-    """(user, group, mode) as the target's /etc/passwd and /etc/group name them."""
-    st = path.lstat()
-    users = {int(x.split(":")[2]): x.split(":")[0] for x in (root / "etc/passwd").read_text().splitlines()}
-    groups = {int(x.split(":")[2]): x.split(":")[0] for x in (root / "etc/group").read_text().splitlines()}
-    return users[st.st_uid], groups[st.st_gid], oct(stat.S_IMODE(st.st_mode))
 
 
 def test_broker_files_users_and_modes(kafka_on: Provisioned) -> None:
@@ -220,18 +211,8 @@ def test_installed_broker_runs_from_its_unit_and_survives_a_sigkill(kafka_on: Pr
 
 def _render(work: Path, overrides: dict[str, object]) -> dict[str, str]:
     """The cloud_ingest role's unit and config templates, rendered on localhost with its defaults and `overrides`."""
-    work.mkdir(parents=True, exist_ok=True)
     names = ("cloud-ingest.service", "cloud-ingest-bridge.service", "cloud-ingest.toml")
-    book = work / "render.yml"
-    book.write_text(json.dumps([{
-        "hosts": "localhost", "gather_facts": False, "vars_files": [str(CLOUD_INGEST / "defaults" / "main.yml")],
-        "tasks": [{"name": f"Render {n}.", "ansible.builtin.template": {
-            "src": str(CLOUD_INGEST / "templates" / f"{n}.j2"), "dest": str(work / n), "mode": "0644"}}
-            for n in names],
-    }]))
-    inventory = work / "hosts.ini"
-    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    ansible_playbook(book, inventory, ansible_env(work, work / "collections"), extra_vars=overrides or None)
+    render_templates(work, CLOUD_INGEST, {f"Render {n}.": (f"{n}.j2", work / n, "0644") for n in names}, overrides)
     return {n: (work / n).read_text() for n in names}
 
 
