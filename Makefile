@@ -12,12 +12,16 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # 3.8 cannot mark the groups under pytest 9.2: it sets `item._nodeid`, which pytest 9 no longer reads.)
 # Serially: `make test PYTEST_ARGS=`.
 PYTEST_ARGS ?= -n 3 --dist loadfile
+# `make demo KAFKA=1`: the Kafka path (docs/kafka.md) instead of the plain receiver.
+KAFKA ?=
+DEMO_KAFKA := $(filter 1 yes true,$(KAFKA))
 
 .PHONY: help install check test lint typecheck pytest demo bench mpy firmware clean
 
 help:
 	@echo "make install   install apt/pip/npm dependencies of the tests and the demo (Debian 12 / Raspberry Pi OS)"
 	@echo "make demo      run the whole pipeline locally (installs what is missing first)"
+	@echo "               KAFKA=1: through a Kafka broker (cloud-ingest bridge, cloud-ingest run --kafka)"
 	@echo "make check     lint, type-check and the fast lane: unit and component tests (no 'slow' suites)"
 	@echo "make test      lint, type-check and run every test suite (what CI runs)"
 	@echo "make bench     run the benchmarks in bench/ (prints figures; not a test)"
@@ -27,16 +31,22 @@ help:
 # The demo needs only the daemons and the two servers; the tests need everything (and include the demo's).
 TESTS_INSTALLED := $(VENV)/.installed-tests
 DEMO_INSTALLED := $(VENV)/.installed-demo
+DEMO_KAFKA_INSTALLED := $(VENV)/.installed-demo-kafka
 
 install: $(TESTS_INSTALLED)
 
 $(TESTS_INSTALLED): pyproject.toml scripts/install-deps.sh tests/kafka/pom.xml
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
-	touch $@ $(DEMO_INSTALLED)
+	touch $@ $(DEMO_INSTALLED) $(DEMO_KAFKA_INSTALLED)
 
 $(DEMO_INSTALLED): pyproject.toml scripts/install-deps.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh --demo
 	touch $@
+
+# The demo's dependencies plus Java and the Kafka broker's jars (as `make install` fetches them for the tests).
+$(DEMO_KAFKA_INSTALLED): pyproject.toml scripts/install-deps.sh tests/kafka/pom.xml
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh --demo --kafka
+	touch $@ $(DEMO_INSTALLED)
 
 test: $(TESTS_INSTALLED) lint typecheck pytest
 
@@ -52,8 +62,8 @@ typecheck:
 pytest:
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: $(DEMO_INSTALLED)
-	$(PY) scripts/demo.py
+demo: $(if $(DEMO_KAFKA),$(DEMO_KAFKA_INSTALLED),$(DEMO_INSTALLED))
+	$(PY) scripts/demo.py$(if $(DEMO_KAFKA), --kafka)
 
 bench:
 	$(PY) bench/run_all.py

@@ -4,6 +4,11 @@ Starts a private Mosquitto and InfluxDB on free loopback ports with their data u
 `cloud-ingest setup` and `cloud-ingest run`, and `edge-gw run --source simulate`. After ~30 s it shows
 `edge-gw status`, the newest values per tag and the hourly rollups read back from InfluxDB. Ctrl-C stops
 everything it started, by PID. `--seconds N` stops by itself after N seconds (used by the tests).
+
+`--kafka` (`make demo KAFKA=1`): the Kafka path of docs/kafka.md instead of the plain receiver. A private Kafka broker
+(tests/kafka_server.py, jars from `make install` or `scripts/install-deps.sh --demo --kafka`) also starts;
+`cloud-ingest bridge` takes MQTT in and produces to Kafka, and `cloud-ingest run --kafka` consumes and writes to
+InfluxDB. The view also shows the consumer group's lag per partition.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from servers import Influxd, Mosquitto  # noqa: E402
 
 DB = "ruuvi"
+# cloud-ingest's [kafka] defaults (cloud/config.py), which the bridge produces to and the consumer group reads.
+KAFKA_TOPIC, KAFKA_DLQ, KAFKA_GROUP, KAFKA_PARTITIONS = "ruuvi.readings", "ruuvi.dlq", "cloud-ingest", 6
 
 
 def influx_query(influx: Influxd, q: str) -> list[dict[str, object]]:
@@ -39,7 +46,40 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
-def show(influx: Influxd, workdir: Path) -> None:
+def create_topics(bootstrap: str) -> None:
+    """The two topics, as the kafka role makes them (the bridge would make missing ones too)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    have = admin.list_topics(timeout=30).topics
+    new = [NewTopic(t, n, 1) for t, n in ((KAFKA_TOPIC, KAFKA_PARTITIONS), (KAFKA_DLQ, 1)) if t not in have]
+    for f in admin.create_topics(new).values() if new else ():
+        f.result(30)
+
+
+def kafka_lag(bootstrap: str) -> str:
+    """The consumer group's committed offset, the end of each partition and the difference (records not yet written
+    to InfluxDB), read without joining the group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": KAFKA_GROUP, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(KAFKA_TOPIC, p) for p in range(KAFKA_PARTITIONS)]
+        rows = [["partition", "committed", "end", "lag"]]
+        total = 0
+        for tp in c.committed(parts, timeout=10):
+            _, end = c.get_watermark_offsets(tp, timeout=10)
+            done = tp.offset if tp.offset >= 0 else 0
+            total += end - done
+            rows.append([str(tp.partition), str(tp.offset) if tp.offset >= 0 else "-", str(end), str(end - done)])
+        return table(rows) + f"\ntotal lag: {total} records"
+    except Exception as e:  # the view goes on without the lag
+        return f"(lag not available: {e})"
+    finally:
+        c.close()
+
+
+def show(influx: Influxd, workdir: Path, kafka_bootstrap: str | None = None) -> None:
     print("\n=== edge-gw status", flush=True)
     subprocess.run([sys.executable, "-m", "edge.cli", "status", "--db", str(workdir / "edge.db")], check=False)
     print("\n=== newest values per tag (InfluxDB, raw)")
@@ -55,6 +95,12 @@ def show(influx: Influxd, workdir: Path) -> None:
     print(table(rows) if len(rows) > 1 else "(no data yet)")
     print("\n=== cloud-ingest status", flush=True)
     subprocess.run(["cloud-ingest", "status", "--status-file", str(workdir / "cloud-ingest.status")], check=False)
+    if kafka_bootstrap:
+        if (workdir / "bridge.status").exists():
+            print("\n=== cloud-ingest bridge status", flush=True)
+            subprocess.run(["cloud-ingest", "status", "--status-file", str(workdir / "bridge.status")], check=False)
+        print(f"\n=== Kafka consumer lag (group {KAFKA_GROUP}, topic {KAFKA_TOPIC})")
+        print(kafka_lag(kafka_bootstrap), flush=True)
     # The hourly continuous query fills in an hour once it has ended; recompute the current hour so the demo
     # shows it after 30 s (the receiver does the same for late data).
     subprocess.run(
@@ -85,12 +131,26 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=None, help="stop by itself after this long")
     ap.add_argument("--tags", type=int, default=8)
     ap.add_argument("--rate", type=float, default=40.0)
+    ap.add_argument("--kafka", action="store_true",
+                    help="the Kafka path: MQTT -> cloud-ingest bridge -> Kafka -> cloud-ingest run --kafka -> InfluxDB")
     args = ap.parse_args()
+    if args.kafka:
+        for name, cmd in (("bridge", ["bridge", "--help"]), ("run --kafka", ["run", "--kafka", "x:1", "--help"])):
+            if subprocess.run(["cloud-ingest", *cmd], capture_output=True, check=False).returncode != 0:
+                print(f"this cloud-ingest has no `{name}` yet: the Kafka demo needs the bridge and the "
+                      "consumer of issue 11 (docs/kafka.md)", file=sys.stderr)
+                return 1
     workdir = REPO / ".demo"
     workdir.mkdir(exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     broker = Mosquitto(workdir / "mosquitto")
     influx = Influxd(workdir / "influxd")
+    kafka = None
+    if args.kafka:
+        from kafka_server import Kafka
+
+        shutil.rmtree(workdir / "kafka", ignore_errors=True)  # a fresh broker: its ports are new at every start
+        kafka = Kafka(workdir / "kafka")
     stopping = False
 
     def stop(*_: object) -> None:
@@ -105,23 +165,48 @@ def main() -> int:
         print(f"mosquitto pid {broker.proc.pid} on {broker.url}; influxd pid {influx.proc.pid} on {influx.url}")  # type: ignore[union-attr]
         influx_url = f"{influx.url}/{DB}"
         subprocess.run(["cloud-ingest", "setup", "--influx", influx_url], check=True)
-        logs = {name: open(workdir / f"{name}.log", "ab") for name in ("cloud-ingest", "edge-gw")}  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                [
-                    "cloud-ingest",
-                    "run",
-                    "--mqtt",
-                    broker.url,
-                    "--influx",
-                    influx_url,
-                    "--status-file",
-                    str(workdir / "cloud-ingest.status"),
-                ],
-                stdout=logs["cloud-ingest"],
-                stderr=subprocess.STDOUT,
+        names = ("cloud-ingest", "edge-gw", *(("cloud-ingest-bridge",) if kafka else ()))
+        logs = {name: open(workdir / f"{name}.log", "ab") for name in names}  # noqa: SIM115
+        if kafka is None:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "cloud-ingest",
+                        "run",
+                        "--mqtt",
+                        broker.url,
+                        "--influx",
+                        influx_url,
+                        "--status-file",
+                        str(workdir / "cloud-ingest.status"),
+                    ],
+                    stdout=logs["cloud-ingest"],
+                    stderr=subprocess.STDOUT,
+                )
             )
-        )
+        else:
+            kafka.start()
+            print(f"kafka pid {kafka.proc.pid} on {kafka.bootstrap}")  # type: ignore[union-attr]
+            create_topics(kafka.bootstrap)
+            # The consumer: Kafka -> InfluxDB. Settings outside the two commands' flags go through the environment
+            # (CLOUD_INGEST_<SECTION>_<KEY>): the demo's broker, should it talk MQTT, under a client id of its own.
+            env = {**os.environ, "CLOUD_INGEST_MQTT_URL": broker.url, "CLOUD_INGEST_MQTT_CLIENT_ID": "demo-consumer"}
+            procs.append(
+                subprocess.Popen(
+                    ["cloud-ingest", "run", "--kafka", kafka.bootstrap, "--influx", influx_url,
+                     "--status-file", str(workdir / "cloud-ingest.status")],
+                    stdout=logs["cloud-ingest"], stderr=subprocess.STDOUT, env=env,
+                )
+            )
+            # The bridge: MQTT -> Kafka, with its own status file and no second metrics port.
+            env = {**os.environ, "CLOUD_INGEST_STATUS_FILE": str(workdir / "bridge.status"),
+                   "CLOUD_INGEST_METRICS_PORT": "0"}
+            procs.append(
+                subprocess.Popen(
+                    ["cloud-ingest", "bridge", "--mqtt", broker.url, "--kafka", kafka.bootstrap],
+                    stdout=logs["cloud-ingest-bridge"], stderr=subprocess.STDOUT, env=env,
+                )
+            )
         procs.append(
             subprocess.Popen(
                 [
@@ -147,7 +232,11 @@ def main() -> int:
                 stderr=subprocess.STDOUT,
             )
         )
-        print(f"cloud-ingest pid {procs[0].pid}, edge-gw pid {procs[1].pid}; logs in {workdir}/")
+        if kafka is None:
+            print(f"cloud-ingest pid {procs[0].pid}, edge-gw pid {procs[1].pid}; logs in {workdir}/")
+        else:
+            print(f"cloud-ingest run --kafka pid {procs[0].pid}, cloud-ingest bridge pid {procs[1].pid}, "
+                  f"edge-gw pid {procs[2].pid}; logs in {workdir}/")
         deadline = time.monotonic() + (args.seconds if args.seconds is not None else float("inf"))
         next_show = time.monotonic() + min(30.0, (args.seconds or 60) / 2)
         while not stopping and time.monotonic() < deadline:
@@ -156,7 +245,7 @@ def main() -> int:
                     print(f"pid {p.pid} exited with {p.returncode}; see the logs in {workdir}/")
                     return 1
             if time.monotonic() >= next_show:
-                show(influx, workdir)
+                show(influx, workdir, kafka.bootstrap if kafka else None)
                 print("\n(Ctrl-C stops everything; the view refreshes every 30 s)", flush=True)
                 next_show = time.monotonic() + 30
             time.sleep(0.2)
@@ -173,7 +262,10 @@ def main() -> int:
                 p.wait()
         broker.stop()
         influx.stop()
-        print("stopped: " + ", ".join(str(p.pid) for p in procs) + " and the private mosquitto and influxd")
+        if kafka is not None:
+            kafka.stop()
+        servers = "mosquitto, influxd and kafka" if kafka else "mosquitto and influxd"
+        print("stopped: " + ", ".join(str(p.pid) for p in procs) + f" and the private {servers}")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,22 @@
 # from Maven Central (with a JDK and Maven). Safe to run again: it installs only
 # what is missing. Services installed from apt are not started (the tests and the demo run private instances).
 # `--demo`: only what `make demo` needs (the two servers, and the package with its gateway and cloud extras).
+# `--demo --kafka`: that, plus Java and the Kafka broker's jars (`make demo KAFKA=1`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 DEMO=0
-[ "${1:-}" = "--demo" ] && DEMO=1
+KAFKA=0
+for arg in "$@"; do
+  case "$arg" in
+    --demo) DEMO=1 ;;
+    --kafka) KAFKA=1 ;;
+    *) echo "usage: $0 [--demo [--kafka]]" >&2; exit 2 ;;
+  esac
+done
+[ "$DEMO" = 0 ] && KAFKA=1
 if [ "$DEMO" = 1 ]; then
   APT_PACKAGES=(python3-venv mosquitto mosquitto-clients influxdb influxdb-client)
 else
@@ -60,7 +69,7 @@ fi
 # Apache Kafka 4.x for the tests (tests/kafka_server.py): a JDK (17 or newer, Kafka 4's minimum) and the broker's jars
 # from Maven Central, copied by Maven from tests/kafka/pom.xml into a cache folder outside the repo (about 55 MB, plus
 # about 80 MB in ~/.m2). A stamp of the pom's digest marks a complete copy: a changed pom copies again.
-if [ "$DEMO" = 0 ]; then
+if [ "$KAFKA" = 1 ]; then
   java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
   need=()
   if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ] 2>/dev/null; then need+=(openjdk-17-jre-headless); fi

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -23,6 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
+from kafka_server import kafka_jars, pom_digest
 from servers import _wait_tcp, free_port, stop_pid
 from target import (
     ANSIBLE_DIR,
@@ -44,6 +46,12 @@ SECRETS = {
 }
 
 
+def kafka_jars_ready() -> bool:
+    """The controller's Kafka jar set (make install) is complete: then the cloud host gets the Kafka path too."""
+    stamp = kafka_jars() / ".pom-sha256"
+    return stamp.is_file() and stamp.read_text().strip() == pom_digest()
+
+
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root (debootstrap, chroot, mount)"
@@ -53,6 +61,14 @@ def _missing() -> str | None:
     if shutil.which("ansible-playbook", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}") is None:
         return "ansible-playbook is not installed (pip install 'ansible-core==2.19.*')"
     return None
+
+
+def owner(path: Path, root: Path) -> tuple[str, str, str]:
+    """(user, group, mode) as the target's /etc/passwd and /etc/group name them."""
+    st = path.stat()
+    users = {int(line.split(":")[2]): line.split(":")[0] for line in (root / "etc/passwd").read_text().splitlines()}
+    groups = {int(line.split(":")[2]): line.split(":")[0] for line in (root / "etc/group").read_text().splitlines()}
+    return users[st.st_uid], groups[st.st_gid], oct(stat.S_IMODE(st.st_mode))
 
 
 @dataclass
@@ -101,6 +117,15 @@ def host_vars(root: Root, ports: dict[str, int], certs: dict[str, str], wheels: 
         # Grafana is in none of the registries reachable here: only its provisioning files are written.
         "grafana_install": False,
         "grafana_influxdb_url": f"http://127.0.0.1:{ports['influx']}",
+        # The Kafka path (kafka role, the bridge unit, the consumer), when the controller has the jars.
+        **({
+            "edge_gw_kafka_enabled": True,
+            "kafka_jars_dir": str(kafka_jars()),
+            "kafka_port": ports["kafka"],
+            "kafka_controller_port": ports["kafka_controller"],
+            "kafka_heap": "256m",
+            "cloud_ingest_bridge_metrics_port": ports["bridge_metrics"],
+        } if kafka_jars_ready() else {}),
     }
 
 
@@ -133,7 +158,8 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
     root = Root(work / "root")
     try:
         root.create()
-        ports = {k: free_port() for k in ("mqtt", "mqtts", "influx", "influx_rpc", "edge_metrics", "cloud_metrics")}
+        ports = {k: free_port() for k in ("mqtt", "mqtts", "influx", "influx_rpc", "edge_metrics", "cloud_metrics",
+                                          "kafka", "kafka_controller", "bridge_metrics")}
         inventory = write_inventory(work, host_vars(root, ports, certs, archive))
         p = Provisioned(root, ports, work, coll, inventory,
                         seconds={"prepare": prep, "debootstrap": time.monotonic() - t0})

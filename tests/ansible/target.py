@@ -167,3 +167,22 @@ def ansible_playbook(playbook: Path, inventory: Path, env: dict[str, str],
         raise TargetError(f"no PLAY RECAP line:\n{out[-4000:]}")
     recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
     return recap, out
+
+
+def render_templates(work: Path, role: Path, templates: dict[str, tuple[str, Path, str]],
+                     overrides: dict[str, object] | None = None) -> dict[str, int]:
+    """Render a role's templates on localhost (seconds, no target), with the role's defaults and `overrides`:
+    one template task per {task name: (template file, dest, mode)}. Returns the PLAY RECAP counters."""
+    work.mkdir(parents=True, exist_ok=True)
+    book = work / "render.yml"
+    book.write_text(json.dumps([{
+        "hosts": "localhost", "gather_facts": False, "vars_files": [str(role / "defaults" / "main.yml")],
+        "tasks": [{"name": name, "ansible.builtin.template": {"src": str(role / "templates" / src), "dest": str(dest),
+                                                               "mode": mode}}
+                  for name, (src, dest, mode) in templates.items()],
+    }]))
+    inventory = work / "hosts.ini"
+    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    recap, _ = ansible_playbook(book, inventory, ansible_env(work, work / "collections"),
+                                extra_vars=dict(overrides) if overrides else None)
+    return recap

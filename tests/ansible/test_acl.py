@@ -4,7 +4,6 @@ test_playbooks.py checks the same file as the playbooks install it on the target
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from servers import Mosquitto, have
-from target import ANSIBLE_DIR, ansible_env, ansible_playbook
+from target import ANSIBLE_DIR, render_templates
 
 ROLE = ANSIBLE_DIR / "roles" / "mosquitto"
 DEPLOY_ACL = ANSIBLE_DIR.parent / "deploy" / "mosquitto" / "edge-gw.acl"
@@ -42,19 +41,7 @@ def rules(text: str) -> list[str]:
 
 def render(work: Path, dest: Path, overrides: dict[str, str]) -> dict[str, int]:
     """Run the role's "Write the ACL." template step on localhost, with the role's defaults and `overrides`."""
-    work.mkdir(parents=True, exist_ok=True)
-    book = work / "acl.yml"
-    book.write_text(json.dumps([{
-        "hosts": "localhost", "gather_facts": False, "vars_files": [str(ROLE / "defaults" / "main.yml")],
-        "tasks": [{"name": "Write the ACL.",
-                   "ansible.builtin.template": {"src": str(ROLE / "templates" / "acl.j2"), "dest": str(dest),
-                                                "mode": "0640"}}],
-    }]))
-    inventory = work / "hosts.ini"
-    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    env = ansible_env(work, work / "collections")
-    recap, _ = ansible_playbook(book, inventory, env, extra_vars=dict(overrides) or None)
-    return recap
+    return render_templates(work, ROLE, {"Write the ACL.": ("acl.j2", dest, "0640")}, dict(overrides))
 
 
 def test_default_acl_is_the_deploy_acl(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import tarfile
 import time
@@ -18,21 +17,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from provision import HOST, SECRETS, Daemons, Provisioned
+from provision import HOST, SECRETS, Daemons, Provisioned, owner
 from servers import stop_pid
 from target import ANSIBLE_DIR, ansible_env, ansible_playbook
 
 UNITS = ("edge-gw.service", "cloud-ingest.service")
 # The session fixture (debootstrap and four playbook runs, about 2-3 minutes) is set up inside the first test.
 pytestmark = pytest.mark.timeout(900)
-
-
-def owner(path: Path, root: Path) -> tuple[str, str, str]:
-    """(user, group, mode) as the target's /etc/passwd and /etc/group name them."""
-    st = path.stat()
-    users = {int(line.split(":")[2]): line.split(":")[0] for line in (root / "etc/passwd").read_text().splitlines()}
-    groups = {int(line.split(":")[2]): line.split(":")[0] for line in (root / "etc/group").read_text().splitlines()}
-    return users[st.st_uid], groups[st.st_gid], oct(stat.S_IMODE(st.st_mode))
 
 
 def group_members(root: Path, group: str) -> list[str]:
