@@ -49,6 +49,12 @@ class Pipeline:
                             command=["run", "--kafka", kafka.bootstrap, "--influx", influx_url])
             for k in range(consumers)]
 
+    def prepare(self) -> Pipeline:
+        """Start and stop the bridge once: its persistent MQTT session exists (the broker queues for it) and it
+        created the Kafka topics, which the consumers need to subscribe."""
+        self.bridge.start().stop()
+        return self
+
     def start(self) -> Pipeline:
         for c in self.consumers:
             c.start()
@@ -66,7 +72,7 @@ def drain(work: Path, broker: Mosquitto, kafka: Kafka, influxd: Influxd, name: s
     """Readings/s from the bridge's start to the last consumer write, and the points written."""
     influxd.query(f'CREATE DATABASE "{name}"', method="POST")
     p = Pipeline(work, broker, kafka, f"{influxd.url}/{name}", name, consumers, settings)
-    p.bridge.start().stop()  # its persistent session exists now; the broker queues for it
+    p.prepare()
     pub = Publisher(broker.port, client_id=f"pub-{name}")
     pub.publish(edge_messages(readings, 500, 10, t0), timeout=900)
     pub.close()
@@ -130,7 +136,7 @@ def main() -> None:
             lat = {**settings, "batch.max_interval": args.latency_interval, "batch.writers": "1"}
             url = f"{influxd.url}/latency"
             seen = latency(work, broker, influxd, "latency", args.latency_rate, args.latency_seconds, lat,
-                           start=lambda: Pipeline(work, broker, kafka, url, "latency", 1, lat).start())
+                           start=lambda: Pipeline(work, broker, kafka, url, "latency", 1, lat).prepare().start())
             print(f"latency receive time -> queryable through bridge, Kafka and 1 consumer at {args.latency_rate} "
                   f"readings/s for {args.latency_seconds:g} s (batch.max_interval={args.latency_interval} s on "
                   f"both, {len(seen)} sampled points): p50 {pct(seen, 50) * 1000:.0f} ms, p99 "
