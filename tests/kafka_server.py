@@ -151,7 +151,7 @@ class Kafka(ServerProcess):
         if run.returncode != 0:
             raise RuntimeError(f"kafka StorageTool format failed: {(run.stdout + run.stderr).decode()[-2000:]}")
 
-    def start(self, timeout: float = 60.0) -> Kafka:
+    def start(self, timeout: float = 120.0) -> Kafka:  # 2-8 s alone; longer beside other JVMs on 2 cores
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "server.properties").write_text(self.config_text())
         (self.workdir / "log4j2.properties").write_text(LOG4J2)

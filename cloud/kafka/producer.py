@@ -20,7 +20,7 @@ class KafkaTarget:
     bootstrap: str
     topic: str = "ruuvi.readings"
     encoding: str = "json"
-    record: str = "reading"
+    record: str = "batch"
 
 
 class KafkaSink:
