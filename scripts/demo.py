@@ -60,14 +60,26 @@ def create_topics(bootstrap: str) -> None:
 def kafka_lag(bootstrap: str) -> str:
     """The consumer group's committed offset, the end of each partition and the difference (records not yet written
     to InfluxDB), read without joining the group."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": KAFKA_GROUP, "enable.auto.commit": False})
     try:
         parts = [TopicPartition(KAFKA_TOPIC, p) for p in range(KAFKA_PARTITIONS)]
         rows = [["partition", "committed", "end", "lag"]]
         total = 0
-        for tp in c.committed(parts, timeout=10):
+        for attempt in range(20):
+            try:
+                committed = c.committed(parts, timeout=10)
+                break
+            except KafkaException as e:
+                # Just after the broker starts, the group coordinator is still loading: asked again, it answers.
+                err = e.args[0]
+                loading = err.code() in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                         KafkaError.COORDINATOR_NOT_AVAILABLE)
+                if not (loading or err.retriable()) or attempt == 19:
+                    raise
+                time.sleep(0.5)
+        for tp in committed:
             _, end = c.get_watermark_offsets(tp, timeout=10)
             done = tp.offset if tp.offset >= 0 else 0
             total += end - done
