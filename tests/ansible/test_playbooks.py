@@ -16,10 +16,29 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import kafka_role_checks as _kafka
 import pytest
 from provision import HOST, SECRETS, Daemons, Provisioned, owner
 from servers import stop_pid
 from target import ANSIBLE_DIR, ansible_env, ansible_playbook
+
+# The Kafka role's checks (kafka_role_checks.py) are collected in this module: under pytest-xdist (`--dist loadfile`,
+# the Makefile) a module runs on one worker, so the target the session fixture provisions (debootstrap and the
+# playbooks, 2-5 minutes) is built once, not once more on another worker. They run first, as they did in their own
+# file (sorted before this one).
+# In their order there: the last ones replace the jars and switch Kafka off.
+kafka_on = _kafka.kafka_on
+test_broker_files_users_and_modes = _kafka.test_broker_files_users_and_modes
+test_the_runs_format_once_and_make_the_topics_once = _kafka.test_the_runs_format_once_and_make_the_topics_once
+test_the_bridge_and_the_consumer_units = _kafka.test_the_bridge_and_the_consumer_units
+test_kafka_units_systemd_analyze_verify_is_silent = _kafka.test_systemd_analyze_verify_is_silent
+test_config_check_passes_with_the_kafka_section = _kafka.test_config_check_passes_with_the_kafka_section
+test_installed_broker_runs_from_its_unit_and_survives_a_sigkill = \
+    _kafka.test_installed_broker_runs_from_its_unit_and_survives_a_sigkill
+test_kafka_off_leaves_the_receiver_as_it_was = _kafka.test_kafka_off_leaves_the_receiver_as_it_was
+test_a_new_jar_set_replaces_the_old_one_and_restarts_the_broker = \
+    _kafka.test_a_new_jar_set_replaces_the_old_one_and_restarts_the_broker
+test_switching_kafka_off_removes_the_bridge = _kafka.test_switching_kafka_off_removes_the_bridge
 
 UNITS = ("edge-gw.service", "cloud-ingest.service")
 # The session fixture (debootstrap and four playbook runs, about 2-3 minutes) is set up inside the first test.
