@@ -56,9 +56,13 @@ class Pipeline:
         return self
 
     def start(self) -> Pipeline:
-        for c in self.consumers:
-            c.start()
-        self.bridge.start()
+        try:
+            for c in self.consumers:
+                c.start()
+            self.bridge.start()
+        except BaseException:
+            self.stop()  # none of them outlives a failed start
+            raise
         return self
 
     def stop(self) -> None:
