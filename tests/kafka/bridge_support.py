@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, Message
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
 from test_receiver_support import RunningReceiver, make_config, start_receiver
 
 from cloud.config import Config

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +41,6 @@ def create_topics(kafka: Kafka, partitions: int = 4) -> None:
               NewTopic(DLQ, num_partitions=1, replication_factor=1)]
     for future in admin.create_topics(topics).values():
         future.result(timeout=30)
-
-
-def create_db(influxd: Influxd) -> str:
-    influxd.query(f'CREATE DATABASE "{DB}"', method="POST")
-    return f"{influxd.url}/{DB}"
 
 
 def readings(n: int, tags: int = 50, start_ns: int | None = None) -> list[Point]:
@@ -167,14 +162,6 @@ def metrics(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def assert_exact(influxd: Influxd, expected: set[Key]) -> None:

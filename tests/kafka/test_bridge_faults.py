@@ -19,9 +19,9 @@ from typing import Any
 
 from bridge_support import Got, bridge_process, read_topic, readings
 from kafka_server import Kafka
-from kafka_support import create_db, start_consumer
+from kafka_support import start_consumer
 from servers import Influxd
-from test_receiver_support import Publisher, Subscriber, broker_settings, edge_batch, reading, wait_until
+from test_receiver_support import Publisher, Subscriber, broker_settings, create_db, edge_batch, reading, wait_until
 
 MS = 1_000_000
 S = 1_000_000_000

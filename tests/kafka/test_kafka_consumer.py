@@ -15,7 +15,6 @@ from kafka_support import (
     TOPIC,
     assert_exact,
     count,
-    create_db,
     create_topics,
     keys,
     metrics,
@@ -23,9 +22,9 @@ from kafka_support import (
     producer,
     readings,
     start_consumer,
-    wait_until,
 )
 from servers import Influxd, free_port
+from test_receiver_support import create_db, wait_until
 
 from cloud.cli import cli
 

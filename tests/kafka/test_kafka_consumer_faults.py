@@ -13,16 +13,15 @@ from kafka_support import (
     Consumer,
     assert_exact,
     count,
-    create_db,
     create_topics,
     keys,
     produce,
     producer,
     readings,
     start_consumer,
-    wait_until,
 )
 from servers import Influxd
+from test_receiver_support import create_db, wait_until
 
 from cloud.model import Point
 
