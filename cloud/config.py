@@ -103,7 +103,7 @@ class BatchSection:
     max_interval: Duration = Duration(10.0)
     max_messages: int = 0
     queue_batches: int = 4
-    writers: int = 1
+    writers: int = 2
 
     def __post_init__(self) -> None:
         _check(1 <= self.max_points <= 1_000_000, f"batch.max_points: must be 1..1000000, got {self.max_points}")

@@ -78,6 +78,8 @@ def span_of(data_format: str) -> int:
 @dataclass(slots=True)
 class DedupResult:
     kept: list[Point]
+    # Per kept point, its journal entry (None: dedup cannot match it), so the journal does not work them out again.
+    entries: list[Entry | None] = field(default_factory=list)
     duplicates: dict[str, int] = field(default_factory=dict)  # gateway -> copies dropped
     redeliveries: int = 0  # the very same point again (same gateway, same receive time): MQTT redelivery
 
@@ -125,6 +127,7 @@ class Dedup:
         """Return the points to write, in their original order, and what was dropped."""
         result = DedupResult(kept=[])
         kept = result.kept
+        kept_entries = result.entries
         seen = self._seen
         written = self._written
         duplicates = result.duplicates
@@ -137,6 +140,7 @@ class Dedup:
             mac = tags.get("mac")
             if type(seq) is not int or mac is None:
                 kept.append(p)
+                kept_entries.append(None)
                 continue
             df = tags.get("data_format", "")
             tag = (p.measurement, mac, df)
@@ -157,8 +161,10 @@ class Dedup:
             written[tag] = n + 1
             if prev is not None:
                 del seen[key]
-            seen[key] = (fp, n + 1, gateway, p.time_ns)
+            time_ns = p.time_ns
+            seen[key] = (fp, n + 1, gateway, time_ns)
             if len(seen) > max_entries:
                 seen.popitem(last=False)
             kept.append(p)
+            kept_entries.append((p.measurement, mac, df, seq, fp, time_ns, gateway))
         return result

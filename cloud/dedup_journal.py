@@ -172,7 +172,10 @@ class DedupJournal:
 
     def record(self, points: Sequence[Point]) -> int:
         """Append the matchable points of one written batch in one transaction; return how many."""
-        batch = entries(points)
+        return self.record_entries(entries(points))
+
+    def record_entries(self, batch: Sequence[Entry]) -> int:
+        """Append the entries of one written batch (what `Dedup.filter` gave for it) in one transaction."""
         if not batch:
             return 0
         n = len(batch)

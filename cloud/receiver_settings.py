@@ -64,7 +64,7 @@ class ReceiverSettings:
     batch_max_interval_s: float = 10.0
     batch_max_messages: int = 1000
     queue_batches: int = 4
-    writers: int = 1
+    writers: int = 2
     dedup: bool = True
     dedup_window_s: float = 30.0
     dedup_max_entries: int = 500_000

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from cloud import dlq
 from cloud.batcher import Batch
-from cloud.dedup import Dedup
+from cloud.dedup import Dedup, Entry
 from cloud.dedup_journal import DedupJournal, JournalError
 from cloud.model import Point, Refused
 from cloud.monitor import Monitor
@@ -145,10 +145,12 @@ class WritePath:
         for msg, pts in batch:
             points.extend(pts)
             owners.extend([msg] * len(pts))
+        entries: list[Entry | None] | None = None  # the journal's, per point (None: not worked out)
         if self.dedup is not None and points:
             result = self.dedup.filter(points)
             owners = _owners_of(result.kept, points, owners)
             points = result.kept
+            entries = result.entries
             self.monitor.duplicates(result.duplicates, result.redeliveries)
         dead: list[Awaitable[None]] = []
         for msg in batch.messages:
@@ -169,8 +171,10 @@ class WritePath:
                     dead.append(await self._dead_letter(owners[r.index].topic, line, r.reason, "write", now_ns))
                 bad = {r.index for r in outcome.rejects}
                 written = [p for i, p in enumerate(points) if i not in bad]
+                if entries is not None:
+                    entries = [e for i, e in enumerate(entries) if i not in bad]
             if self.journal is not None and written:
-                self._journal(written)
+                self._journal(written, entries)
             if self.rollups is not None and outcome.written:
                 try:
                     await self.rollups.after_write(written)
@@ -214,10 +218,13 @@ class WritePath:
             seqs = {(m.topic.rsplit("/", 2)[0], m.gateway, m.seq) for m in messages if m.seq is not None and m.gateway}
             self.monitor.confirmed(len(out), len(seqs))
 
-    def _journal(self, written: list[Point]) -> None:
+    def _journal(self, written: list[Point], entries: list[Entry | None] | None) -> None:
         assert self.journal is not None
         try:
-            self.journal.record(written)
+            if entries is None:
+                self.journal.record(written)
+            else:
+                self.journal.record_entries([e for e in entries if e is not None])
         except JournalError as e:
             # The memory in this process is still right; only a restart could now write a copy twice.
             if not self._journal_failed:

@@ -51,6 +51,18 @@ def test_entries_are_the_points_dedup_can_match() -> None:
                             ("other", "m", "", 9, fingerprint({"measurement_sequence_number": 9}), T0 + 1, "")]
 
 
+def test_dedup_gives_the_same_entries_for_what_it_keeps() -> None:
+    """The write path journals Dedup.filter's entries instead of working them out again: they must be the same."""
+    pts = [p("gw-a", 1, 7, T0), p("gw-a", 2, None, T0), p("gw-b", 3, 65535, T0 + 5), p("gw-b", 1, 7, T0 + 9)]
+    pts.append(Point("ruuvi", {"gateway": "gw-a"}, {"measurement_sequence_number": 1}, T0))
+    pts.append(Point("ruuvi", {"mac": "m"}, {"measurement_sequence_number": True}, T0))
+    pts.append(Point("other", {"mac": "m"}, {"measurement_sequence_number": 9}, T0 + 1))
+    result = Dedup().filter(pts)
+    assert len(result.kept) == 6 and len(result.entries) == 6  # gw-b's copy of tag 1's measurement 7 dropped
+    assert [e for e in result.entries if e is not None] == entries(result.kept)
+    assert [e is None for e in result.entries] == [False, True, False, True, True, False]
+
+
 def test_after_a_restart_the_other_gateways_copy_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "dedup.sqlite"
     d, j = restarted(path)
@@ -256,3 +268,41 @@ def test_run_with_a_state_file_that_cannot_be_opened_exits_1(tmp_path: Path) -> 
     assert rx.wait(30) == 1
     last = log.read_text().splitlines()[-1]
     assert last == f"Error: dedup state file {tmp_path / 'adir'}: unable to open database file"
+
+
+def test_a_point_the_database_refused_is_not_journaled(tmp_path: Path) -> None:
+    """Only what was stored is remembered: a refused point's copy from another gateway must still be written."""
+    import asyncio
+
+    from cloud.batcher import Batch
+    from cloud.metrics import Metrics
+    from cloud.monitor import Monitor
+    from cloud.sinks.base import Rejected, WriteOutcome
+    from cloud.write_path import Message, WritePath, WritePathSettings
+
+    class Msg(Message):
+        def acknowledge(self) -> None:
+            pass
+
+    class RefuseSecond:
+        state, last_error, last_write_ns, failed_attempts = "ok", None, None, 0
+
+        async def write(self, points: list[Point]) -> WriteOutcome:
+            return WriteOutcome(len(points) - 1, [Rejected(1, points[1], "HTTP 400: field type conflict", "x")])
+
+    async def publish(topic: str, payload: bytes) -> Any:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    journal = DedupJournal(tmp_path / "d.sqlite", max_entries=100)
+    sink = RefuseSecond()
+    path = WritePath(WritePathSettings("rx", confirm=False), sink=sink, publish=publish,  # type: ignore[arg-type]
+                     monitor=Monitor(Metrics(), client_id="rx", sink=sink, status_file=None),  # type: ignore[arg-type]
+                     dedup=Dedup(max_entries=100), journal=journal)
+    batch: Batch[Message] = Batch(0.0)
+    batch.items.append((Msg("t"), [p("gw-a", 1, 7, T0), p("gw-a", 2, 8, T0), p("gw-a", 3, 9, T0)]))
+    asyncio.run(path.write(batch))
+    journal.close()
+    assert [(e[1], e[3]) for e in DedupJournal(tmp_path / "d.sqlite", max_entries=100).load()] == [
+        ("aa:aa:aa:aa:aa:01", 7), ("aa:aa:aa:aa:aa:03", 9)]
