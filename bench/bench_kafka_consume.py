@@ -8,9 +8,11 @@ point to the last (the group join before it is printed on its own). The ceiling 
 pre-encoded 5000-point batches with 1 and 2 writers on the same influxd.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_kafka_consume.py [--readings 1000000] [--record reading batch]
-        [--consumers 1 2] [--ceiling-points 300000] [--profile]
+        [--consumers 1 2] [--ceiling-points 300000] [--profile] [--bare]
 
 `--profile` runs the one-consumer drains under cProfile and prints the top functions by cumulative time.
+`--bare` drains each case a second time with bench/kafka_bare_consumer.py (consume, decode, encode, POST; no dedup,
+dead letters or ordered commits): the floor of a Python consumer on this machine, in the same run.
 """
 
 from __future__ import annotations
@@ -87,8 +89,8 @@ def written(status_files: list[Path]) -> int:
 
 
 def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumers: int, readings: int,
-          profile: bool, extra: list[str]) -> dict[str, float]:
-    db = f"drain_{record}_{consumers}"
+          profile: bool, extra: list[str], bare: bool = False) -> dict[str, float]:
+    db = f"drain_{record}_{consumers}{'_bare' if bare else ''}"
     q = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
     urllib.request.urlopen(f"{influx.url}/query", data=q, timeout=30).read()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_INGEST_")}
@@ -101,7 +103,9 @@ def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumer
         d.mkdir(parents=True)
         status_files.append(d / "status.json")
         prof = ["-m", "cProfile", "-o", str(d / "profile.out")] if profile else []
-        args = [sys.executable, *prof, "-m", "cloud.cli", "run", "--kafka", kafka.bootstrap,
+        args = [sys.executable, str(REPO / "bench" / "kafka_bare_consumer.py"), kafka.bootstrap, topic_name(record),
+                f"bench-{db}", f"{influx.url}/{db}", str(d / "status.json")] if bare else [
+                sys.executable, *prof, "-m", "cloud.cli", "run", "--kafka", kafka.bootstrap,
                 "--influx", f"{influx.url}/{db}", "--client-id", f"bench-{i + 1}",
                 "--status-file", str(d / "status.json"), "--metrics-port", "0",
                 "--set", f"kafka.topic={topic_name(record)}", "--set", f"kafka.group=bench-{db}",
@@ -169,6 +173,8 @@ def main() -> None:
     ap.add_argument("--consumers", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--ceiling-points", type=int, default=300_000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--bare", action="store_true",
+                    help="also drain with bench/kafka_bare_consumer.py: the floor of any Python consumer")
     ap.add_argument("--consumer-args", nargs="*", default=[], help="more `run` arguments, e.g. --log-level debug")
     ap.add_argument("--keep", type=Path, help="keep the consumers' logs, status and profiles in this (new) folder")
     args = ap.parse_args()
@@ -196,13 +202,15 @@ def main() -> None:
                                                            points=args.ceiling_points, start_ns=start_ns)
                     print(f"influx /write ceiling: {ceilings[1]:,.0f} points/s with 1 writer, {ceilings[2]:,.0f} "
                           f"with 2", flush=True)
-                    r = drain(kafka, influx, files, record=record, consumers=n, readings=args.readings,
-                              profile=args.profile and n == 1, extra=args.consumer_args)
-                    print(f"drain record={record} consumers={n}: {r['rate']:,.0f} readings/s "
-                          f"= {100 * r['rate'] / ceilings[1]:.0f} % of the 1-writer ceiling, "
-                          f"{100 * r['rate'] / ceilings[2]:.0f} % of the 2-writer ceiling "
-                          f"(group join {r['join_s']:.1f} s, wall {r['wall_s']:.1f} s; consumer CPU "
-                          f"{r['cpu_us']:.1f} us/reading; {args.readings} points stored)", flush=True)
+                    for bare in (False, True) if args.bare else (False,):
+                        r = drain(kafka, influx, files, record=record, consumers=n, readings=args.readings,
+                                  profile=args.profile and n == 1 and not bare, extra=args.consumer_args, bare=bare)
+                        print(f"drain record={record} consumers={n}{' BARE' if bare else ''}: "
+                              f"{r['rate']:,.0f} readings/s "
+                              f"= {100 * r['rate'] / ceilings[1]:.0f} % of the 1-writer ceiling, "
+                              f"{100 * r['rate'] / ceilings[2]:.0f} % of the 2-writer ceiling "
+                              f"(group join {r['join_s']:.1f} s, wall {r['wall_s']:.1f} s; consumer CPU "
+                              f"{r['cpu_us']:.1f} us/reading; {args.readings} points stored)", flush=True)
             if args.profile:
                 print_profile(files)
         finally:
