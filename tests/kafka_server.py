@@ -144,7 +144,9 @@ class Kafka(ServerProcess):
             return
         check_jars(self.jars)
         run = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id,
+            # `--cluster-id=ID` in one word: an id may start with "-" (URL-safe base64, 1 in 64), which the tool
+            # would take for an option after a separate `-t`.
+            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}",
                        "-c", str(self.workdir / "server.properties")),
             capture_output=True, timeout=60, check=False,
         )
