@@ -12,8 +12,9 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # where it is defined; confluent_kafka.admin re-exports it untyped
 
+from cloud.kafka.delivery import librdkafka_log
+
 log = logging.getLogger("cloud.kafka")
-librdkafka_log = logging.getLogger("cloud.kafka.librdkafka")  # every client's own log lines, not raw stderr
 
 # Connection errors no retry can fix: wrong credentials, a certificate not trusted (or a plain listener spoken to
 # with TLS). Seen at start-up, they end the start at once, named, instead of after timeout_s as "transport failure".
