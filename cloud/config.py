@@ -359,7 +359,8 @@ class KafkaSection:
     encoding: str = "json"  # "json" or "avro" (cloud/kafka/reading.avsc)
     record: str = "batch"  # one record per tag and write "batch" (measured faster, docs/kafka.md), or per "reading"
     create_topics: bool = True  # the bridge creates missing topics with these two settings
-    # How long librdkafka tries to deliver one record before the bridge produces it again (message.timeout.ms).
+    # How long librdkafka tries to deliver one record before it is produced again (message.timeout.ms): the
+    # bridge's records and dead letters, and the dead letters of `run --kafka`.
     delivery_timeout: Duration = Duration(30.0)
     partitions: int = 6
     replication_factor: int = 1
@@ -680,7 +681,7 @@ def kafka_settings(cfg: Config) -> KafkaSettings:
     k = cfg.kafka
     return KafkaSettings(client=kafka_client_config(cfg), topic=k.topic, dlq_topic=k.dlq_topic, group=k.group,
                          client_id=cfg.mqtt.client_id, session_timeout_s=float(k.session_timeout),
-                         revoke_timeout_s=float(k.revoke_timeout),
+                         revoke_timeout_s=float(k.revoke_timeout), delivery_timeout_s=float(k.delivery_timeout),
                          max_records=cfg.batch.max_points * (cfg.batch.queue_batches + cfg.batch.writers + 1))
 
 

@@ -131,12 +131,14 @@ class Receiver:
             self._max_inflight = s.kafka.max_records
             publish = _no_mqtt
             if dead_letter is None:
-                from cloud.kafka.delivery import Delivery
+                from cloud.kafka.delivery import Delivery, DeliverySettings
                 from cloud.kafka.dlq import KafkaDeadLetter
                 from cloud.kafka.metrics import KafkaMetrics
 
-                # The same dead letters as the bridge's (cloud/kafka/dlq.py), with the record's own key and headers.
-                self.kafka_dlq = Delivery(s.kafka.client, metrics=KafkaMetrics(self.metrics.registry))
+                # The same dead letters as the bridge's (cloud/kafka/dlq.py), with the record's own key and headers,
+                # and the same kafka.delivery_timeout as the bridge's producer (cloud/kafka/bridge.py).
+                delivery = DeliverySettings(message_timeout_ms=int(s.kafka.delivery_timeout_s * 1000))
+                self.kafka_dlq = Delivery(s.kafka.client, delivery, metrics=KafkaMetrics(self.metrics.registry))
                 dead_letter = KafkaDeadLetter(self.kafka_dlq, topic=s.kafka.dlq_topic, receiver=client_id,
                                               max_payload=s.dlq_max_payload, origin=self.kafka.dead_letter_origin)
         self.alerts = AlertHook(s.alerts, publish=self.mqtt.publisher.publish, metrics=self.metrics,

@@ -1,11 +1,14 @@
 """A real Apache Kafka 4.x broker for tests: one KRaft node (broker and controller in one JVM) on free loopback ports,
 its log in a temporary folder, stopped by PID. Its jars come from Maven Central through tests/kafka/pom.xml, copied by
-scripts/install-deps.sh into the cache folder `kafka_jars()` names; nothing is built."""
+scripts/install-deps.sh into the cache folder `kafka_jars()` names; nothing is built.
+
+With `secure=SaslSsl(...)` it also has a SASL_SSL listener (SCRAM-SHA-512 over TLS, what an operator would expose),
+its certificate from a throwaway CA made with openssl (`make_pki`). The PLAINTEXT listener stays, for the broker's
+own traffic and for the tests' helpers (topics, readers); the clients under test use `secure_bootstrap`."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import os
 import shutil
@@ -36,6 +39,54 @@ logger.raft.level = INFO
 """
 
 STARTED = "Kafka Server started"
+SCRAM = "SCRAM-SHA-512"
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA and one certificate it signed for 127.0.0.1; `pem` holds the server's key and certificate in one file,
+    the form Kafka's PEM keystore reads from a file (ssl.keystore.type=PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    pem: Path
+
+
+def make_pki(d: Path, name: str = "kafka") -> Pki:
+    """A throwaway CA (<name>-ca.crt) and a server certificate for IP 127.0.0.1 and localhost, valid 2 days. EC
+    P-256 keys: generated in milliseconds; openssl 3 writes them as PKCS#8, which is what Kafka's PEM loader wants."""
+    d.mkdir(parents=True, exist_ok=True)
+    ca_crt, ca_key = d / f"{name}-ca.crt", d / f"{name}-ca.key"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", ca_key, "-out", ca_crt, "-days", "2", "-subj", f"/CN={name} test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    crt, key, csr, ext = (d / f"{name}-server.{x}" for x in ("crt", "key", "csr", "ext"))
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                   "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    _openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+             "-days", "2", "-extfile", ext)
+    pem = d / f"{name}-server.pem"
+    pem.write_text(key.read_text() + crt.read_text())
+    for secret in (ca_key, key, pem):
+        secret.chmod(0o600)
+    return Pki(ca_crt, crt, key, pem)
+
+
+@dataclass(frozen=True)
+class SaslSsl:
+    """A SASL_SSL listener: TLS with `pki`'s server certificate, SCRAM-SHA-512 users (name -> password) created
+    when the data folder is formatted (KRaft keeps SCRAM credentials in its metadata log, so a user made at format
+    time exists from the first start, with no running broker to ask)."""
+
+    pki: Pki
+    users: dict[str, str]
 
 
 def kafka_jars() -> Path:
@@ -85,6 +136,8 @@ class Kafka(ServerProcess):
     controller_port: int = field(default_factory=free_port)
     heap: str = "256m"
     extra: list[str] = field(default_factory=list)
+    secure: SaslSsl | None = None
+    secure_port: int = field(default_factory=free_port)
     jars: Path = field(default_factory=kafka_jars)
     cluster_id: str = field(default_factory=random_cluster_id)
     proc: subprocess.Popen[bytes] | None = None
@@ -93,6 +146,13 @@ class Kafka(ServerProcess):
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        """The SASL_SSL listener (only with `secure`)."""
+        if self.secure is None:
+            raise ValueError("this broker has no SASL_SSL listener (Kafka(secure=SaslSsl(...)))")
+        return f"127.0.0.1:{self.secure_port}"
 
     @property
     def log(self) -> Path:
@@ -128,7 +188,25 @@ class Kafka(ServerProcess):
             "broker.session.timeout.ms=2000",
             "broker.heartbeat.interval.ms=500",
         ]
-        return "\n".join([*lines, *self.extra]) + "\n"
+        return "\n".join([*lines, *self._secure_lines(), *self.extra]) + "\n"
+
+    def _secure_lines(self) -> list[str]:
+        """The SASL_SSL listener's settings, after the plain ones (a later key wins in a properties file)."""
+        if self.secure is None:
+            return []
+        ln = "listener.name.sasl_ssl."
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port},"
+            f"SASL_SSL://127.0.0.1:{self.secure_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},SASL_SSL://127.0.0.1:{self.secure_port}",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+            f"sasl.enabled.mechanisms={SCRAM}",
+            # The broker side of SCRAM needs no credentials of its own: it checks clients against the metadata log.
+            f"{ln}{SCRAM.lower()}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{ln}ssl.keystore.type=PEM",
+            f"{ln}ssl.keystore.location={self.secure.pki.pem}",
+            f"{ln}ssl.client.auth=none",  # the clients prove who they are with SCRAM, not with a certificate
+        ]
 
     def _java(self, *args: str) -> list[str]:
         return [
@@ -143,9 +221,14 @@ class Kafka(ServerProcess):
         if (self.data / "meta.properties").exists():
             return
         check_jars(self.jars)
+        scram = [] if self.secure is None else [
+            arg for name, password in self.secure.users.items()
+            for arg in ("--add-scram", f"{SCRAM}=[name={name},password={password}]")]
         run = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id,
-                       "-c", str(self.workdir / "server.properties")),
+            # `--cluster-id=ID` in one word: an id may start with "-" (URL-safe base64, 1 in 64), which the tool
+            # would take for an option after a separate `-t`.
+            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}",
+                       "-c", str(self.workdir / "server.properties"), *scram),
             capture_output=True, timeout=60, check=False,
         )
         if run.returncode != 0:
@@ -175,9 +258,13 @@ class Kafka(ServerProcess):
         raise RuntimeError(f"kafka not started after {timeout}s: {self._tail()}")
 
     def _accepts(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-            return True
-        return False
+        ports = [self.port] if self.secure is None else [self.port, self.secure_port]
+        for port in ports:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            except OSError:
+                return False
+        return True
 
     def _tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""

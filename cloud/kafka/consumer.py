@@ -35,6 +35,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from cloud.kafka.delivery import librdkafka_log
 from cloud.kafka.records import Codec, RecordError
 from cloud.metrics import Metrics
 from cloud.model import Point
@@ -162,7 +163,7 @@ class KafkaInput:
             "heartbeat.interval.ms": max(100, int(s.session_timeout_s * 1000 / 4)),
             "on_commit": self._on_commit,
             "error_cb": self._on_error,
-            "logger": logging.getLogger("cloud.kafka.librdkafka"),  # not librdkafka's own stderr lines
+            "logger": librdkafka_log,  # not librdkafka's own stderr lines
         }
         try:
             self._consumer = Consumer(conf)

@@ -35,6 +35,9 @@ from cloud.sinks.base import SinkAuthError
 from core.backoff import Backoff
 
 log = logging.getLogger("cloud.kafka")
+# librdkafka's own log lines (connection failures, ...): through Python logging, in the daemon's format and level,
+# instead of raw `%3|...` lines on stderr. Served by the poll thread's poll() calls. The consumer uses it too.
+librdkafka_log = logging.getLogger("cloud.kafka.librdkafka")
 
 # Refused for what the record is: producing it again would be refused again.
 _REFUSED = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG_SIZE,
@@ -59,9 +62,13 @@ class DeliverySettings:
     poll_interval_s: float = 0.05
 
 
-def producer_config(client: dict[str, str], s: DeliverySettings) -> dict[str, str | int | bool | Callable[..., None]]:
+ProducerConfig = dict[str, str | int | bool | Callable[..., None] | logging.Logger]
+
+
+def producer_config(client: dict[str, str], s: DeliverySettings) -> ProducerConfig:
     return {
         **client,
+        "logger": librdkafka_log,
         # Idempotence: librdkafka's own retries write each record once and keep a partition's records in order.
         "enable.idempotence": True,
         "acks": "all",  # implied by idempotence; said here so that a change of default shows

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from cloud.config import Config, formats_config, influx_url, load_config, sink_options
+from cloud.config import (
+    Config,
+    formats_config,
+    influx_url,
+    kafka_settings,
+    load_config,
+    receiver_settings,
+    sink_options,
+)
+from cloud.formats import Router
+from cloud.receiver import Receiver
+from cloud.sinks import open_sink
 from core.settings import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,3 +116,26 @@ def test_derived_settings(tmp_path: Path) -> None:
 def test_a_percent_escaped_password_in_the_url_is_decoded() -> None:
     cfg = load_config(None, {"mqtt.url": "mqtt://cloud%2Dingest:s%40cret%3A%25@broker:1883"}, environ={})
     assert cfg.mqtt.credentials() == ("cloud-ingest", "s@cret:%")
+
+
+def test_kafka_settings_carry_the_credentials_and_the_delivery_timeout_to_run_kafkas_dead_letters(
+        tmp_path: Path) -> None:
+    pw = tmp_path / "kafka.pw"
+    pw.write_text("s3cret-kafka\n")
+    pw.chmod(0o600)
+    cfg = load_config(None, {"kafka.bootstrap": "127.0.0.1:9", "kafka.delivery_timeout": "7s",
+                             "kafka.security_protocol": "sasl_ssl", "kafka.username": "ingest",
+                             "kafka.password_file": str(pw)}, environ={})
+    s = kafka_settings(cfg)
+    assert s.client == {"bootstrap.servers": "127.0.0.1:9", "security.protocol": "sasl_ssl",
+                        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "ingest", "sasl.password": "s3cret-kafka"}
+    assert s.delivery_timeout_s == 7.0
+    # The consumer's dead-letter producer times a record out like the bridge's producer (kafka.delivery_timeout),
+    # not after librdkafka's or our default. Nothing connects: 127.0.0.1:9 is only tried in the background.
+    receiver = Receiver(dataclasses.replace(receiver_settings(cfg), kafka=s, dedup=False),
+                        sink=open_sink(influx_url(cfg)), router=Router(formats_config(cfg)))
+    assert receiver.kafka_dlq is not None
+    try:
+        assert receiver.kafka_dlq.settings.message_timeout_ms == 7000
+    finally:
+        asyncio.run(receiver.kafka_dlq.close(0.1))

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
 from cloud import dlq
+from cloud.kafka.metrics import KafkaMetrics
 from cloud.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +28,13 @@ def exposed_names(m: Metrics) -> set[str]:
     m.dead_letters.labels("parse").inc()
     m.messages_received.labels("edge").inc()
     m.batches.labels("size").inc()
+    m.kafka_lag.labels("ruuvi.readings", "0").set(1)
+    m.kafka_rebalances.labels("lost").inc()
+    # The Kafka producer's metrics, on the same registry as in the bridge and in run --kafka (cloud/kafka/bridge.py,
+    # cloud/receiver.py): one process serves both sets.
+    k = KafkaMetrics(m.registry)
+    k.records_produced.labels("ruuvi.readings").inc()
+    k.produce_errors.labels("ruuvi.readings", "_MSG_TIMED_OUT").inc()
     return {s.name for fam in m.registry.collect() for s in fam.samples}
 
 
@@ -52,6 +61,30 @@ def test_alert_rules_name_only_existing_metrics() -> None:
     # receiver down, write errors, DLQ rate, gateway offline, lag: the ones the issue asks for, and a few more.
     assert {"CloudIngestDown", "CloudIngestWriteErrors", "CloudIngestDeadLetters", "CloudIngestGatewayOffline",
             "CloudIngestLag"} <= set(alerts)
+
+
+def test_kafka_alert_rules_watch_the_kafka_path_with_exposed_metrics_only() -> None:
+    groups = {g["name"]: g["rules"] for g in yaml.safe_load(RULES.read_text())["groups"]}
+    kafka = {r["alert"]: r["expr"] for r in groups["cloud-ingest-kafka"]}
+    used = {n for expr in kafka.values() for n in re.findall(r"\bcloud_ingest_[a-z_]+", expr)}
+    assert used <= exposed_names(Metrics()), used - exposed_names(Metrics())
+    assert all(n.startswith("cloud_ingest_kafka_") for n in used), used  # the Kafka path's own metrics
+    # lag (high, growing, not consumed), the bridge's failed deliveries and stuck queue, commits, poison, sessions
+    assert used == {"cloud_ingest_kafka_lag_records", "cloud_ingest_kafka_records_total",
+                    "cloud_ingest_kafka_produce_errors_total", "cloud_ingest_kafka_queue_records",
+                    "cloud_ingest_kafka_records_produced_total", "cloud_ingest_kafka_commit_failures_total",
+                    "cloud_ingest_kafka_poison_records_total", "cloud_ingest_kafka_rebalances_total"}
+    assert set(kafka) == {"CloudIngestKafkaLagHigh", "CloudIngestKafkaLagGrowing", "CloudIngestKafkaNotConsuming",
+                          "CloudIngestKafkaProduceErrors", "CloudIngestKafkaProducerStuck",
+                          "CloudIngestKafkaCommitFailures", "CloudIngestKafkaPoisonRecords",
+                          "CloudIngestKafkaPartitionsLost"}
+    # Label values the rules match on exist: the rebalance events the consumer counts (cloud/kafka/consumer.py).
+    assert set(re.findall(r'event="(\w+)"', "".join(kafka.values()))) <= {"assigned", "revoked", "lost"}
+    # Every rule of the file has a severity and a summary (Alertmanager routes and shows them).
+    for rules in groups.values():
+        for r in rules:
+            assert r["labels"]["severity"] in ("critical", "warning", "info"), r["alert"]
+            assert r["annotations"]["summary"], r["alert"]
 
 
 @pytest.mark.skipif(shutil.which("vmalert") is None, reason="vmalert (Debian package victoria-metrics) not installed")

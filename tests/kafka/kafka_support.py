@@ -116,9 +116,10 @@ class Consumer:
 
 
 def start_consumer(kafka: Kafka, influx_url: str, workdir: Path, name: str, *settings: str,
-                   metrics_port: int = 0) -> Consumer:
+                   metrics_port: int = 0, bootstrap: str | None = None) -> Consumer:
+    """`bootstrap`: another listener of `kafka` than its PLAINTEXT one (kafka.secure_bootstrap)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "cloud.cli", "run", "--kafka", kafka.bootstrap, "--influx", influx_url,
+    args = [sys.executable, "-m", "cloud.cli", "run", "--kafka", bootstrap or kafka.bootstrap, "--influx", influx_url,
             "--client-id", name, "--status-file", str(workdir / "status.json"), "--metrics-port", str(metrics_port)]
     for s in ("log.level=info", "status.interval=0.2", "influx.backoff_max=0.5", "batch.max_interval=0.3",
               "rollups.enabled=false", "kafka.session_timeout=6", "kafka.revoke_timeout=5", *settings):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -208,4 +209,9 @@ def test_while_kafka_is_down_the_mqtt_broker_keeps_the_message_across_a_bridge_r
         finish(None, bridge, log)
     assert sorted(readings(got)) == sorted((r.mac, r.time_ns) for r in rs)  # from the broker's copy, once
     assert json.loads(confirms.messages[0][1]) == {"v": 1, "gateway": "gw-d", "seqs": [[3, 3]]}
+    # librdkafka's lines about the lost connection came through Python logging, in the log's format (the producer's
+    # `logger`, cloud/kafka/delivery.py), not as its own `%3|...` lines on stderr.
+    out = log.read_text()
+    assert re.search(r" (WARNING|ERROR) cloud\.kafka\.librdkafka: FAIL \[rdkafka#producer-\d+\] ", out), out[-3000:]
+    assert not re.search(r"^%\d\|", out, re.MULTILINE), out[-3000:]
     print(f"SIGTERM with Kafka down: the bridge stopped in {stopped_in:.1f} s")
