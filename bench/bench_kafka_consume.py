@@ -104,7 +104,7 @@ def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumer
         status_files.append(d / "status.json")
         prof = ["-m", "cProfile", "-o", str(d / "profile.out")] if profile else []
         args = [sys.executable, str(REPO / "bench" / "kafka_bare_consumer.py"), kafka.bootstrap, topic_name(record),
-                f"bench-{db}", f"{influx.url}/{db}", str(d / "status.json")] if bare else [
+                f"bench-{db}", f"{influx.url}/{db}", str(d / "status.json"), str(i), str(consumers)] if bare else [
                 sys.executable, *prof, "-m", "cloud.cli", "run", "--kafka", kafka.bootstrap,
                 "--influx", f"{influx.url}/{db}", "--client-id", f"bench-{i + 1}",
                 "--status-file", str(d / "status.json"), "--metrics-port", "0",

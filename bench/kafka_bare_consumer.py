@@ -8,7 +8,10 @@ threads (as `batch.writers = 2`), an asynchronous commit after each write (by th
 no dead letters, no ordering of commits across the two writers (it may commit past an unwritten batch: not safe,
 fine for a floor).
 
-    python bench/kafka_bare_consumer.py BOOTSTRAP TOPIC GROUP INFLUX_URL/DB STATUS_FILE
+    python bench/kafka_bare_consumer.py BOOTSTRAP TOPIC GROUP INFLUX_URL/DB STATUS_FILE [INDEX COUNT]
+
+With INDEX and COUNT it takes partitions INDEX, INDEX+COUNT, ... itself (no group rebalance, which its unordered
+commits could not survive), so that several of them split a topic.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from cloud.kafka.records import Codec
 from cloud.lineproto import Encoder
@@ -37,13 +40,15 @@ BATCH = 5000
 
 def main() -> None:
     bootstrap, topic, group, url, status = sys.argv[1:6]
+    index, count = (int(sys.argv[6]), int(sys.argv[7])) if len(sys.argv) > 7 else (0, 1)
     gc.set_threshold(50_000)  # as `cloud-ingest run` does
     gc.freeze()
     u = urllib.parse.urlsplit(url)
     path = "/write?" + urllib.parse.urlencode({"db": u.path.strip("/"), "precision": "ns"})
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
+    partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions[index::count]])
     codec, encoder = Codec("json"), Encoder()
     work: queue.Queue[tuple[list[Point], list[TopicPartition]] | None] = queue.Queue(maxsize=2)
     done: queue.Queue[list[TopicPartition]] = queue.Queue()

@@ -171,7 +171,7 @@ class Receiver:
         return KafkaInput(settings, self._accept_record, codec=Codec("json"), metrics=self.metrics,
                           fetched=self._fetched,
                           close_batch=lambda: self._close_open("revoke"), drop_unwritten=self._drop_unwritten,
-                          on_connection=self.monitor.connection, clock=self._clock)
+                          on_connection=self.monitor.connection, on_fatal=self._fail, clock=self._clock)
 
     @property
     def counts(self) -> status.Status:
@@ -480,7 +480,8 @@ class Receiver:
                 self.journal.close()
         if self._fatal is not None:
             detail = str(self._fatal) or type(self._fatal).__name__
-            raise ReceiverError(detail if isinstance(self._fatal, SinkAuthError) else f"write failed: {detail}") \
+            named = isinstance(self._fatal, (SinkAuthError, InputError))  # they say what failed themselves
+            raise ReceiverError(detail if named else f"write failed: {detail}") \
                 from self._fatal
 
     async def _stop_when_idle(self, stop: asyncio.Event, idle_s: float) -> None:

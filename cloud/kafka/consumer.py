@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cloud.kafka.delivery import librdkafka_log
 from cloud.kafka.records import Codec, RecordError
+from cloud.kafka.topics import REFUSED_US
 from cloud.metrics import Metrics
 from cloud.model import Point
 from cloud.mqtt_input import InputError
@@ -102,6 +103,7 @@ class KafkaInput:
     def __init__(self, settings: KafkaSettings, handler: Handler, *, codec: Codec, metrics: Metrics,
                  fetched: Callable[[int, int], None], close_batch: Callable[[], None],
                  drop_unwritten: Callable[[], None], on_connection: Callable[[bool], None],
+                 on_fatal: Callable[[BaseException], None] | None = None,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
         self._handler = handler
@@ -111,6 +113,7 @@ class KafkaInput:
         self._close_batch = close_batch
         self._drop_unwritten = drop_unwritten
         self._on_connection = on_connection
+        self._on_fatal = on_fatal
         self._clock = clock
         self.connected = False
         self.inflight = 0  # records handed over and not acknowledged (revoked ones are no longer counted)
@@ -491,6 +494,14 @@ class KafkaInput:
                     self._metrics.kafka_lag.remove(key[0], str(key[1]))
 
     def _on_error(self, err: KafkaError) -> None:
+        if err.code() in REFUSED_US and self._on_fatal is not None:
+            # Wrong credentials or an untrusted certificate: no retry fixes them, and retrying would only log the
+            # same failure twice a second for ever. Stop, named, as the bridge does at start (and as a 401 from
+            # the database does). librdkafka's text never holds the password.
+            bootstrap = self.settings.client.get("bootstrap.servers", "?")
+            self._call_loop(self._on_fatal, InputError(
+                f"Kafka at {bootstrap} refused the connection: {err.name()}: {err.str()}"))
+            return
         _client_errors.warning("kafka: %s", err)
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             self._call_loop(self._connection, False)

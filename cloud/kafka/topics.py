@@ -18,7 +18,7 @@ log = logging.getLogger("cloud.kafka")
 
 # Connection errors no retry can fix: wrong credentials, a certificate not trusted (or a plain listener spoken to
 # with TLS). Seen at start-up, they end the start at once, named, instead of after timeout_s as "transport failure".
-_REFUSED_US = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL,
+REFUSED_US = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL,
                          KafkaError.ILLEGAL_SASL_STATE, KafkaError.UNSUPPORTED_SASL_MECHANISM})
 
 
@@ -66,7 +66,7 @@ def _list_topics(admin: AdminClient, bootstrap: str, errors: list[KafkaError], t
             return list(admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic()))).topics)
         except KafkaException as e:
             admin.poll(0)  # runs error_cb for what happened meanwhile
-            refused = next((err for err in errors if err.code() in _REFUSED_US), None)
+            refused = next((err for err in errors if err.code() in REFUSED_US), None)
             if refused is not None:
                 # librdkafka's text names the broker and the cause (e.g. "SASL authentication error: ... invalid
                 # credentials with SASL mechanism SCRAM-SHA-512", "certificate verify failed"), never the password.

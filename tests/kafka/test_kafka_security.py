@@ -192,3 +192,28 @@ def test_an_untrusted_ca_stops_the_bridge_naming_the_certificate_problem(mosquit
     assert took < 20, f"{took:.1f} s"
     assert "subscribed to" not in out
     assert_no_password(out)
+
+
+def test_a_wrong_password_stops_the_consumer_naming_the_cause(secure_kafka: Kafka, influxd: Influxd, pki: Pki,
+                                                              tmp_path: Path) -> None:
+    """`run --kafka` does not retry credentials the broker refused for ever (librdkafka would log the failure twice a
+    second): it exits 1 with the cause, as the bridge does and as it does on a 401 from InfluxDB."""
+    began = time.monotonic()
+    consumer = start_consumer(
+        secure_kafka, create_db(influxd), tmp_path / "consumer", "consumer-wrongpw",
+        "kafka.topic=sec.e2e", "kafka.dlq_topic=sec.e2e.dlq", "kafka.group=sec-wrongpw",
+        "kafka.security_protocol=sasl_ssl", "kafka.username=ingest",
+        f"kafka.password_file={secret(tmp_path / 'wrong.pw', WRONG)}", f"kafka.ca_file={pki.ca}",
+        bootstrap=secure_kafka.secure_bootstrap)
+    try:
+        code = consumer.proc.wait(60)
+    finally:
+        if consumer.proc.poll() is None:
+            consumer.proc.kill()
+    took = time.monotonic() - began
+    out = consumer.log.read_text()
+    assert code == 1, out
+    assert f"Error: Kafka at {secure_kafka.secure_bootstrap} refused the connection: _AUTHENTICATION: " in out, out
+    assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in out, out
+    assert took < 30, f"{took:.1f} s"
+    assert_no_password(out)
