@@ -148,7 +148,8 @@ class WritePath:
         entries: list[Entry | None] | None = None  # the journal's, per point (None: not worked out)
         if self.dedup is not None and points:
             result = self.dedup.filter(points)
-            owners = _owners_of(result.kept, points, owners)
+            if len(result.kept) != len(points):  # else the same points: the same owners
+                owners = _owners_of(result.kept, points, owners)
             points = result.kept
             entries = result.entries
             self.monitor.duplicates(result.duplicates, result.redeliveries)
@@ -188,7 +189,7 @@ class WritePath:
                     await self.alerts.after_write(written)
                 except Exception:
                     log.exception("evaluating alerts failed")  # the points are stored; alerts must not block them
-            self.monitor.written(outcome.written, max(p.time_ns for p in points), self._clock())
+            self.monitor.written(outcome.written, max([p.time_ns for p in points]), self._clock())
         if dead:
             await asyncio.gather(*dead)
         if self.settings.confirm:

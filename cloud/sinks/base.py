@@ -159,33 +159,44 @@ class BatchWriter:
         if self.state == "closed":
             raise SinkError(f"{self.name}: write after close")
         # Encoding 5000 points takes ~15 ms: off the event loop, like the HTTP call.
-        items, rejected = await asyncio.to_thread(self._encode, points)
-        written = await self._write_items(items, rejected) if items else 0
+        lines, index, rejected = await asyncio.to_thread(self._encode, points)
+        written = await self._write_lines(points, lines, index, rejected) if lines else 0
         rejected.sort(key=lambda r: r.index)
         return WriteOutcome(written, rejected)
 
-    def _encode(self, points: Sequence[Point]) -> tuple[list[tuple[int, Point, str]], list[Rejected]]:
-        items: list[tuple[int, Point, str]] = []
-        rejected: list[Rejected] = []
+    def _encode(self, points: Sequence[Point]) -> tuple[list[str], Sequence[int], list[Rejected]]:
+        """The lines of the points that encode, the index of each line's point, and those that do not encode."""
+        line = self.encoder.line
+        try:
+            # Nearly always: every point encodes. One pass, no per-point bookkeeping (it was ~10 % of the encoding).
+            lines = list(map(line, points))
+            return lines, range(len(points)), []  # a range slices into ranges: no list of indices
+        except EncodeError:
+            pass
+        lines, index, rejected = [], [], []
         for i, p in enumerate(points):
             try:
-                items.append((i, p, self.encoder.line(p)))
+                lines.append(line(p))
+                index.append(i)
             except EncodeError as e:
                 rejected.append(Rejected(i, p, f"not encodable: {e}", None))
-        return items, rejected
+        return lines, index, rejected
 
-    async def _write_items(self, items: list[tuple[int, Point, str]], rejected: list[Rejected]) -> int:
-        resp = await self._send_retrying([line for _, _, line in items])
+    async def _write_lines(self, points: Sequence[Point], lines: list[str], index: Sequence[int],
+                           rejected: list[Rejected]) -> int:
+        """Write `lines` (of points[index[k]]); on a per-point problem, bisect to find and reject those points."""
+        resp = await self._send_retrying(lines)
         if 200 <= resp.status < 300:
-            return len(items)
+            return len(lines)
         reason = f"HTTP {resp.status}: {' '.join(resp.text.split())[:500]}"
-        if len(items) == 1 or dropped_all(resp.text, len(items)):
+        if len(lines) == 1 or dropped_all(resp.text, len(lines)):
             # One cause for all of them (the same type conflict, or all beyond the retention policy): bisecting
             # would cost about two requests per point to learn nothing more.
-            rejected.extend(Rejected(i, p, reason, line) for i, p, line in items)
+            rejected.extend(Rejected(i, points[i], reason, text) for i, text in zip(index, lines, strict=True))
             return 0
-        mid = len(items) // 2
-        return await self._write_items(items[:mid], rejected) + await self._write_items(items[mid:], rejected)
+        mid = len(lines) // 2
+        return (await self._write_lines(points, lines[:mid], index[:mid], rejected)
+                + await self._write_lines(points, lines[mid:], index[mid:], rejected))
 
     async def _send_retrying(self, lines: list[str]) -> Response:
         """The answer once it is a success or a per-point problem (400/413/422/other 4xx); retries the rest."""

@@ -105,3 +105,25 @@ def test_any_bytes_decode_or_raise_record_error(value: bytes, avro: bool, batch:
                ("record", b"batch" if batch else b"reading")]
     with contextlib.suppress(RecordError):
         Codec("json").decode(value, headers)
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"NaN", b"Infinity", b"-Infinity"])
+def test_a_json_record_cannot_carry_a_non_finite_number(number: bytes) -> None:
+    """The JSON decoder relies on this (it does not check each float again): orjson refuses these numbers."""
+    value = b'{"measurement":"r","time_ns":1,"tags":{},"fields":{"a":' + number + b"}}"
+    with pytest.raises(RecordError, match="malformed JSON"):
+        Codec("json").decode(value)
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_an_avro_record_with_a_non_finite_number_is_refused(number: float) -> None:
+    codec = Codec("avro")
+    r = codec.records([Point("ruuvi", {"mac": "m"}, {"temperature": number, "humidity": 1.0}, 1)])[0]
+    with pytest.raises(RecordError, match=r"reading\.fields\.temperature is not finite"):
+        codec.decode(r.value, r.headers)
+
+
+def test_the_field_a_wrong_type_is_named() -> None:
+    value = b'{"measurement":"r","time_ns":1,"tags":{},"fields":{"a":1,"b":2.5,"c":null}}'
+    with pytest.raises(RecordError, match=r"reading\.fields\.c must be a number, a boolean or a string, got NoneType"):
+        Codec("json").decode(value)
