@@ -152,7 +152,7 @@ def test_influxdb_down_then_back_loses_and_duplicates_nothing(kafka: Kafka, infl
     create_topics(kafka, partitions=4)
     url = create_db(influxd)
     points = readings(20_000, tags=40)
-    # A small queue (2 batches of 500, so at most 2000 records in hand): the outage fills it and pauses the
+    # A small queue (2 batches of 500, so at most 2500 records in hand): the outage fills it and pauses the
     # partitions, which must then resume where they stopped.
     consumer = start_consumer(kafka, url, tmp_path / "c1", "consumer-1", "batch.max_points=500",
                               "batch.queue_batches=2", "log.level=debug")
@@ -163,9 +163,9 @@ def test_influxdb_down_then_back_loses_and_duplicates_nothing(kafka: Kafka, infl
         influxd.stop()
         wait_until(lambda: "kafka: paused" in consumer.log.read_text(), 20, "the partitions paused")
         assert consumer.status()["sink_state"] == "retrying"
-        # The cap is 2000 records (batch.max_points x (queue_batches + writers + 1)), plus up to two fetches of
-        # 1000 that the poll thread had handed over before the queue filled.
-        assert consumer.status()["inflight_messages"] <= 2000 + 2 * 1000
+        # The cap is 2500 records (batch.max_points x (queue_batches + writers (2 by default) + 1)), plus up to two
+        # fetches of 1000 that the poll thread had handed over before the queue filled.
+        assert consumer.status()["inflight_messages"] <= 500 * (2 + 2 + 1) + 2 * 1000
         influxd.start()
         stream.finish()
         wait_drained(influxd, points, consumer)
