@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from pki import make_ca, make_cert
 from servers import ServerProcess, free_port
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -42,10 +43,6 @@ STARTED = "Kafka Server started"
 SCRAM = "SCRAM-SHA-512"
 
 
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
-
-
 @dataclass(frozen=True)
 class Pki:
     """A CA and one certificate it signed for 127.0.0.1; `pem` holds the server's key and certificate in one file,
@@ -58,24 +55,12 @@ class Pki:
 
 
 def make_pki(d: Path, name: str = "kafka") -> Pki:
-    """A throwaway CA (<name>-ca.crt) and a server certificate for IP 127.0.0.1 and localhost, valid 2 days. EC
-    P-256 keys: generated in milliseconds; openssl 3 writes them as PKCS#8, which is what Kafka's PEM loader wants."""
-    d.mkdir(parents=True, exist_ok=True)
-    ca_crt, ca_key = d / f"{name}-ca.crt", d / f"{name}-ca.key"
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", ca_key, "-out", ca_crt, "-days", "2", "-subj", f"/CN={name} test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    crt, key, csr, ext = (d / f"{name}-server.{x}" for x in ("crt", "key", "csr", "ext"))
-    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                   "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
-    _openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
-             "-days", "2", "-extfile", ext)
+    """A throwaway CA (<name>-ca.crt) and a server certificate for IP 127.0.0.1 and localhost (tests/pki.py)."""
+    ca_crt = make_ca(d, f"{name}-ca")
+    crt, key = make_cert(d, f"{name}-server", f"{name}-ca", server=True, cn="127.0.0.1")
     pem = d / f"{name}-server.pem"
     pem.write_text(key.read_text() + crt.read_text())
-    for secret in (ca_key, key, pem):
-        secret.chmod(0o600)
+    pem.chmod(0o600)
     return Pki(ca_crt, crt, key, pem)
 
 

@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pki import make_ca, make_cert
+
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
 SUITE = "bookworm"
@@ -69,18 +71,10 @@ def wheelhouse(dest: Path) -> Path:
 
 
 def certificates(dest: Path) -> dict[str, str]:
-    """A throwaway CA and a server certificate for 127.0.0.1, as PEM text."""
-    dest.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_crt = dest / "ca.key", dest / "ca.crt"
-    key, csr, crt, ext = dest / "server.key", dest / "server.csr", dest / "server.crt", dest / "ext.cnf"
-    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edge-gw test CA",
-         "-keyout", str(ca_key), "-out", str(ca_crt)])
-    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key),
-         "-out", str(csr)])
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
-         "-days", "2", "-extfile", str(ext), "-out", str(crt)])
-    return {"ca": ca_crt.read_text(), "cert": crt.read_text(), "key": key.read_text()}
+    """A throwaway CA and a server certificate for 127.0.0.1 (tests/pki.py), as PEM text."""
+    ca = make_ca(dest, "ca", key="rsa")
+    crt, key = make_cert(dest, "server", "ca", server=True, cn="127.0.0.1", key="rsa")
+    return {"ca": ca.read_text(), "cert": crt.read_text(), "key": key.read_text()}
 
 
 @dataclass

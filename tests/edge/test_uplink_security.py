@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pki import make_ca, make_cert
 from servers import Mosquitto, free_port
 from test_uplink_support import fill, keys, make_readings, running_uplink, subscriber
 
@@ -30,28 +31,13 @@ class Pki:
     client_key: Path
 
 
-def _openssl(*args: str | Path, cwd: Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], cwd=cwd, check=True, capture_output=True)
-
-
-def _issue(d: Path, name: str, cn: str, ext: str) -> tuple[Path, Path]:
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
-    (d / f"{name}.ext").write_text(ext + "\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-    return d / f"{name}.crt", d / f"{name}.key"
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=edge-gw test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    server = _issue(d, "server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
-    client = _issue(d, "client", "gw-1", "extendedKeyUsage=clientAuth")
-    return Pki(d / "ca.crt", *server, *client)
+    ca = make_ca(d, "ca")
+    server = make_cert(d, "server", "ca", server=True, cn="127.0.0.1")
+    client = make_cert(d, "client", "ca", server=False, cn="gw-1")
+    return Pki(ca, *server, *client)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from types import ModuleType
 import paho.mqtt.client as paho
 import pytest
 from mpy_harness import BOARD
+from pki import make_ca, make_cert
 from servers import Mosquitto
 
 
@@ -132,19 +133,10 @@ def test_broker_gone_becomes_mqtt_error(broker: Mosquitto) -> None:
 
 
 def make_certs(d: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-            "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
-            "-out", "server.csr")  # fmt: skip
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")  # fmt: skip
-    return d / "ca.crt", d / "server.crt", d / "server.key"
+    """A throwaway CA and a server certificate for 127.0.0.1 (tests/pki.py), RSA as the port's TLS expects."""
+    ca = make_ca(d, "ca", key="rsa")
+    cert, key = make_cert(d, "server", "ca", server=True, cn="127.0.0.1", key="rsa")
+    return ca, cert, key
 
 
 def test_tls_with_a_verified_server_certificate(tmp_path: Path) -> None:

@@ -30,33 +30,6 @@ GATEWAYS = ("gw-a", "gw-b")
 RECEIVER = "cloud-ingest"
 
 
-def openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
-
-
-def make_ca(d: Path, name: str) -> Path:
-    """A self-signed CA: <name>.crt and <name>.key (the commands deploy/README.md gives)."""
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", d / f"{name}.key", "-out", d / f"{name}.crt", "-days", "2", "-subj", f"/CN={name}",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    return d / f"{name}.crt"
-
-
-def make_cert(d: Path, name: str, ca: str, *, server: bool) -> tuple[Path, Path]:
-    """A certificate signed by <ca>: for the broker (IP 127.0.0.1 and localhost) or for a client."""
-    ext = d / f"{name}.ext"
-    usage = "serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost" if server else "clientAuth"
-    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                   "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
-                   f"extendedKeyUsage={usage}\n")
-    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", d / f"{name}.key", "-out", d / f"{name}.csr", "-subj", f"/CN={name}")
-    openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / f"{ca}.crt", "-CAkey", d / f"{ca}.key",
-            "-CAcreateserial", "-out", d / f"{name}.crt", "-days", "2", "-extfile", ext)
-    os.chmod(d / f"{name}.key", 0o600)
-    return d / f"{name}.crt", d / f"{name}.key"
-
-
 def secret_file(path: Path, text: str, mode: int = 0o600) -> Path:
     path.write_text(text + "\n")
     os.chmod(path, mode)

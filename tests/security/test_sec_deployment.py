@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pki import make_ca, make_cert
 from sec_deploy import (
     CLOUD,
     DEPLOY,
@@ -32,8 +33,6 @@ from sec_deploy import (
     LoggingInfluxd,
     Secrets,
     connect,
-    make_ca,
-    make_cert,
     run,
     secret_file,
     tls_client,
