@@ -192,9 +192,8 @@ def _point(obj: Any, check_finite: bool) -> Point:
             raise RecordError("reading.tags must be an object of strings")
     if type(fields) is not dict or not fields:
         raise RecordError("reading.fields must be a non-empty object")
-    for v in fields.values():
+    for k, v in fields.items():
         if type(v) not in _FIELD_TYPES:
-            k = next(k for k, v2 in fields.items() if v2 is v)
             raise RecordError(f"reading.fields.{k} must be a number, a boolean or a string, got {type(v).__name__}")
     if check_finite:
         for k, v in fields.items():
