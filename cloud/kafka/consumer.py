@@ -412,10 +412,19 @@ class KafkaInput:
         failed = [tp for tp in tps if err is not None or tp.error is not None]
         if failed:
             self._commit_failed(failed, str(err or failed[0].error))
+        lags = []
         with self._lock:
             for tp in tps:
                 if err is None and tp.error is None and tp.offset >= 0:
-                    self.partitions.setdefault((tp.topic, tp.partition), PartitionStatus()).committed = tp.offset
+                    key = (tp.topic, tp.partition)
+                    st = self.partitions.setdefault(key, PartitionStatus())
+                    st.committed = tp.offset
+                    if key in self._assigned:  # a revoked partition's gauge is gone, and stays gone
+                        lags.append((key, st.lag))
+        # The gauge moves with the commit, as `status` does, not only at the next look at the watermarks.
+        for (t, p), lag in lags:
+            if lag >= 0:
+                self._metrics.kafka_lag.labels(t, str(p)).set(lag)
 
     def _commit_failed(self, tps: Sequence[TopicPartition], why: str) -> None:
         """Count it, and try the offset again unless a later one is waiting (a revoked partition is not ours)."""
