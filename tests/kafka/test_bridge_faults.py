@@ -117,7 +117,11 @@ def test_kafka_restarted_and_killed_mid_stream_loses_nothing(mosquitto_factory: 
     finally:
         finish(stream, bridge, log)
     copies = check(got, stream.want)
-    assert st["written"] == total + copies  # the bridge counted every copy it produced: no copy came from elsewhere
+    assert st["written"] == total  # each reading written once, as far as the bridge knows
+    # A copy in Kafka comes only from a delivery that failed and was produced again: a record the broker had stored
+    # when it was killed, before its acknowledgement reached the bridge (at least once). Seen: 0 in most runs, 45
+    # once. The consumer's dedup and InfluxDB's idempotent points make them nothing downstream (tested there).
+    assert copies == 0 or st["sink_counts"]["produce_errors"] > 0
     assert st["dead_letters"] == 0
     print(f"Kafka restart + SIGKILL: {total} readings, {copies} produced twice, "
           f"{st['sink_counts']['produce_errors']} failed deliveries retried")
