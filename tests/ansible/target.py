@@ -116,6 +116,12 @@ class Root:
     def file(self, inside: str) -> Path:
         return self.path / inside.lstrip("/")
 
+    def verify_unit(self, name: str) -> subprocess.CompletedProcess[str]:
+        """`systemd-analyze verify` of /etc/systemd/system/<name> in this root. It exits 0 on unknown keys and bad
+        values and only warns, so callers look at its output too."""
+        return subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={self.path}",
+                               f"/etc/systemd/system/{name}"], capture_output=True, text=True, check=False)
+
     def chroot(self, *cmd: str, user: str | None = None) -> list[str]:
         spec = [f"--userspec={user}:{user}"] if user else []
         # The controller's environment must not leak in (PATH, PIP_*, pyenv).
