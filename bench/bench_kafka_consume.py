@@ -8,7 +8,7 @@ point to the last (the group join before it is printed on its own). The ceiling 
 pre-encoded 5000-point batches with 1 and 2 writers on the same influxd.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_kafka_consume.py [--readings 1000000] [--record reading batch]
-        [--consumers 1 2] [--ceiling-points 300000] [--profile] [--bare]
+        [--consumers 1 2] [--ceiling-points 300000] [--profile] [--bare] [--variants ARGS ... [--repeat N]]
 
 `--profile` runs the one-consumer drains under cProfile and prints the top functions by cumulative time.
 `--bare` drains each case a second time with bench/kafka_bare_consumer.py (consume, decode, encode, POST; no dedup,
@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -89,12 +90,15 @@ def written(status_files: list[Path]) -> int:
 
 
 def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumers: int, readings: int,
-          profile: bool, extra: list[str], bare: bool = False) -> dict[str, float]:
-    db = f"drain_{record}_{consumers}{'_bare' if bare else ''}"
+          profile: bool, extra: list[str], bare: bool = False, name: str = "", drop: bool = False) -> dict[str, float]:
+    db = f"drain_{record}_{consumers}{'_bare' if bare else ''}{name}"
     q = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
     urllib.request.urlopen(f"{influx.url}/query", data=q, timeout=30).read()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_INGEST_")}
     env["PYTHONPATH"] = str(REPO)
+    # A variant's NAME=value words go to the environment (e.g. PYTHONMALLOC=malloc), the rest to `run`.
+    env.update(w.split("=", 1) for w in extra if "=" in w and w.split("=", 1)[0].isupper())
+    extra = [w for w in extra if not ("=" in w and w.split("=", 1)[0].isupper())]
     procs = []
     status_files = []
     t_start = time.monotonic()
@@ -111,7 +115,8 @@ def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumer
                 "--set", f"kafka.topic={topic_name(record)}", "--set", f"kafka.group=bench-{db}",
                 "--set", "rollups.enabled=false", "--set", "status.interval=0.2", *extra]
         with open(d / "consumer.log", "wb") as out:
-            procs.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
+            # PYTHONPATH=<another checkout> drains with that code (`python -m` looks in its cwd first).
+            procs.append(subprocess.Popen(args, cwd=env["PYTHONPATH"], env=env, stdout=out, stderr=subprocess.STDOUT))
     t_first = None
     last, last_change = 0, t_start
     try:
@@ -140,6 +145,8 @@ def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumer
     stored = stored_count(influx, db)
     if stored != readings:
         raise RuntimeError(f"{db}: {stored} points stored, {readings} expected")
+    if drop:
+        drop_database(influx, db)
     return {"rate": readings / (t_done - t_first), "join_s": t_first - t_start, "wall_s": t_done - t_start,
             "cpu_us": cpu_s / readings * 1e6}
 
@@ -148,6 +155,12 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a running process, from /proc: a figure the other jobs on the machine do not change much."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drop_database(influx: Influxd, db: str) -> None:
+    """So that its compactions do not load the next drains (the ceiling moved by a third between A/B runs)."""
+    q = urllib.parse.urlencode({"q": f'DROP DATABASE "{db}"'}).encode()
+    urllib.request.urlopen(f"{influx.url}/query", data=q, timeout=120).read()
 
 
 def stored_count(influx: Influxd, db: str) -> int:
@@ -176,6 +189,11 @@ def main() -> None:
     ap.add_argument("--bare", action="store_true",
                     help="also drain with bench/kafka_bare_consumer.py: the floor of any Python consumer")
     ap.add_argument("--consumer-args", nargs="*", default=[], help="more `run` arguments, e.g. --log-level debug")
+    ap.add_argument("--variants", nargs="+", metavar="ARGS",
+                    help="A/B in one run: drain once per variant (each a quoted string of more `run` arguments and "
+                         "NAME=value environment words, '' for none), taking turns, --repeat times, each against "
+                         "the ceiling right before it")
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--keep", type=Path, help="keep the consumers' logs, status and profiles in this (new) folder")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -192,6 +210,23 @@ def main() -> None:
                 print(f"produced {args.readings} readings as {records} {record} records in {secs:.1f} s "
                       f"({args.readings / secs:,.0f} readings/s)", flush=True)
             run = 0
+            if args.variants:
+                for record in args.record:
+                    for n in args.consumers:
+                        for i in range(args.repeat):
+                            for v, variant in enumerate(args.variants):
+                                run += 1
+                                ceiling = influx_ceiling(f"{influx.url}/ceiling{run}w1", writers=1,
+                                                         points=args.ceiling_points, start_ns=start_ns)
+                                drop_database(influx, f"ceiling{run}w1")
+                                r = drain(kafka, influx, files, record=record, consumers=n, readings=args.readings,
+                                          profile=False, extra=[*args.consumer_args, *shlex.split(variant)],
+                                          name=f"_v{v}_{i}", drop=True)
+                                print(f"variant {variant or '(none)'!r} record={record} consumers={n}: "
+                                      f"{r['rate']:,.0f} readings/s = {100 * r['rate'] / ceiling:.0f} % of the "
+                                      f"1-writer ceiling ({ceiling:,.0f}); consumer CPU {r['cpu_us']:.1f} us/reading",
+                                      flush=True)
+                return
             for record in args.record:
                 for n in args.consumers:
                     # The ceiling right before each drain: other jobs on the machine change it by 2x in minutes.

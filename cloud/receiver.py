@@ -476,6 +476,7 @@ class Receiver:
                 await self.kafka_dlq.close()
             with contextlib.suppress(Exception):
                 await self.sink.close()
+            self.write_path.close()
             if self.journal is not None:
                 self.journal.close()
         if self._fatal is not None:

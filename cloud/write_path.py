@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -123,6 +124,9 @@ class WritePath:
         self.send_dead_letter: DeadLetter = dead_letter or self.mqtt_dead_letter
         self._clock = clock
         self._journal_failed = False
+        # One thread of its own: SQLite's commit (and now and then a WAL checkpoint) waits for the disk, which must
+        # not hold up the event loop; one thread keeps the journal's writes in order and its connection single-user.
+        self._journal_thread = ThreadPoolExecutor(1, "dedup-journal") if journal is not None else None
         self._next_ticket = 0  # batches in the order write() was called
         self._next_ack = 0
         self._done: dict[int, Batch[Message]] = {}
@@ -175,7 +179,7 @@ class WritePath:
                 if entries is not None:
                     entries = [e for i, e in enumerate(entries) if i not in bad]
             if self.journal is not None and written:
-                self._journal(written, entries)
+                await self._journal(written, entries)
             if self.rollups is not None and outcome.written:
                 try:
                     await self.rollups.after_write(written)
@@ -219,13 +223,20 @@ class WritePath:
             seqs = {(m.topic.rsplit("/", 2)[0], m.gateway, m.seq) for m in messages if m.seq is not None and m.gateway}
             self.monitor.confirmed(len(out), len(seqs))
 
-    def _journal(self, written: list[Point], entries: list[Entry | None] | None) -> None:
-        assert self.journal is not None
+    def close(self) -> None:
+        """Wait for the journal write in flight (a cancelled writer leaves it running), so the journal can close."""
+        if self._journal_thread is not None:
+            self._journal_thread.shutdown(wait=True)
+
+    async def _journal(self, written: list[Point], entries: list[Entry | None] | None) -> None:
+        journal, thread = self.journal, self._journal_thread
+        assert journal is not None and thread is not None
+        loop = asyncio.get_running_loop()
         try:
             if entries is None:
-                self.journal.record(written)
+                await loop.run_in_executor(thread, journal.record, written)
             else:
-                self.journal.record_entries([e for e in entries if e is not None])
+                await loop.run_in_executor(thread, journal.record_entries, [e for e in entries if e is not None])
         except JournalError as e:
             # The memory in this process is still right; only a restart could now write a copy twice.
             if not self._journal_failed:
@@ -235,6 +246,9 @@ class WritePath:
             if self._journal_failed:
                 log.info("dedup state file writable again")
             self._journal_failed = False
+        # One thread of its own: SQLite's commit (and now and then a WAL checkpoint) waits for the disk, which must
+        # not hold up the event loop; one thread keeps the journal's writes in order and its connection single-user.
+        self._journal_thread = ThreadPoolExecutor(1, "dedup-journal") if journal is not None else None
 
     def _acknowledge_in_order(self) -> None:
         # Several writers may finish out of order; acknowledging strictly in order keeps the rule "a redelivered
