@@ -3,6 +3,11 @@ the gateways' clocks say."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from cloud.dedup import VALUE_FIELDS, Dedup, fingerprint, span_of
 from cloud.model import Point
 
@@ -147,3 +152,83 @@ def test_more_tags_than_entries_forget_the_first_tags_count_not_its_measurements
     assert len(d._written) == 3
     r = d.filter([p("gw-b", "aa:aa:aa:aa:aa:00", 2, T0, temp=5.0)])
     assert r.kept == [] and r.duplicates == {"gw-b": 1}
+
+
+class _Reference:
+    """The rules of Dedup written as plainly as possible (tuple keys, an OrderedDict), to check the fast one."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.seen: OrderedDict[tuple[str, str, str, int], tuple[int, int, str, int]] = OrderedDict()
+        self.written: dict[tuple[str, str, str], int] = {}
+
+    def filter(self, points: list[Point]) -> tuple[list[Point], dict[str, int], int]:
+        kept, dups, redeliveries = [], {}, 0
+        for pt in points:
+            seq, mac = pt.fields.get("measurement_sequence_number"), pt.tags.get("mac")
+            if type(seq) is not int or mac is None:
+                kept.append(pt)
+                continue
+            df, gw = pt.tags.get("data_format", ""), pt.tags.get("gateway", "")
+            tag = (pt.measurement, mac, df)
+            key = (*tag, seq)
+            fp, n = fingerprint(pt.fields), self.written.get(tag, 0)
+            prev = self.seen.get(key)
+            if prev is not None and prev[0] == fp and n - prev[1] < span_of(df):
+                if (prev[2], prev[3]) == (gw, pt.time_ns):
+                    redeliveries += 1
+                else:
+                    dups[gw] = dups.get(gw, 0) + 1
+                continue
+            if n == 0 and len(self.written) >= self.max_entries:
+                del self.written[next(iter(self.written))]
+            self.written[tag] = n + 1
+            self.seen.pop(key, None)
+            self.seen[key] = (fp, n + 1, gw, pt.time_ns)
+            if len(self.seen) > self.max_entries:
+                self.seen.popitem(last=False)
+            kept.append(pt)
+        return kept, dups, redeliveries
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.sampled_from(["gw-a", "gw-b"]), st.integers(1, 3),
+                                           st.integers(0, 5), st.integers(0, 2), st.sampled_from(["5", "6"])),
+                                 max_size=30), max_size=12),
+       max_entries=st.integers(1, 40))
+def test_dedup_keeps_exactly_what_the_plain_rules_keep(batches: list[list[tuple[str, int, int, int, str]]],
+                                                       max_entries: int) -> None:
+    """Small memories, few numbers and values: numbers come again (as after a wrap or reboot) and entries are
+    forgotten all the time, in the same order as the plain rules forget them."""
+    d, ref = Dedup(max_entries=max_entries), _Reference(max_entries)
+    d._order_slack = 0  # its bookkeeping starts afresh often, as it does in a memory that never fills
+    for i, batch in enumerate(batches):
+        pts = [p(gw, f"aa:aa:aa:aa:aa:0{tag}", seq, T0 + (i * 100 + j) * S, temp=20.0 + value, df=df)
+               for j, (gw, tag, seq, value, df) in enumerate(batch)]
+        r = d.filter(pts)
+        assert (r.kept, r.duplicates, r.redeliveries) == ref.filter(pts)
+        assert len(d) == len(ref.seen)
+
+
+def test_a_memory_that_never_fills_does_not_grow_with_numbers_that_come_again() -> None:
+    """A few tags wrapping their counters again and again never fill a large memory, so its oldest places are
+    never reached; the memory must still stay the size of what it remembers."""
+    d = Dedup(max_entries=100_000)
+    for lap in range(20):
+        d.filter([p("gw-a", "aa:aa:aa:aa:aa:01", s, T0 + lap * 256 + s, temp=20.0 + lap, df="6") for s in range(256)])
+    assert len(d) == 256
+    assert len(d._order) <= 2 * 256 + 1024 + 1
+
+
+def test_the_oldest_are_forgotten_first_after_the_bookkeeping_started_afresh() -> None:
+    d, ref = Dedup(max_entries=4), _Reference(4)
+    d._order_slack = 0
+    a, b = "aa:aa:aa:aa:aa:01", "aa:aa:aa:aa:aa:02"
+    batches = [[p("gw-a", a, s, T0 + lap * 10 + s, temp=20.0 + lap, df="6") for s in (0, 1)] for lap in range(4)]
+    batches.append([p("gw-a", b, s, T0 + 100 + s) for s in range(3)])  # fills the memory: the oldest go
+    batches.append([p(gw, mac, s, T0 + 200, temp=t, df=df) for gw in ("gw-b", "gw-c") for mac, s, t, df in
+                    [(a, 0, 23.0, "6"), (a, 1, 23.0, "6"), (b, 0, 20.0, "5"), (b, 1, 20.0, "5"), (b, 2, 20.0, "5")]])
+    for batch in batches:
+        r = d.filter(batch)
+        assert (r.kept, r.duplicates, r.redeliveries) == ref.filter(batch)
+    assert len(d) == len(ref.seen) == 4
