@@ -168,7 +168,7 @@ class Receiver:
         from cloud.kafka.consumer import KafkaInput
         from cloud.kafka.records import Codec
 
-        return KafkaInput(settings, self._accept_record, codec=Codec("json"), metrics=self.metrics,
+        return KafkaInput(settings, self._accept_records, codec=Codec("json"), metrics=self.metrics,
                           fetched=self._fetched,
                           close_batch=lambda: self._close_open("revoke"), drop_unwritten=self._drop_unwritten,
                           on_connection=self.monitor.connection, on_fatal=self._fail, clock=self._clock)
@@ -230,9 +230,17 @@ class Receiver:
         self._last_message = time.monotonic()
         self.monitor.records(records, readings)
 
-    def _accept_record(self, msg: KafkaMessage, points: list[Point]) -> None:
-        """One Kafka record, decoded by the input (a poison record comes with its failure and no points)."""
-        self._add(msg, points)
+    def _accept_records(self, taken: list[tuple[KafkaMessage, list[Point]]]) -> None:
+        """The Kafka records of one fetch, decoded by the input (a poison record comes with its failure and no
+        points)."""
+        add, now = self.batcher.add, time.monotonic()
+        for msg, points in taken:
+            closed = add(points, msg, now)
+            if closed is not None:
+                self._enqueue(closed)
+        if taken:
+            self._wake.set()  # a batch may have opened: the writer starts its timer
+        self._update_flow()
 
     def _accept_http(self, topic: str, body: bytes) -> HttpMessage:
         """One Ruuvi Gateway HTTP body, as one message: parsed, and in the open batch, which the next free writer

@@ -81,8 +81,8 @@ class KafkaMessage(Message):
             self.input.acknowledge(self)
 
 
-# (message, its points) -> the receiver's batch
-Handler = Callable[[KafkaMessage, list[Point]], object]
+# The (message, its points) pairs of one fetch -> the receiver's batches
+Handler = Callable[[list[tuple[KafkaMessage, list[Point]]]], object]
 
 
 @dataclass
@@ -237,6 +237,7 @@ class KafkaInput:
         self._wake.set()
         now_ns = self._clock()
         consumed = poison = readings = 0
+        taken: list[tuple[KafkaMessage, list[Point]]] = []
         for rec in records:
             err = rec.error()
             if err is not None:
@@ -264,7 +265,8 @@ class KafkaInput:
             part.unacked += 1
             self.inflight += 1
             readings += len(points)
-            self._handler(msg, points)
+            taken.append((msg, points))
+        self._handler(taken)  # once per fetch: the receiver's flow control need not look after every record
         self._fetched(consumed, readings)
         self._metrics.kafka_records.inc(consumed)
         if poison:

@@ -76,6 +76,8 @@ class Codec:
         if self.fingerprint:
             base.append(("schema-fingerprint", self.fingerprint.encode()))
         self._headers = {kind: [*base, ("record", kind.encode())] for kind in RECORD_KINDS}
+        self._last_headers: Sequence[tuple[str, bytes | None]] | None = []
+        self._last_read = _read_headers(self._last_headers)
 
     @property
     def _avro(self) -> _Avro:
@@ -116,11 +118,10 @@ class Codec:
     def decode(self, value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None = None) -> list[Point]:
         """The points of one record; RecordError says why a record cannot be read. A record without headers is
         read as one JSON reading (what another producer most likely wrote)."""
-        h = {k: v for k, v in headers or () if v is not None}
-        content_type = h.get("content-type", CONTENT_TYPES["json"])
-        kind = h.get("record", b"reading").decode(errors="replace")
-        if kind not in RECORD_KINDS:
-            raise RecordError(f"unknown record kind {kind!r} in the 'record' header")
+        if headers != self._last_headers:  # a producer sends the same headers with every record: read them once
+            self._last_read = _read_headers(headers)  # first: headers it refuses must not be taken as read
+            self._last_headers = headers
+        content_type, kind, fingerprint = self._last_read
         if value is None:
             raise RecordError("record has no value (a tombstone)")
         if content_type == CONTENT_TYPES["json"]:
@@ -131,7 +132,7 @@ class Codec:
                 raise RecordError(f"malformed record: {e}") from None  # only if the slow way found nothing
         if content_type != CONTENT_TYPES["avro"]:
             raise RecordError(f"unknown content-type {content_type.decode(errors='replace')!r}")
-        obj = self._read_avro(value, kind, h.get("schema-fingerprint"))
+        obj = self._read_avro(value, kind, fingerprint)
         return _points(obj, kind, check_finite=True)  # unlike JSON, Avro can carry NaN and infinities
 
     def _read_avro(self, value: bytes, kind: str, fingerprint: bytes | None) -> Any:
@@ -169,6 +170,15 @@ class _Avro:
         if buf.tell() != len(value):
             raise RecordError(f"malformed Avro: {len(value) - buf.tell()} bytes after the record")
         return obj
+
+
+def _read_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> tuple[bytes, str, bytes | None]:
+    """(content type, record kind, schema fingerprint); RecordError for an unknown kind."""
+    h = {k: v for k, v in headers or () if v is not None}
+    kind = h.get("record", b"reading").decode(errors="replace")
+    if kind not in RECORD_KINDS:
+        raise RecordError(f"unknown record kind {kind!r} in the 'record' header")
+    return h.get("content-type", CONTENT_TYPES["json"]), kind, h.get("schema-fingerprint")
 
 
 def _explain_json(value: bytes, kind: str) -> None:

@@ -127,3 +127,15 @@ def test_the_field_a_wrong_type_is_named() -> None:
     value = b'{"measurement":"r","time_ns":1,"tags":{},"fields":{"a":1,"b":2.5,"c":null}}'
     with pytest.raises(RecordError, match=r"reading\.fields\.c must be a number, a boolean or a string, got NoneType"):
         Codec("json").decode(value)
+
+
+def test_headers_read_once_are_read_again_when_they_change() -> None:
+    codec = Codec("avro")
+    j, a = Codec("json").records(_points(1), "batch")[0], codec.records(_points(1), "batch")[0]
+    for r in (j, a, j, a):
+        assert codec.decode(r.value, list(r.headers)) == _points(1)
+    bogus = [("record", b"bogus")]
+    for _ in range(2):  # refused the second time too: refused headers are not remembered as read
+        with pytest.raises(RecordError, match="record kind"):
+            codec.decode(j.value, bogus)
+    assert codec.decode(j.value, j.headers) == _points(1)
