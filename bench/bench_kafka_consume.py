@@ -235,11 +235,13 @@ def main() -> None:
                     for writers in (1, 2):
                         ceilings[writers] = influx_ceiling(f"{influx.url}/ceiling{run}w{writers}", writers=writers,
                                                            points=args.ceiling_points, start_ns=start_ns)
+                        drop_database(influx, f"ceiling{run}w{writers}")
                     print(f"influx /write ceiling: {ceilings[1]:,.0f} points/s with 1 writer, {ceilings[2]:,.0f} "
                           f"with 2", flush=True)
                     for bare in (False, True) if args.bare else (False,):
                         r = drain(kafka, influx, files, record=record, consumers=n, readings=args.readings,
-                                  profile=args.profile and n == 1 and not bare, extra=args.consumer_args, bare=bare)
+                                  profile=args.profile and n == 1 and not bare, extra=args.consumer_args, bare=bare,
+                                  drop=True)
                         print(f"drain record={record} consumers={n}{' BARE' if bare else ''}: "
                               f"{r['rate']:,.0f} readings/s "
                               f"= {100 * r['rate'] / ceilings[1]:.0f} % of the 1-writer ceiling, "
