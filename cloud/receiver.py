@@ -170,7 +170,7 @@ class Receiver:
 
         return KafkaInput(settings, self._accept_records, codec=Codec("json"), metrics=self.metrics,
                           fetched=self._fetched,
-                          close_batch=lambda: self._close_open("revoke"), drop_unwritten=self._drop_unwritten,
+                          close_batch=self._close_open, drop_unwritten=self._drop_unwritten,
                           on_connection=self.monitor.connection, on_fatal=self._fail, clock=self._clock)
 
     @property

@@ -119,3 +119,26 @@ def test_a_poison_record_goes_to_the_dlq_with_its_reason_and_the_stream_goes_on(
     assert got[b"cb:b8:33:4c:00:02"][1]["dlq-reason"] == b"reading.time_ns must be an integer, got NoneType"
     assert got[b"cb:b8:33:4c:00:03"][1]["dlq-reason"].startswith(b"malformed Avro")
     assert json.loads(consumer.status_file.read_bytes())["kafka_partitions"] is not None
+
+
+def test_a_consumer_that_caught_up_writes_at_once_not_after_the_batch_interval(kafka: Kafka, influxd: Influxd,
+                                                                              tmp_path: Path) -> None:
+    """Read to the end of its partitions, it writes the partial batch it holds: waiting for batch.max_interval
+    (here 60 s) would only delay what Kafka already keeps safe."""
+    create_topics(kafka, partitions=4)
+    url = create_db(influxd)
+    port = free_port()
+    consumer = start_consumer(kafka, url, tmp_path / "c1", "consumer-1", "batch.max_interval=60", metrics_port=port)
+    try:
+        wait_until(lambda: len(consumer.status().get("kafka_partitions", {})) == 4, 30, "4 partitions assigned")
+        first = readings(700, tags=7)
+        second = readings(300, tags=3, start_ns=first[-1].time_ns + 10**9)
+        for batch, total in ((first, 700), (second, 1000)):
+            produce(kafka, batch, kind="batch", encoding="json")
+            t0 = time.monotonic()
+            wait_until(lambda n=total: count(influxd) >= n, 10, f"{total} readings written")
+            assert time.monotonic() - t0 < 10
+        assert_exact(influxd, keys([*first, *second]))
+        assert metrics(port).get('cloud_ingest_batches_total{reason="caught_up"}', 0) >= 2
+    finally:
+        assert consumer.stop() == 0, consumer.log.read_text()[-3000:]
