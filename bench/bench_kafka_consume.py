@@ -201,7 +201,10 @@ def main() -> None:
         if args.keep:
             args.keep.mkdir(parents=True)
         files = args.keep or work
-        kafka = Kafka(work / "kafka", heap="512m").start()
+        # Kafka's default initial rebalance delay, as the Ansible role's broker has it (the test broker sets 0): two
+        # consumers that start together then get one assignment, instead of one taking all six partitions for a
+        # few seconds and a rebalance. The wait is in the printed group join, not in the rate.
+        kafka = Kafka(work / "kafka", heap="512m", extra=["group.initial.rebalance.delay.ms=3000"]).start()
         influx = Influxd(work / "influxd").start()
         try:
             start_ns = time.time_ns() - 6 * 3600 * 10**9
