@@ -246,9 +246,6 @@ class WritePath:
             if self._journal_failed:
                 log.info("dedup state file writable again")
             self._journal_failed = False
-        # One thread of its own: SQLite's commit (and now and then a WAL checkpoint) waits for the disk, which must
-        # not hold up the event loop; one thread keeps the journal's writes in order and its connection single-user.
-        self._journal_thread = ThreadPoolExecutor(1, "dedup-journal") if journal is not None else None
 
     def _acknowledge_in_order(self) -> None:
         # Several writers may finish out of order; acknowledging strictly in order keeps the rule "a redelivered

@@ -3,10 +3,13 @@ not write the other gateway's copy of a measurement it had already written."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,15 @@ import pytest
 from test_receiver_kill import cloud_ingest, run_args, wait_subscribed
 from test_receiver_support import Publisher, create_db, edge_batch, mac_text, now_ns, reading, stored, wait_until
 
+from cloud.batcher import Batch
 from cloud.config import check_runtime, dedup_state_file, load_config
 from cloud.dedup import Dedup, fingerprint
 from cloud.dedup_journal import DedupJournal, JournalError, entries
+from cloud.metrics import Metrics
 from cloud.model import Point
+from cloud.monitor import Monitor
+from cloud.sinks.base import Rejected, WriteOutcome
+from cloud.write_path import Message, WritePath, WritePathSettings
 from core.settings import ConfigError, state_dir
 
 S = 1_000_000_000
@@ -270,19 +278,25 @@ def test_run_with_a_state_file_that_cannot_be_opened_exits_1(tmp_path: Path) -> 
     assert last == f"Error: dedup state file {tmp_path / 'adir'}: unable to open database file"
 
 
+class _Msg(Message):
+    def acknowledge(self) -> None:
+        pass
+
+
+async def _published(topic: str, payload: bytes) -> Any:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+def _write_path(sink: Any, journal: DedupJournal) -> WritePath:
+    return WritePath(WritePathSettings("rx", confirm=False), sink=sink, publish=_published,
+                     monitor=Monitor(Metrics(), client_id="rx", sink=sink, status_file=None),
+                     dedup=Dedup(max_entries=1000), journal=journal)
+
+
 def test_a_point_the_database_refused_is_not_journaled(tmp_path: Path) -> None:
     """Only what was stored is remembered: a refused point's copy from another gateway must still be written."""
-    import asyncio
-
-    from cloud.batcher import Batch
-    from cloud.metrics import Metrics
-    from cloud.monitor import Monitor
-    from cloud.sinks.base import Rejected, WriteOutcome
-    from cloud.write_path import Message, WritePath, WritePathSettings
-
-    class Msg(Message):
-        def acknowledge(self) -> None:
-            pass
 
     class RefuseSecond:
         state, last_error, last_write_ns, failed_attempts = "ok", None, None, 0
@@ -290,19 +304,57 @@ def test_a_point_the_database_refused_is_not_journaled(tmp_path: Path) -> None:
         async def write(self, points: list[Point]) -> WriteOutcome:
             return WriteOutcome(len(points) - 1, [Rejected(1, points[1], "HTTP 400: field type conflict", "x")])
 
-    async def publish(topic: str, payload: bytes) -> Any:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
     journal = DedupJournal(tmp_path / "d.sqlite", max_entries=100)
-    sink = RefuseSecond()
-    path = WritePath(WritePathSettings("rx", confirm=False), sink=sink, publish=publish,  # type: ignore[arg-type]
-                     monitor=Monitor(Metrics(), client_id="rx", sink=sink, status_file=None),  # type: ignore[arg-type]
-                     dedup=Dedup(max_entries=100), journal=journal)
+    path = _write_path(RefuseSecond(), journal)
     batch: Batch[Message] = Batch(0.0)
-    batch.items.append((Msg("t"), [p("gw-a", 1, 7, T0), p("gw-a", 2, 8, T0), p("gw-a", 3, 9, T0)]))
+    batch.items.append((_Msg("t"), [p("gw-a", 1, 7, T0), p("gw-a", 2, 8, T0), p("gw-a", 3, 9, T0)]))
     asyncio.run(path.write(batch))
+    path.close()
     journal.close()
     assert [(e[1], e[3]) for e in DedupJournal(tmp_path / "d.sqlite", max_entries=100).load()] == [
         ("aa:aa:aa:aa:aa:01", 7), ("aa:aa:aa:aa:aa:03", 9)]
+
+
+def test_the_journal_is_written_on_one_thread_one_batch_at_a_time(tmp_path: Path) -> None:
+    """Off the event loop, but never two writes at once on the one SQLite connection, and all done at close()."""
+
+    class Store:
+        """Answers the writes 4 ms apart, so that journal writes queue behind and overlap with each other."""
+        state, last_error, last_write_ns, failed_attempts = "ok", None, None, 0
+        writes = 0
+
+        async def write(self, points: list[Point]) -> WriteOutcome:
+            self.writes += 1
+            await asyncio.sleep(0.004 * self.writes)
+            return WriteOutcome(len(points), [])
+
+    journal = DedupJournal(tmp_path / "d.sqlite", max_entries=1000)
+    threads: set[int] = set()
+    busy = threading.Lock()
+    record_entries = journal.record_entries
+
+    def watched(batch: Any) -> int:
+        assert busy.acquire(blocking=False), "two journal writes at once"
+        try:
+            threads.add(threading.get_ident())
+            time.sleep(0.01)
+            return record_entries(batch)
+        finally:
+            busy.release()
+
+    journal.record_entries = watched  # type: ignore[method-assign]
+    path = _write_path(Store(), journal)
+
+    async def run() -> None:
+        batches = []
+        for b in range(6):
+            batch: Batch[Message] = Batch(0.0)
+            batch.items.append((_Msg("t"), [p("gw-a", 1, b * 10 + s, T0 + s) for s in range(10)]))
+            batches.append(path.write(batch))
+        await asyncio.gather(*batches)  # as several writers do
+
+    asyncio.run(run())
+    path.close()
+    assert len(threads) == 1 and threading.get_ident() not in threads
+    assert journal.stored_entries() == 60
+    journal.close()
