@@ -97,8 +97,9 @@ def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumer
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_INGEST_")}
     env["PYTHONPATH"] = str(REPO)
     # A variant's NAME=value words go to the environment (e.g. PYTHONMALLOC=malloc), the rest to `run`.
-    env.update(w.split("=", 1) for w in extra if "=" in w and w.split("=", 1)[0].isupper())
-    extra = [w for w in extra if not ("=" in w and w.split("=", 1)[0].isupper())]
+    env_words = [w for w in extra if w.split("=", 1)[0].isupper() and "=" in w]
+    env.update(w.split("=", 1) for w in env_words)
+    extra = [w for w in extra if w not in env_words]
     procs = []
     status_files = []
     t_start = time.monotonic()
