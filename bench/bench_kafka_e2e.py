@@ -19,6 +19,7 @@ daemons are the real commands in their own processes.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), s
 
 from bench_influx_ceiling import influx_ceiling  # noqa: E402
 from bench_ingest import ReceiverProcess, edge_messages, latency, pct  # noqa: E402
+from bench_kafka_consume import cpu_seconds  # noqa: E402
 from kafka_server import Kafka  # noqa: E402
 from servers import Influxd, Mosquitto  # noqa: E402
 from test_receiver_support import Publisher, broker_settings  # noqa: E402
@@ -71,9 +73,18 @@ class Pipeline:
             c.stop()
 
 
+def pids(procs: dict[str, subprocess.Popen[bytes] | None]) -> dict[str, int]:
+    return {name: p.pid for name, p in procs.items() if p is not None}
+
+
+def cpu_of(procs: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in procs.items()}
+
+
 def drain(work: Path, broker: Mosquitto, kafka: Kafka, influxd: Influxd, name: str, readings: int, consumers: int,
-          settings: dict[str, str], t0: int) -> tuple[float, int]:
-    """Readings/s from the bridge's start to the last consumer write, and the points written."""
+          settings: dict[str, str], t0: int) -> tuple[float, int, dict[str, float]]:
+    """Readings/s from the bridge's start to the last consumer write, the points written, and each process's CPU
+    µs per reading over that span (the consumers' summed; the daemons' start-up not included)."""
     influxd.query(f'CREATE DATABASE "{name}"', method="POST")
     p = Pipeline(work, broker, kafka, f"{influxd.url}/{name}", name, consumers, settings)
     p.prepare()
@@ -81,6 +92,9 @@ def drain(work: Path, broker: Mosquitto, kafka: Kafka, influxd: Influxd, name: s
     pub.publish(edge_messages(readings, 500, 10, t0), timeout=900)
     pub.close()
     p.start()
+    procs = pids({"influxd": influxd.proc, "kafka": kafka.proc, "mosquitto": broker.proc, "bridge": p.bridge.proc,
+                  **{f"consumer{k}": c.proc for k, c in enumerate(p.consumers)}})
+    before = cpu_of(procs)
     try:
         deadline = time.monotonic() + 1800
         while True:
@@ -91,9 +105,12 @@ def drain(work: Path, broker: Mosquitto, kafka: Kafka, influxd: Influxd, name: s
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: only {written} of {readings} written")
             time.sleep(0.05)
+        after = cpu_of(procs)
         bridge = p.bridge.status() or {}
         span = max(st["last_write_ns"] for st in sts) - bridge["started_ns"]
-        return readings / (span / S), written
+        cpu = {n: (after[n] - before[n]) / readings * 1e6 for n in procs if not n.startswith("consumer")}
+        cpu["consumers"] = sum(after[n] - before[n] for n in procs if n.startswith("consumer")) / readings * 1e6
+        return readings / (span / S), written, cpu
     finally:
         p.stop()
 
@@ -118,18 +135,24 @@ def main() -> None:
         broker = Mosquitto(work / "mosquitto", extra=broker_settings()).start()
         kafka = Kafka(work / "kafka", heap="1g").start()
         try:
+            assert influxd.proc is not None
+            cpu0 = cpu_seconds(influxd.proc.pid)
             ceiling = influx_ceiling(f"{influxd.url}/ceiling", points=args.ceiling_points)
-            print(f"InfluxDB raw /write ceiling: {ceiling:,.0f} points/s")
+            influx_us = (cpu_seconds(influxd.proc.pid) - cpu0) / args.ceiling_points * 1e6
+            print(f"InfluxDB raw /write ceiling: {ceiling:,.0f} points/s; influxd's CPU {influx_us:.1f} µs per point "
+                  f"= {ceiling * influx_us / 1e6:.2f} cores")
             t0 = time.time_ns() - 6 * 3600 * S
             rates: dict[int, float] = {}
             if not args.skip_drain:
                 for n in (1, 2):
-                    rate, written = drain(work, broker, kafka, influxd, f"drain{n}", args.readings, n, settings,
-                                          t0 + n * 3600 * S)
+                    rate, written, cpu = drain(work, broker, kafka, influxd, f"drain{n}", args.readings, n,
+                                               settings, t0 + n * 3600 * S)
                     rates[n] = rate
                     print(f"drain of {args.readings:,} readings MQTT -> bridge -> Kafka -> {n} consumer(s) -> "
                           f"InfluxDB ({args.record} records, {args.encoding}): {rate:,.0f} readings/s "
                           f"(written {written:,})")
+                    print("  CPU µs per reading: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                          + f"; all {sum(cpu.values()):.1f} = {rate * sum(cpu.values()) / 1e6:.2f} cores")
             again = influx_ceiling(f"{influxd.url}/ceiling2", points=args.ceiling_points)
             best = max(ceiling, again)
             print(f"InfluxDB raw /write ceiling, again: {again:,.0f} points/s")

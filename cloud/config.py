@@ -49,6 +49,9 @@ class MqttSection(MqttConnection):
     qos: int = 1
     session_expiry: Duration = Duration(7 * 86400.0)
     receive_maximum: int = 2000
+    # Reconnect when a packet id the broker skipped has not come for this long: Mosquitto 2.0.11 can hold a queued
+    # message back until the next connection (cloud/mqtt_gaps.py). 0 = never.
+    held_back_reconnect: Duration = Duration(30.0)
     dlq_topic: str = "edge-gw/dlq"
 
     def __post_init__(self) -> None:
@@ -64,6 +67,8 @@ class MqttSection(MqttConnection):
                f"restarts; got {self.session_expiry}")
         _check(2 <= self.receive_maximum <= 65535,
                f"mqtt.receive_maximum: must be 2..65535, got {self.receive_maximum}")
+        _check(float(self.held_back_reconnect) == 0 or 1 <= self.held_back_reconnect <= 86400,
+               f"mqtt.held_back_reconnect: must be 0 (never) or 1 s..1 day, got {self.held_back_reconnect}")
         _check(_valid_filter(self.dlq_topic) and "+" not in self.dlq_topic and "#" not in self.dlq_topic,
                f"mqtt.dlq_topic: {self.dlq_topic!r} must be a plain topic name")
 
@@ -600,6 +605,7 @@ def receiver_settings(cfg: Config) -> ReceiverSettings:
         qos=mq.qos,
         session_expiry_s=int(mq.session_expiry),
         receive_maximum=mq.receive_maximum,
+        held_back_reconnect_s=float(mq.held_back_reconnect),
         subscriptions=tuple(share + t for t in cfg.formats.topics()),
     )
     return ReceiverSettings(

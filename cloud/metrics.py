@@ -20,6 +20,8 @@ class Metrics:
         p = "cloud_ingest_"
         self.messages_received = Counter(p + "messages_received", "MQTT messages received", ["format"], registry=r)
         self.redeliveries = Counter(p + "redeliveries", "MQTT messages received with the DUP flag", registry=r)
+        self.held_back = Counter(p + "held_back_reconnects", "reconnects to get a message the broker held back (a "
+                                 "skipped packet id, cloud/mqtt_gaps.py)", registry=r)
         self.resent_points = Counter(p + "resent_points", "points dropped by dedup as already written: a gateway's "
                                      "re-send or an MQTT redelivery", registry=r)
         self.readings_received = Counter(p + "readings_received", "readings (points) parsed from messages", registry=r)

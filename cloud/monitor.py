@@ -78,6 +78,10 @@ class Monitor:
 
     # ---- what happened ----------------------------------------------------------------------------------------
 
+    def held_back(self) -> None:
+        self.counts.held_back_reconnects += 1
+        self.metrics.held_back.inc()
+
     def received(self, topic: str, dup: bool, format_of: Callable[[str], str | None]) -> None:
         if dup:
             self.counts.redeliveries += 1

@@ -14,6 +14,8 @@ acknowledges it.
   not acknowledged: the broker resends it on the new connection (same packet id, DUP set) and that copy is, after
   its own batch. Acknowledging the old copy could hit a packet id the broker has since given to another message;
   PUBACKs gathered for a connection that has since dropped are thrown away for the same reason.
+- A message the broker holds back (Mosquitto 2.0.11, cloud/mqtt_gaps.py) shows as a skipped packet id; `watch()`
+  reconnects when one has been missing for `held_back_reconnect_s`, and the broker then sends it.
 - Backpressure: `pause(True)` stops reading the socket (gmqtt has no flow control of its own), so the broker waits.
   That needs gmqtt's transport (private `_connection._transport`; gmqtt is pinned in pyproject.toml and
   tests/cloud/test_mqtt_publish.py checks the attributes).
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50
 
+from cloud.mqtt_gaps import SkippedIds
 from cloud.mqtt_publish import Publisher
 from cloud.receiver_settings import MqttSettings
 from cloud.write_path import Message
@@ -80,7 +83,7 @@ class SysReader(Protocol):
 
 class MqttInput:
     def __init__(self, settings: MqttSettings, handler: Handler, *, on_connection: Callable[[bool], None],
-                 sys_reader: SysReader | None = None) -> None:
+                 sys_reader: SysReader | None = None, on_held_back: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self._handler = handler
         self._sys = sys_reader
@@ -98,6 +101,8 @@ class MqttInput:
         self._pubacks: list[int] = []  # packet ids to acknowledge, all of connection `_puback_generation`
         self._puback_generation = 0
         self._flush_scheduled = False
+        self.skipped = SkippedIds(settings.held_back_reconnect_s)
+        self._on_held_back = on_held_back
         self.client = self._make_client()
         self.publisher.attach(self.client)
 
@@ -165,6 +170,7 @@ class MqttInput:
 
     def _on_connect(self, client: Any, flags: int, rc: int, properties: dict[str, Any]) -> None:
         self.generation += 1
+        self.skipped.reset()
         self.connected = True
         self.publisher.connected()
         log.info("connected to the broker (session present: %s)", bool(flags))
@@ -211,8 +217,11 @@ class MqttInput:
         # Replaces gmqtt's hook of the same name, called in arrival order for each QoS 1 PUBLISH (topic decoded,
         # properties parsed). No task: the receiver takes the message now, and finish() acknowledges it later.
         self._mid_in_hand = mid
+        dup = bool(properties.get("dup"))
+        if not dup:
+            self.skipped.seen(mid)
         try:
-            msg = self._handler(topic, payload, 1, bool(properties.get("dup")))
+            msg = self._handler(topic, payload, 1, dup)
         finally:
             self._mid_in_hand = None
         if msg is None or msg.mid is None:
@@ -252,6 +261,28 @@ class MqttInput:
                 raise InputError(f"the broker refused the connection: {e}") from None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Reconnect when the broker holds back a message (module doc), until `stop`."""
+        after = self.settings.held_back_reconnect_s
+        if after <= 0:
+            return
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(after / 2, 5.0))
+            mid = self.skipped.held_back() if self.connected and not stop.is_set() else None
+            if mid is None:
+                continue
+            log.warning("the broker skipped packet id %d and has not sent it for %.0f s (a message Mosquitto 2.0.x "
+                        "holds back until the next connection): reconnecting", mid, after)
+            self.skipped.reset()
+            if self._on_held_back is not None:
+                self._on_held_back()
+            # Dropped as a broken network would drop it: gmqtt's own reconnect follows, as after any outage.
+            # (gmqtt's reconnect() raced that one: two connections with our client id took over from each other.)
+            transport = getattr(getattr(self.client, "_connection", None), "_transport", None)
+            if transport is not None:
+                transport.abort()
 
     async def disconnect(self, *, end_session: bool) -> None:
         """Let the PUBACKs, dead letters and confirmations just queued reach the broker, then say goodbye."""

@@ -120,7 +120,7 @@ class Receiver:
         publish: Publish
         if s.kafka is None:
             self.mqtt = self.input = MqttInput(s.mqtt, self._accept, on_connection=self._on_connection,
-                                               sys_reader=self.monitor.broker)
+                                               sys_reader=self.monitor.broker, on_held_back=self.monitor.held_back)
             self._max_inflight = s.mqtt.receive_maximum
             publish = self.mqtt.publisher.publish
         else:
@@ -421,6 +421,7 @@ class Receiver:
             self.mqtt.retire = retire
         self.monitor.started_ns = self._clock()
         idle_task: asyncio.Future[None] | None = None
+        watch_task: asyncio.Future[None] | None = None
         writers = [asyncio.create_task(self._writer(), name=f"cloud-ingest-writer-{i}")
                    for i in range(self.settings.writers)]
         status_task = asyncio.create_task(self.monitor.run(self.settings.status_interval_s, self.live),
@@ -461,6 +462,8 @@ class Receiver:
                         await r
             if retire and not stop.is_set():
                 idle_task = asyncio.ensure_future(self._stop_when_idle(stop, idle_s))
+            if self.mqtt is not None:
+                watch_task = asyncio.ensure_future(self.mqtt.watch(stop))
             fatal_wait = asyncio.ensure_future(self._wait_fatal())
             stop_wait = asyncio.ensure_future(stop.wait())
             await asyncio.wait({fatal_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -468,8 +471,9 @@ class Receiver:
             stop_wait.cancel()
             await self._shutdown(writers)
         finally:
-            if idle_task is not None:
-                idle_task.cancel()
+            for t in (idle_task, watch_task):
+                if t is not None:
+                    t.cancel()
             tasks = [*writers, status_task, *(t for t in (alerts_task, ha_task) if t is not None)]
             for t in tasks:
                 t.cancel()

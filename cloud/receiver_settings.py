@@ -22,6 +22,7 @@ class MqttSettings:
     qos: int = 1
     session_expiry_s: int = 7 * 86400
     receive_maximum: int = 2000
+    held_back_reconnect_s: float = 30.0  # 0: never (cloud/mqtt_gaps.py)
     subscriptions: tuple[str, ...] = ()  # topic filters, with $share/<group>/ already in front when shared
 
 

@@ -52,6 +52,7 @@ class Status:
     refused_readings: int = 0  # of the dead letters: readings refused on their own (a timestamp out of bounds)
     duplicates: int = 0
     redeliveries: int = 0
+    held_back_reconnects: int = 0  # reconnects to get a message the broker held back (cloud/mqtt_gaps.py)
     resent_points: int = 0  # points dedup dropped as written before (a gateway's re-send, an MQTT redelivery)
     confirmations: int = 0  # confirmation messages published to edge-gw gateways
     confirmed_seqs: int = 0  # batch seqs they carried
@@ -149,7 +150,9 @@ def render(status: Status, *, interval_s: float, offline_after_s: float, now_ns:
         f"queue:          {status.queue_batches} batches, {status.queue_points} points, "
         f"{status.inflight_messages} messages not acknowledged",
         f"last write:     {_ago(status.last_write_ns, now)} ({status.last_batch_points} points)",
-        f"received:       {status.received_messages} messages, {status.received_readings} readings",
+        f"received:       {status.received_messages} messages, {status.received_readings} readings"
+        + (f", {status.held_back_reconnects} reconnects for a message the broker held back"
+           if status.held_back_reconnects else ""),
         f"written:        {status.written} points",
         f"dead letters:   {status.dead_letters} ({status.refused_readings} readings refused on their own)",
         f"duplicates:     {status.duplicates} (cross-gateway), {status.resent_points} points written before (re-sent), "

@@ -112,7 +112,7 @@ def test_status_shows_queue_last_write_gateways_and_dead_letters(tmp_path: Path)
         client_id="rx-1", pid=4242, started_ns=now - 60 * 10**9, updated_ns=now, mqtt_connected=True, sink_state="ok",
         queue_batches=1, queue_points=250, inflight_messages=12, last_write_ns=now - 2 * 10**9,
         last_batch_points=5000, received_messages=70, received_readings=12000, written=11900, dead_letters=3,
-        duplicates=100, redeliveries=2, resent_points=7, confirmations=4, confirmed_seqs=9,
+        duplicates=100, redeliveries=2, resent_points=7, confirmations=4, confirmed_seqs=9, held_back_reconnects=1,
         gateways={
             "pi-kitchen": status.GatewayState(last_seen_ns=now - 10**9, state="online", readings=8000, duplicates=0),
             "c8:25:2d:8e:9c:2c": status.GatewayState(last_seen_ns=now - 20 * 60 * 10**9, state="unknown",
@@ -131,7 +131,7 @@ def test_status_shows_queue_last_write_gateways_and_dead_letters(tmp_path: Path)
         "database:       ok",
         "queue:          1 batches, 250 points, 12 messages not acknowledged",
         "last write:     2.0 s ago (5000 points)",
-        "received:       70 messages, 12000 readings",
+        "received:       70 messages, 12000 readings, 1 reconnects for a message the broker held back",
         "written:        11900 points",
         "dead letters:   3 (0 readings refused on their own)",
         "duplicates:     100 (cross-gateway), 7 points written before (re-sent), 2 messages redelivered (DUP)",
