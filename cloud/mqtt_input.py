@@ -290,6 +290,11 @@ class MqttInput:
         if self.connected:
             await self.publisher.wait_empty(5)
         with contextlib.suppress(Exception):
+            if self.connected and self._sys is not None:
+                # $SYS messages (QoS 0) queued for the session while we are away would make Mosquitto 2.0.11 hold
+                # back a message of the backlog on our return (cloud/mqtt_gaps.py). The UNSUBSCRIBE goes out
+                # before the DISCONNECT on the same socket; the next connect subscribes again.
+                self.client.unsubscribe(list(self._sys.topics))
             if end_session:
                 # Session expiry 0 in the DISCONNECT ends the session at once (MQTT v5 3.14.2.2.2).
                 await self.client.disconnect(session_expiry_interval=0)

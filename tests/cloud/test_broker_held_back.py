@@ -12,8 +12,8 @@ from test_receiver_support import (
     broker_settings,
     create_db,
     edge_batch,
-    make_config,
     mac_text,
+    make_config,
     now_ns,
     reading,
     ruuvi_gw_message,
@@ -136,5 +136,30 @@ def test_the_receiver_reconnects_for_a_message_the_broker_held_back(mosquitto_fa
         finally:
             rr.stop()
         assert len(stored(influxd)) == 62  # each once
+    finally:
+        pub.close()
+
+
+def test_a_receiver_that_stopped_has_no_sys_messages_queued_to_trigger_it(mosquitto_factory: Any, influxd: Any,
+                                                                          tmp_path: Path) -> None:
+    """The receiver's own `$SYS` subscription is the other trigger: the broker publishes `$SYS/broker/uptime` (QoS 0)
+    every `sys_interval` and would queue it for the stopped receiver behind its backlog. A receiver that stops
+    unsubscribes from `$SYS` first, so every message of the backlog comes with no reconnect needed."""
+    broker = mosquitto_factory(tmp_path / "mq", extra=[*broker_settings(), "sys_interval 1"]).start()
+    url = create_db(influxd)
+    cfg = make_config(broker.port, url, tmp_path, mqtt__receive_maximum="10", batch__max_interval="0.2",
+                      mqtt__held_back_reconnect="0")
+    pub = Publisher(broker.port)
+    t0 = now_ns() - 3600 * 10**9
+    try:
+        start_receiver(cfg).stop()
+        pub.publish([("edge-gw/gw-a/batch", edge_batch("gw-a", b, [reading(b, b, t0 + b * MS)])) for b in range(30)])
+        time.sleep(2.5)  # two uptime messages while it is away
+        rr = start_receiver(cfg)
+        try:
+            wait_until(lambda: len(stored(influxd)) == 30, 20, "all 30 readings")
+        finally:
+            rr.stop()
+        assert keys(influxd) == {(t0 + b * MS, mac_text(b), "gw-a") for b in range(30)}
     finally:
         pub.close()
