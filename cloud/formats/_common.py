@@ -140,6 +140,21 @@ def compile_fields_converter(keys: tuple[str, ...]) -> FieldsConverter:
     return namespace["make"](*keys)
 
 
+# One compiled converter per key set of decoded fields: a few per data format (keys a format lacks are left out, not
+# null, in edge-gw batches; the decoders give each format's keys in one order).
+_CONVERTERS: dict[tuple[str, ...], FieldsConverter] = {}
+_MAX_CONVERTERS = 256
+_MAX_CONVERTER_KEYS = 64  # real readings have up to ~30; odd objects take the exact path instead of compiling
+
+
+def converter_for(keys: tuple[str, ...]) -> FieldsConverter | None:
+    """The compiled converter of this key set (compiled on first use); None for odd key sets: use typed_fields()."""
+    convert = _CONVERTERS.get(keys)
+    if convert is None and len(_CONVERTERS) < _MAX_CONVERTERS and len(keys) <= _MAX_CONVERTER_KEYS:
+        convert = _CONVERTERS[keys] = compile_fields_converter(keys)
+    return convert
+
+
 def normalize_mac(text: str, what: str) -> str:
     """`aa:bb:cc:dd:ee:ff` from any case, with or without colons; InvalidMessage otherwise."""
     known = KNOWN_MACS.get(text)
@@ -158,6 +173,9 @@ def normalize_mac(text: str, what: str) -> str:
 
 def gateway_name(text: str) -> str:
     """Gateway ids that are MACs are lower-cased (like tag MACs); anything else is kept as it is."""
+    known = KNOWN_MACS.get(text)
+    if known is not None:
+        return known
     if _MAC.match(text) or _MAC_BARE.match(text):
         return normalize_mac(text, "gateway")
     return text

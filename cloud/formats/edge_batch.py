@@ -10,8 +10,7 @@ import orjson
 
 from cloud.formats._common import (
     KNOWN_MACS,
-    FieldsConverter,
-    compile_fields_converter,
+    converter_for,
     load_object,
     normalize_mac,
     require_int,
@@ -22,10 +21,6 @@ from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point, Refused
 from core.wire import MAX_SEQ, STATES, WIRE_VERSION
 
 _DF_TEXT = {n: str(n) for n in (3, 5, 6, 8, 0xC5, 0xE1)}
-# One compiled converter per key set of `fields`: a few per data format (keys a format lacks are left out, not null).
-_CONVERTERS: dict[tuple[str, ...], FieldsConverter] = {}
-_MAX_CONVERTERS = 256
-_MAX_CONVERTER_KEYS = 64  # real readings have up to ~30; odd objects take the exact path instead of compiling
 
 
 def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
@@ -104,7 +99,6 @@ def _points(readings: list[Any], gateway: str, measurement: str) -> list[Point]:
     """
     points: list[Point] = []
     append = points.append
-    converters = _CONVERTERS
     known_macs = KNOWN_MACS
     df_text = _DF_TEXT
     for i, r in enumerate(readings):
@@ -122,10 +116,7 @@ def _points(readings: list[Any], gateway: str, measurement: str) -> list[Point]:
                 and type(raw) is dict
                 and (rssi is None or type(rssi) is int)
             ):
-                keys = tuple(raw)
-                convert = converters.get(keys)
-                if convert is None and len(converters) < _MAX_CONVERTERS and len(keys) <= _MAX_CONVERTER_KEYS:
-                    convert = converters[keys] = compile_fields_converter(keys)
+                convert = converter_for(tuple(raw))
                 fields = convert(raw) if convert is not None else None
                 if fields is not None:
                     if rssi is not None:

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from cloud.formats._common import (
+    converter_for,
     gateway_name,
     load_object,
     normalize_mac,
@@ -118,7 +119,10 @@ def advert_point(obj: dict[str, Any], *, mac: str, gateway: str, time_ns: int, w
     data_format = decoded.get("data_format")
     if type(data_format) is not int:
         raise InvalidMessage(f"data format {data_format!r} is not an integer")
-    fields = typed_fields(decoded)
+    convert = converter_for(tuple(decoded))  # the decoders' types: the compiled check takes them as they are
+    fields = convert(decoded) if convert is not None else None
+    if fields is None:
+        fields = typed_fields(decoded)  # the gateway's own decoded keys, converted, or the reason they are refused
     if whole_seconds and fields:
         time_ns += _within_second(fields)
     rssi = typed_field("rssi", obj.get("rssi"))

@@ -37,6 +37,10 @@ def payload_from_hex(text: str) -> bytes:
         return raw[2:]
     if raw and PAYLOAD_LENGTHS.get(raw[0]) == len(raw):
         return raw
+    # The usual advertisement, flags then Ruuvi's manufacturer data to the end: what rule 4 finds, found directly.
+    if len(raw) > 7 and raw[0] == 2 and raw[3] + 4 == len(raw) and raw[4] == _MANUFACTURER_SPECIFIC \
+            and raw[5:7] == _RUUVI_ID_LE:
+        return raw[7:]
     structures = ad_structures(raw)
     if structures is None:
         return raw
@@ -68,6 +72,13 @@ def _parse_hex(text: str) -> bytes:
     s = text.strip()
     if s[:2] in ("0x", "0X"):
         s = s[2:]
+    try:
+        raw = bytes.fromhex(s)
+    except ValueError:
+        raw = b""
+    if raw and 2 * len(raw) == len(s):
+        return raw  # only hex digits: fromhex also skips whitespace between bytes, which this rule refuses
+    # The checks below only word the error.
     if not s:
         msg = "empty hex string"
         raise DecodeError(msg)

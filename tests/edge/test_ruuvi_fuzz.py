@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from test_ruuvi_vectors import KEYS_BY_FORMAT, OK, check_shape
 
 from core.ruuvi import DecodeError, decode, payload_from_hex
-from core.ruuvi.hexinput import PAYLOAD_LENGTHS
+from core.ruuvi.hexinput import PAYLOAD_LENGTHS, ad_structures
 
 FAST = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VALID = [bytes.fromhex(v["hex"]) for v in OK]
@@ -113,3 +113,37 @@ def test_df5_and_c5_agree_on_shared_fields(
     assert {k: v for k, v in a.items() if k in b and k != "data_format"} == {
         k: v for k, v in b.items() if k != "data_format"
     }
+
+
+
+def _rules(raw: bytes) -> bytes | None:
+    """Rules 2-5 of core/ruuvi/hexinput.py's doc, spelled out with ad_structures (None: DecodeError): the reference
+    for its fast path."""
+    if raw[:2] == b"\x99\x04":
+        return raw[2:]
+    if raw and PAYLOAD_LENGTHS.get(raw[0]) == len(raw):
+        return raw
+    structures = ad_structures(raw)
+    if structures is None:
+        return raw
+    for ad_type, data in structures:
+        if ad_type == 0xFF and data[:2] == b"\x99\x04":
+            return data[2:]
+    return None
+
+
+@FAST
+@given(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=40), st.binary(max_size=3), st.booleans(),
+       st.integers(-2, 2))
+def test_flags_then_ruuvi_data_reads_as_the_rules_do(flag_type: int, flags: int, payload: bytes, tail: bytes,
+                                                     company_ok: bool, skew: int) -> None:
+    """The usual advertisement (flags, then Ruuvi's manufacturer data) has a fast path: it must give what the rules
+    give, for any bytes around it: another company id, trailing bytes, a length byte that is off."""
+    company = b"\x99\x04" if company_ok else b"\x99\x05"
+    manufacturer = bytes([0xFF]) + company + payload
+    raw = bytes([2, flag_type, flags, max(0, min(255, len(manufacturer) + skew))]) + manufacturer + tail
+    try:
+        got: bytes | None = payload_from_hex(raw.hex())
+    except DecodeError:
+        got = None
+    assert got == _rules(raw)
