@@ -53,8 +53,7 @@ class ReceiverProcess:
         self.log = workdir / f"{client_id}.log"
         command = command or ["run", "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", "--influx", influx_url]
         self.args = [sys.executable, "-c", "from cloud.cli import main; main()", *command, "--client-id", client_id,
-                     "--metrics-port", "0", "--status-file", str(self.status_file), "--log-level", "warning",
-                     "--set", "status.interval=0.05"]
+                     "--metrics-port", "0", "--status-file", str(self.status_file), "--log-level", "warning"]
         if command[0] == "run":
             self.args += ["--set", "rollups.enabled=false"]
         for k, v in settings.items():
