@@ -118,7 +118,14 @@ class Router:
         oldest = now - int(cfg.max_age_s * _NS)
         newest = now + int(cfg.max_ahead_s * _NS)
         points = parsed.points
-        if not points or (oldest <= min(p.time_ns for p in points) and max(p.time_ns for p in points) <= newest):
+        if not points:
+            return parsed
+        if len(points) == 1:  # most messages (Ruuvi Gateway, flat): no generator to start twice
+            first = last = points[0].time_ns
+        else:
+            times = [p.time_ns for p in points]
+            first, last = min(times), max(times)
+        if oldest <= first and last <= newest:
             return parsed
 
         bounds = f"outside [now - {_seconds(cfg.max_age_s)} s, now + {_seconds(cfg.max_ahead_s)} s]"
