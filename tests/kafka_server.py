@@ -3,6 +3,7 @@ its log in a temporary folder, stopped by PID. Its jars come from Maven Central 
 scripts/install-deps.sh into the cache folder `kafka_jars()` names; nothing is built.
 
 With `secure=SaslSsl(...)` it also has a SASL_SSL listener (SCRAM-SHA-512 over TLS, what an operator would expose),
+an SSL one (TLS alone) and a SASL_PLAINTEXT one (SCRAM-SHA-256 and PLAIN),
 its certificate from a throwaway CA made with openssl (`make_pki`). The PLAINTEXT listener stays, for the broker's
 own traffic and for the tests' helpers (topics, readers); the clients under test use `secure_bootstrap`."""
 
@@ -41,6 +42,7 @@ logger.raft.level = INFO
 
 STARTED = "Kafka Server started"
 SCRAM = "SCRAM-SHA-512"
+SCRAM_256 = "SCRAM-SHA-256"
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ class Kafka(ServerProcess):
     extra: list[str] = field(default_factory=list)
     secure: SaslSsl | None = None
     secure_port: int = field(default_factory=free_port)
+    ssl_port: int = field(default_factory=free_port)  # with `secure`: TLS alone, no SASL
+    sasl_plaintext_port: int = field(default_factory=free_port)  # with `secure`: SCRAM-SHA-256 and PLAIN, no TLS
     jars: Path = field(default_factory=kafka_jars)
     cluster_id: str = field(default_factory=random_cluster_id)
     proc: subprocess.Popen[bytes] | None = None
@@ -138,6 +142,18 @@ class Kafka(ServerProcess):
         if self.secure is None:
             raise ValueError("this broker has no SASL_SSL listener (Kafka(secure=SaslSsl(...)))")
         return f"127.0.0.1:{self.secure_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """The SSL listener (TLS, no SASL; only with `secure`)."""
+        self.secure_bootstrap  # noqa: B018 - the same check
+        return f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def sasl_plaintext_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listener (SCRAM-SHA-256 and PLAIN, no TLS; only with `secure`)."""
+        self.secure_bootstrap  # noqa: B018 - the same check
+        return f"127.0.0.1:{self.sasl_plaintext_port}"
 
     @property
     def log(self) -> Path:
@@ -179,18 +195,32 @@ class Kafka(ServerProcess):
         """The SASL_SSL listener's settings, after the plain ones (a later key wins in a properties file)."""
         if self.secure is None:
             return []
-        ln = "listener.name.sasl_ssl."
+        ln, tls, sp = "listener.name.sasl_ssl.", "listener.name.ssl.", "listener.name.sasl_plaintext."
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        plain_users = " ".join(f'user_{name}="{password}"' for name, password in self.secure.users.items())
+        others = f"SASL_SSL://127.0.0.1:{self.secure_port},SSL://127.0.0.1:{self.ssl_port}," \
+                 f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_plaintext_port}"
         return [
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port},"
-            f"SASL_SSL://127.0.0.1:{self.secure_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},SASL_SSL://127.0.0.1:{self.secure_port}",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port},{others}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},{others}",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT",
             f"sasl.enabled.mechanisms={SCRAM}",
             # The broker side of SCRAM needs no credentials of its own: it checks clients against the metadata log.
-            f"{ln}{SCRAM.lower()}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{ln}sasl.enabled.mechanisms={SCRAM}",
+            f"{ln}{SCRAM.lower()}.sasl.jaas.config={scram}",
             f"{ln}ssl.keystore.type=PEM",
             f"{ln}ssl.keystore.location={self.secure.pki.pem}",
             f"{ln}ssl.client.auth=none",  # the clients prove who they are with SCRAM, not with a certificate
+            # TLS alone: the client checks the broker's certificate, and anyone who connects is let in.
+            f"{tls}ssl.keystore.type=PEM",
+            f"{tls}ssl.keystore.location={self.secure.pki.pem}",
+            f"{tls}ssl.client.auth=none",
+            # SASL without TLS, with the other two mechanisms cloud-ingest offers. PLAIN's users live in the config.
+            f"{sp}sasl.enabled.mechanisms={SCRAM_256},PLAIN",
+            f"{sp}{SCRAM_256.lower()}.sasl.jaas.config={scram}",
+            f"{sp}plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f"{plain_users};",
         ]
 
     def _java(self, *args: str) -> list[str]:
@@ -207,8 +237,8 @@ class Kafka(ServerProcess):
             return
         check_jars(self.jars)
         scram = [] if self.secure is None else [
-            arg for name, password in self.secure.users.items()
-            for arg in ("--add-scram", f"{SCRAM}=[name={name},password={password}]")]
+            arg for name, password in self.secure.users.items() for mechanism in (SCRAM, SCRAM_256)
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
         run = subprocess.run(
             # `--cluster-id=ID` in one word: an id may start with "-" (URL-safe base64, 1 in 64), which the tool
             # would take for an option after a separate `-t`.

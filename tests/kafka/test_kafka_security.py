@@ -1,7 +1,8 @@
 """The Kafka path over SASL_SSL (SCRAM-SHA-512 over TLS) against a real broker: `cloud-ingest bridge` and
 `cloud-ingest run --kafka` with kafka.security_protocol, username, password_file (mode 0600) and ca_file store every
-reading published to Mosquitto in InfluxDB exactly; a wrong password and an untrusted CA stop the bridge at once with
-the cause named, no password in its output, and nothing acknowledged to the MQTT broker.
+reading published to Mosquitto in InfluxDB exactly, and so do SSL alone and SASL_PLAINTEXT with SCRAM-SHA-256 and
+with PLAIN: every protocol and mechanism the config accepts. A wrong password and an untrusted CA stop the bridge at
+once with the cause named, no password in its output, and nothing acknowledged to the MQTT broker.
 
 One broker for the module (about 8-12 s to start): each test has topics and a consumer group of its own. Its
 PLAINTEXT listener serves the test's own reader, the clients under test use only the SASL_SSL one."""
@@ -51,15 +52,17 @@ def secret(path: Path, text: str) -> Path:
     return path
 
 
-def bridge_args(mq_port: int, kafka: Kafka, tmp: Path, topic: str, *, password_file: Path,
-                ca_file: Path) -> list[str]:
-    return ["--mqtt", f"mqtt://127.0.0.1:{mq_port}", "--kafka", kafka.secure_bootstrap, "--client-id", "bridge-sec",
-            "--metrics-port", "0", "--status-file", str(tmp / "status.json"), "--log-level", "debug",
-            "--set", "batch.max_interval=0.1", "--set", "status.interval=0.2", "--set", "kafka.partitions=3",
-            "--set", f"kafka.topic={topic}", "--set", f"kafka.dlq_topic={topic}.dlq",
-            "--set", "kafka.security_protocol=sasl_ssl", "--set", "kafka.sasl_mechanism=SCRAM-SHA-512",
-            "--set", "kafka.username=bridge", "--set", f"kafka.password_file={password_file}",
-            "--set", f"kafka.ca_file={ca_file}"]
+def bridge_args(mq_port: int, kafka: Kafka, tmp: Path, topic: str, *, password_file: Path | None,
+                ca_file: Path | None, protocol: str = "sasl_ssl", mechanism: str = "SCRAM-SHA-512",
+                bootstrap: str | None = None) -> list[str]:
+    auth = ["--set", f"kafka.sasl_mechanism={mechanism}", "--set", "kafka.username=bridge",
+            "--set", f"kafka.password_file={password_file}"] if password_file is not None else []
+    return ["--mqtt", f"mqtt://127.0.0.1:{mq_port}", "--kafka", bootstrap or kafka.secure_bootstrap,
+            "--client-id", "bridge-sec", "--metrics-port", "0", "--status-file", str(tmp / "status.json"),
+            "--log-level", "debug", "--set", "batch.max_interval=0.1", "--set", "status.interval=0.2",
+            "--set", "kafka.partitions=3", "--set", f"kafka.topic={topic}", "--set", f"kafka.dlq_topic={topic}.dlq",
+            "--set", f"kafka.security_protocol={protocol}", *auth,
+            *(["--set", f"kafka.ca_file={ca_file}"] if ca_file is not None else [])]
 
 
 def status(tmp: Path) -> dict[str, Any]:
@@ -95,27 +98,43 @@ def assert_no_password(*texts: str) -> None:
             assert pw not in text
 
 
-def test_bridge_and_consumer_over_sasl_ssl_store_every_reading_exactly(mosquitto_factory: Any, secure_kafka: Kafka,
-                                                                         influxd: Influxd, pki: Pki,
-                                                                         tmp_path: Path) -> None:
+# kafka.security_protocol and kafka.sasl_mechanism: every value cloud-ingest accepts (cloud/config.py), each on a
+# listener of the module's broker that takes only it.
+PROTOCOLS = [("sasl_ssl", "SCRAM-SHA-512"), ("ssl", ""), ("sasl_plaintext", "SCRAM-SHA-256"),
+             ("sasl_plaintext", "PLAIN")]
+
+
+def listener(kafka: Kafka, protocol: str) -> str:
+    return {"sasl_ssl": kafka.secure_bootstrap, "ssl": kafka.ssl_bootstrap,
+            "sasl_plaintext": kafka.sasl_plaintext_bootstrap}[protocol]
+
+
+@pytest.mark.parametrize(("protocol", "mechanism"), PROTOCOLS)
+def test_bridge_and_consumer_store_every_reading_exactly(mosquitto_factory: Any, secure_kafka: Kafka,
+                                                         influxd: Influxd, pki: Pki, tmp_path: Path, protocol: str,
+                                                         mechanism: str) -> None:
     mq = mosquitto_factory(tmp_path / "mq", extra=broker_settings()).start()
-    topic = "sec.e2e"
+    topic = f"sec.e2e.{protocol}.{mechanism or 'none'}"
     log = tmp_path / "bridge.log"
-    bridge = bridge_process(*bridge_args(mq.port, secure_kafka, tmp_path, topic,
-                                         password_file=secret(tmp_path / "bridge.pw", USERS["bridge"]),
-                                         ca_file=pki.ca), log=log)
+    sasl = protocol.startswith("sasl")
+    ca = pki.ca if protocol.endswith("ssl") else None
+    bridge = bridge_process(*bridge_args(
+        mq.port, secure_kafka, tmp_path, topic, ca_file=ca, protocol=protocol, mechanism=mechanism,
+        password_file=secret(tmp_path / "bridge.pw", USERS["bridge"]) if sasl else None,
+        bootstrap=listener(secure_kafka, protocol)), log=log)
+    auth = [f"kafka.sasl_mechanism={mechanism}", "kafka.username=ingest",
+            f"kafka.password_file={secret(tmp_path / 'ingest.pw', USERS['ingest'])}"] if sasl else []
     consumer = start_consumer(
         secure_kafka, create_db(influxd), tmp_path / "consumer", "consumer-sec",
-        f"kafka.topic={topic}", f"kafka.dlq_topic={topic}.dlq", "kafka.group=sec-e2e",
-        "kafka.security_protocol=sasl_ssl", "kafka.username=ingest",
-        f"kafka.password_file={secret(tmp_path / 'ingest.pw', USERS['ingest'])}", f"kafka.ca_file={pki.ca}",
-        bootstrap=secure_kafka.secure_bootstrap)
+        f"kafka.topic={topic}", f"kafka.dlq_topic={topic}.dlq", f"kafka.group={topic}",
+        f"kafka.security_protocol={protocol}", *auth, *([f"kafka.ca_file={ca}"] if ca else []),
+        bootstrap=listener(secure_kafka, protocol))
     try:
         wait_until(lambda: b"subscribed to" in (log.read_bytes() if log.exists() else b""), 60, "bridge subscribed")
         want = publish_batches(mq.port, "gw-s", batches=20, tags=10, t0_s=int(time.time()) - 3600)
         assert len(want) == 200
         wait_until(lambda: status(tmp_path).get("written") == 200 and status(tmp_path).get("inflight_messages") == 0,
-                   60, "200 readings produced over SASL_SSL and acknowledged")
+                   60, f"200 readings produced over {protocol} and acknowledged")
         wait_until(lambda: consumer.status().get("written") == 200, 60, "200 points written by the consumer")
         wait_until(lambda: [p["lag"] for p in consumer.status().get("kafka_partitions", {}).values()] == [0, 0, 0],
                    30, "lag 0 on the 3 partitions: every offset committed")
