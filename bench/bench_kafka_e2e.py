@@ -97,13 +97,19 @@ def drain(work: Path, broker: Mosquitto, kafka: Kafka, influxd: Influxd, name: s
     before = cpu_of(procs)
     try:
         deadline = time.monotonic() + 1800
+        progress, moved = -1, time.monotonic()
         while True:
             sts = [c.status() or {} for c in p.consumers]
             written = sum(st.get("written", 0) + st.get("duplicates", 0) for st in sts)
             if written >= readings:
                 break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: only {written} of {readings} written")
+            if written != progress:
+                progress, moved = written, time.monotonic()
+            if time.monotonic() > deadline or time.monotonic() - moved > 120:
+                b = p.bridge.status() or {}
+                raise RuntimeError(f"{name}: only {written} of {readings} written, none for 120 s; the bridge "
+                                   f"received {b.get('received_readings')} readings and holds "
+                                   f"{b.get('inflight_messages')} messages unacknowledged")
             time.sleep(0.05)
         after = cpu_of(procs)
         bridge = p.bridge.status() or {}
