@@ -349,6 +349,7 @@ class HttpSection:
 
 KAFKA_SECURITY = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
 KAFKA_SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+KAFKA_ASSIGNMENT = ("cooperative-sticky", "range", "roundrobin")
 _KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _BOOTSTRAP_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}")
 
@@ -378,6 +379,10 @@ class KafkaSection:
     # a rebalance the batch in hand is written and committed within revoke_timeout, else abandoned uncommitted.
     session_timeout: Duration = Duration(10.0)
     revoke_timeout: Duration = Duration(10.0)
+    # How the group shares the partitions: "cooperative-sticky" moves only the partitions that change owner on a
+    # rebalance, the others keep being consumed; "range" and "roundrobin" (eager) take every partition back first.
+    # All consumers of a group must use one kind: switching kinds means stopping them all first.
+    assignment: str = "cooperative-sticky"
 
     def __post_init__(self) -> None:
         from cloud.kafka.records import ENCODINGS, RECORD_KINDS
@@ -412,6 +417,8 @@ class KafkaSection:
         # librdkafka's bounds for session.timeout.ms; brokers allow 6-1800 s by default (group.*.session.timeout.ms).
         _check(1 <= self.session_timeout <= 3600,
                f"kafka.session_timeout: must be 1 s..1 h, got {self.session_timeout}")
+        _check(self.assignment in KAFKA_ASSIGNMENT,
+               f"kafka.assignment: expected one of {', '.join(KAFKA_ASSIGNMENT)}, got {self.assignment!r}")
         _check(0 <= self.revoke_timeout <= 240, f"kafka.revoke_timeout: must be 0..240 s (the poll thread waits for it "
                                                 f"inside the rebalance), got {self.revoke_timeout}")
 
@@ -688,6 +695,7 @@ def kafka_settings(cfg: Config) -> KafkaSettings:
     return KafkaSettings(client=kafka_client_config(cfg), topic=k.topic, dlq_topic=k.dlq_topic, group=k.group,
                          client_id=cfg.mqtt.client_id, session_timeout_s=float(k.session_timeout),
                          revoke_timeout_s=float(k.revoke_timeout), delivery_timeout_s=float(k.delivery_timeout),
+                         assignment=k.assignment,
                          max_records=cfg.batch.max_points * (cfg.batch.queue_batches + cfg.batch.writers + 1))
 
 

@@ -53,6 +53,7 @@ class KafkaSettings:
     client_id: str = "cloud-ingest-1"
     session_timeout_s: float = 10.0  # how long a crashed consumer's partitions wait before another takes them
     revoke_timeout_s: float = 10.0  # on a rebalance: finish the batch within this, else abandon it uncommitted
+    assignment: str = "cooperative-sticky"  # partition.assignment.strategy (kafka.assignment)
     max_records: int = 20_000  # records handed over and not yet written: more pauses the partitions
     delivery_timeout_s: float = 30.0  # the dead-letter producer's message.timeout.ms (kafka.delivery_timeout)
 

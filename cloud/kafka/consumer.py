@@ -166,6 +166,9 @@ class KafkaInput:
             "enable.auto.commit": False,  # we commit after the write
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",  # a new group starts at the oldest record: nothing is skipped
+            # Cooperative: a rebalance revokes and assigns only the partitions that move (the callbacks get just
+            # those; confluent-kafka then assigns incrementally), and the rest are consumed throughout.
+            "partition.assignment.strategy": s.assignment,
             "session.timeout.ms": int(s.session_timeout_s * 1000),
             "heartbeat.interval.ms": max(100, int(s.session_timeout_s * 1000 / 4)),
             "on_commit": self._on_commit,

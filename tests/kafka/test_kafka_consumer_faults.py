@@ -132,6 +132,10 @@ def test_two_consumers_rebalance_mid_stream_one_joining_then_one_leaving(kafka: 
         # Both own partitions: the group split them.
         wait_until(lambda: len(first.status().get("kafka_partitions", {})) == 2
                    and len(second.status().get("kafka_partitions", {})) == 2, 30, "2 + 2 partitions")
+        # Cooperative assignment (kafka.assignment): the first gave up only the two partitions that moved, and
+        # kept consuming the other two through the rebalance.
+        revoked = [ln for ln in first.log.read_text().splitlines() if "kafka: revoked" in ln]
+        assert len(revoked) == 1 and revoked[0].count("ruuvi.readings/") == 2, revoked
         joined.set()
         wait_until(lambda: second.status().get("written", 0) >= 2000, 60, "2000 points written by the second")
         leaving.set()
