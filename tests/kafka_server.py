@@ -139,21 +139,22 @@ class Kafka(ServerProcess):
     @property
     def secure_bootstrap(self) -> str:
         """The SASL_SSL listener (only with `secure`)."""
-        if self.secure is None:
-            raise ValueError("this broker has no SASL_SSL listener (Kafka(secure=SaslSsl(...)))")
-        return f"127.0.0.1:{self.secure_port}"
+        return self._secure_listener(self.secure_port)
 
     @property
     def ssl_bootstrap(self) -> str:
         """The SSL listener (TLS, no SASL; only with `secure`)."""
-        self.secure_bootstrap  # noqa: B018 - the same check
-        return f"127.0.0.1:{self.ssl_port}"
+        return self._secure_listener(self.ssl_port)
 
     @property
     def sasl_plaintext_bootstrap(self) -> str:
         """The SASL_PLAINTEXT listener (SCRAM-SHA-256 and PLAIN, no TLS; only with `secure`)."""
-        self.secure_bootstrap  # noqa: B018 - the same check
-        return f"127.0.0.1:{self.sasl_plaintext_port}"
+        return self._secure_listener(self.sasl_plaintext_port)
+
+    def _secure_listener(self, port: int) -> str:
+        if self.secure is None:
+            raise ValueError("this broker has no secure listeners (Kafka(secure=SaslSsl(...)))")
+        return f"127.0.0.1:{port}"
 
     @property
     def log(self) -> Path:
@@ -192,7 +193,8 @@ class Kafka(ServerProcess):
         return "\n".join([*lines, *self._secure_lines(), *self.extra]) + "\n"
 
     def _secure_lines(self) -> list[str]:
-        """The SASL_SSL listener's settings, after the plain ones (a later key wins in a properties file)."""
+        """The SASL_SSL, SSL and SASL_PLAINTEXT listeners' settings, after the plain ones (a later key wins in a
+        properties file)."""
         if self.secure is None:
             return []
         ln, tls, sp = "listener.name.sasl_ssl.", "listener.name.ssl.", "listener.name.sasl_plaintext."
