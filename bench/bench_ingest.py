@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), s
 
 import orjson  # noqa: E402
 from bench_influx_ceiling import influx_ceiling  # noqa: E402
-from servers import Influxd, Mosquitto  # noqa: E402
+from servers import Influxd, Mosquitto, cpu_seconds  # noqa: E402
 from test_receiver_support import Publisher, broker_settings, df5_payload, mac_bytes, mac_text, ruuvi_gw_message  # noqa: E402
 
 from core import ruuvi  # noqa: E402
@@ -110,20 +110,27 @@ def edge_messages(total: int, per_batch: int, gateways: int, t0: int) -> list[tu
 
 
 def sustained(workdir: Path, broker: Mosquitto, url: str, name: str, messages: list[tuple[str, bytes]],
-              readings: int, settings: dict[str, str], receivers: int = 1,
-              tree: Path | None = None) -> tuple[float, dict[str, int]]:
+              readings: int, settings: dict[str, str], receivers: int = 1, tree: Path | None = None,
+              servers: dict[str, int] | None = None) -> tuple[float, dict[str, int], dict[str, float]]:
     """Readings/s from the receivers' start until the last write, the broker queue pre-loaded. Several receivers
-    share the subscription (mqtt.shared_group)."""
+    share the subscription (mqtt.shared_group). Also the CPU µs per reading of the receivers (summed, start-up not
+    included: the CPU of a run that only connects is taken off) and of each of `servers` (name -> pid) meanwhile."""
     if receivers > 1:
         settings = {**settings, "mqtt.shared_group": name}
     rxs = [ReceiverProcess(workdir, broker.port, url, f"{name}-{k}", settings, tree) for k in range(receivers)]
+    startup = []  # each receiver's CPU seconds from its spawn to connected, taken off its measured run below
     for rx in rxs:
-        rx.start().stop()  # the session exists now; the broker queues for it
+        rx.start()  # the session exists now; the broker queues for it
+        startup.append(cpu_seconds(rx.proc.pid))  # type: ignore[union-attr]
+        rx.stop()
     pub = Publisher(broker.port, client_id=f"pub-{name}")
     pub.publish(messages, timeout=600)
     pub.close()
+    cpu0 = {k: cpu_seconds(pid) for k, pid in (servers or {}).items()}
     for rx in rxs:
         rx.start()
+    pids = {**(servers or {}), **{f"rx{k}": rx.proc.pid for k, rx in enumerate(rxs) if rx.proc is not None}}
+    cpu0.update({f"rx{k}": startup[k] for k in range(len(rxs))})
     try:
         deadline = time.monotonic() + 600
         while True:
@@ -136,7 +143,10 @@ def sustained(workdir: Path, broker: Mosquitto, url: str, name: str, messages: l
                 raise RuntimeError(f"{name}: only {total['written']} of {readings} written")
             time.sleep(0.02)
         span = max(st["last_write_ns"] for st in sts) - min(st["started_ns"] for st in sts)
-        return readings / (span / S), total
+        used = {k: (cpu_seconds(pid) - cpu0[k]) / readings * 1e6 for k, pid in pids.items()}
+        cpu = {k: v for k, v in used.items() if not k.startswith("rx")}
+        cpu["receiver"] = sum(v for k, v in used.items() if k.startswith("rx"))
+        return readings / (span / S), total, cpu
     finally:
         for rx in rxs:
             rx.stop()
@@ -223,6 +233,10 @@ def latency(workdir: Path, broker: Mosquitto, influxd: Influxd, db: str, rate: i
     return seen
 
 
+def cpu_text(cpu: dict[str, float]) -> str:
+    return "CPU µs per reading: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items()))
+
+
 def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=1000)[int(p * 10) - 1]
 
@@ -237,6 +251,10 @@ def main() -> None:
                     help="also run this many receivers in a shared subscription group on edge traffic (1 = skip)")
     ap.add_argument("--baseline", type=Path, help="also run the Ruuvi Gateway traffic through the receiver of this "
                     "checkout (e.g. `git worktree add /tmp/base main`), right after this tree's, for a before/after")
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="a receiver setting for every run (repeatable), e.g. mqtt.receive_maximum=10000")
+    ap.add_argument("--baseline-set", dest="baseline_extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="a receiver setting of the baseline run only (repeatable; with or without --baseline)")
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--latency-interval", default="0.1", help="batch.max_interval for the latency run")
@@ -257,31 +275,40 @@ def main() -> None:
 
             t0 = time.time_ns() - 3600 * S
             msgs = edge_messages(args.edge, 500, 10, t0)
-            common = {"batch.writers": str(args.writers), "dedup.max_entries": "1000000"}
-            rate, st = sustained(work, broker, f"{base}/ingest", "edge", msgs, args.edge, common)
+            common = {"batch.writers": str(args.writers), "dedup.max_entries": "1000000",
+                      **dict(kv.split("=", 1) for kv in args.extra)}
+            servers = {"influxd": influxd.proc.pid, "mosquitto": broker.proc.pid}
+            rate, st, cpu = sustained(work, broker, f"{base}/ingest", "edge", msgs, args.edge, common,
+                                      servers=servers)
             print(f"cloud-ingest, edge-format batches (500 readings/message, {len(msgs)} messages): {rate:,.0f} "
                   f"readings/s = {rate / ceiling:.0%} of the ceiling (written {st['written']}, duplicates "
-                  f"{st['duplicates']}, dead letters {st['dead_letters']})")
+                  f"{st['duplicates']}, dead letters {st['dead_letters']}); {cpu_text(cpu)}")
 
             t1 = time.time_ns() // S - 1800
             rmsgs = [ruuvi_gw_message("C8:25:2D:8E:9C:2C", i % 1000, i // 1000, t1 + i // 1000)
                      for i in range(args.ruuvi)]
-            rrate, rst = sustained(work, broker, f"{base}/ruuvigw", "ruuvigw", rmsgs, args.ruuvi, common)
+            rrate, rst, rcpu = sustained(work, broker, f"{base}/ruuvigw", "ruuvigw", rmsgs, args.ruuvi, common,
+                                         servers=servers)
             print(f"cloud-ingest, Ruuvi Gateway traffic (1 reading/message, QoS 1, {args.ruuvi} messages): "
-                  f"{rrate:,.0f} readings/s = {rrate / ceiling:.0%} of the ceiling (written {rst['written']})")
-            if args.baseline is not None:
+                  f"{rrate:,.0f} readings/s = {rrate / ceiling:.0%} of the ceiling (written {rst['written']}); "
+                  f"{cpu_text(rcpu)}")
+            if args.baseline is not None or args.baseline_extra:
                 influxd.query('CREATE DATABASE "ruuvigw_base"', method="POST")
-                brate, bst = sustained(work, broker, f"{base}/ruuvigw_base", "ruuvigw-base", rmsgs, args.ruuvi,
-                                       common, tree=args.baseline.resolve())
-                print(f"  the same through the baseline receiver ({args.baseline}): {brate:,.0f} readings/s = "
-                      f"{brate / ceiling:.0%} of the ceiling (written {bst['written']}); this tree is "
-                      f"{rrate / brate:.2f}x the baseline")
+                bsettings = {**common, **dict(kv.split("=", 1) for kv in args.baseline_extra)}
+                brate, bst, bcpu = sustained(work, broker, f"{base}/ruuvigw_base", "ruuvigw-base", rmsgs,
+                                             args.ruuvi, bsettings, servers=servers,
+                                             tree=args.baseline.resolve() if args.baseline else None)
+                what = " ".join([str(args.baseline or "this tree"), *args.baseline_extra])
+                print(f"  the same through the baseline receiver ({what}): {brate:,.0f} readings/s = "
+                      f"{brate / ceiling:.0%} of the ceiling (written {bst['written']}); {cpu_text(bcpu)}; this "
+                      f"tree is {rrate / brate:.2f}x the baseline's rate at "
+                      f"{rcpu['receiver'] / bcpu['receiver']:.2f}x its receiver CPU per reading")
 
             if args.receivers > 1:
                 influxd.query('CREATE DATABASE "ingest2"', method="POST")
                 msgs2 = edge_messages(args.edge, 500, 10, t0 + 1800 * S)
-                rate2, st2 = sustained(work, broker, f"{base}/ingest2", "shared", msgs2, args.edge, common,
-                                       receivers=args.receivers)
+                rate2, st2, _ = sustained(work, broker, f"{base}/ingest2", "shared", msgs2, args.edge, common,
+                                          receivers=args.receivers)
                 print(f"cloud-ingest x{args.receivers} in one shared subscription group, edge-format batches: "
                       f"{rate2:,.0f} readings/s = {rate2 / ceiling:.0%} of the ceiling (written {st2['written']})")
 

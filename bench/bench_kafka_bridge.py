@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent / "tests" / "cloud"))
 
 from kafka_server import Kafka  # noqa: E402
-from servers import Mosquitto, stop_pid  # noqa: E402
+from servers import Mosquitto, cpu_seconds, stop_pid  # noqa: E402
 from test_receiver_support import Publisher, edge_batch, reading  # noqa: E402
 
 VARIANTS = [("reading", "json"), ("reading", "avro"), ("batch", "json"), ("batch", "avro")]
@@ -57,11 +57,6 @@ def status(tmp: Path) -> dict[str, Any]:
         return dict(json.loads((tmp / "status.json").read_bytes()))
     except (OSError, ValueError):
         return {}
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait(cond: Any, timeout: float, what: str) -> None:
@@ -99,7 +94,7 @@ def run_variant(mq: Mosquitto, kafka: Kafka, tmp: Path, record: str, encoding: s
         if p.poll() is not None:
             raise RuntimeError(f"bridge exited: {log.read_text()[-2000:]}")
         time.sleep(0.05)
-    cpu = cpu_s(p.pid)
+    cpu = cpu_seconds(p.pid)
     stop_pid(p, signal.SIGTERM, 30)
     seconds = now - first_t
     return {"rate": (n - first_n) / seconds, "seconds": seconds, "cpu_per_100k": cpu / n * 100_000}

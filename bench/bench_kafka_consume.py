@@ -38,7 +38,7 @@ from bench_influx_ceiling import influx_ceiling, make_points  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from kafka_server import Kafka  # noqa: E402
-from servers import Influxd  # noqa: E402
+from servers import Influxd, cpu_seconds  # noqa: E402
 
 from cloud.kafka.records import Codec  # noqa: E402
 
@@ -150,12 +150,6 @@ def drain(kafka: Kafka, influx: Influxd, workdir: Path, *, record: str, consumer
         drop_database(influx, db)
     return {"rate": readings / (t_done - t_first), "join_s": t_first - t_start, "wall_s": t_done - t_start,
             "cpu_us": cpu_s / readings * 1e6}
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a running process, from /proc: a figure the other jobs on the machine do not change much."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drop_database(influx: Influxd, db: str) -> None:

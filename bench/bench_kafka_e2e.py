@@ -30,9 +30,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), s
 
 from bench_influx_ceiling import influx_ceiling  # noqa: E402
 from bench_ingest import ReceiverProcess, edge_messages, latency, pct  # noqa: E402
-from bench_kafka_consume import cpu_seconds  # noqa: E402
 from kafka_server import Kafka  # noqa: E402
-from servers import Influxd, Mosquitto  # noqa: E402
+from servers import Influxd, Mosquitto, cpu_seconds  # noqa: E402
 from test_receiver_support import Publisher, broker_settings  # noqa: E402
 
 S = 1_000_000_000

@@ -64,6 +64,12 @@ def stop_pid(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, ti
         proc.wait(5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process, from /proc: a figure the other jobs on the machine do not change much."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` mounted at `path` for the test (a full file system in a few MiB); needs root, as CI has."""

@@ -90,11 +90,14 @@ class Publisher:
             time.sleep(0.01)
 
     def publish(self, messages: Iterable[tuple[str, bytes]], qos: int = 1, timeout: float = 60.0) -> int:
-        infos = [self.client.publish(t, p, qos=qos) for t, p in messages]
         deadline = time.monotonic() + timeout
-        for info in infos:
-            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-        return len(infos)
+        pending = list(messages)
+        # paho numbers queued messages with 16-bit ids, so at most 65,535 may wait at once.
+        for start in range(0, len(pending), 50_000):
+            infos = [self.client.publish(t, p, qos=qos) for t, p in pending[start:start + 50_000]]
+            for info in infos:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+        return len(pending)
 
     def close(self) -> None:
         self.client.disconnect()
