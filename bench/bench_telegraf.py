@@ -7,10 +7,11 @@ Two workloads, each with the same readings for both tools:
   has no line-protocol input, so it reads the same readings as edge-gw batches (docs/wire-format.md), 500 a message.
   Both write the same points.
 
-Both tools get the same window and batch: 2000 unacknowledged messages (cloud-ingest `mqtt.receive_maximum`,
-Telegraf `max_undelivered_messages`), and writes of 1000 points (flat) or 5000 (batch) (Telegraf
-`metric_batch_size`; cloud-ingest's defaults). Each run pre-loads the broker queue of the tool's persistent session,
-then starts the tool, so that the publisher does not compete for the 2 cores while the tool is timed.
+Both tools get the same window and batch: --window unacknowledged messages (default 20000, cloud-ingest's default
+`mqtt.receive_maximum`; Telegraf `max_undelivered_messages`), and writes of 5000 points, or of half the window if
+that is fewer (cloud-ingest's rule, batch.max_points and batch.max_messages; Telegraf `metric_batch_size`).
+Each run pre-loads the broker queue of the tool's persistent session, then starts the tool, so that the publisher
+does not compete for the 2 cores while the tool is timed.
 
 Reported per tool and workload:
 - readings/s: from the tool's start to the last reading queryable in InfluxDB (polled every 0.1 s; the tool's own
@@ -55,7 +56,6 @@ from cloud.lineproto import Encoder  # noqa: E402
 S = 1_000_000_000
 CACHE = Path(os.environ.get("EDGE_GW_BENCH_CACHE", Path.home() / ".cache" / "edge-gw-bench"))
 TELEGRAF = CACHE / "bin" / "telegraf"
-WINDOW = 2000
 SENSORS = 100
 
 Key = tuple[str, int]  # (mac tag, time in ns)
@@ -97,13 +97,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def telegraf_config(mqtt_port: int, influx_url: str, db: str, workload: str) -> str:
+def telegraf_config(mqtt_port: int, influx_url: str, db: str, workload: str, window: int) -> str:
     common = f"""
 [agent]
   interval = "1s"
   flush_interval = "1s"
   flush_jitter = "0s"
-  metric_batch_size = {1000 if workload == "flat" else 5000}
+  metric_batch_size = {min(5000, window // 2) if workload == "flat" else 5000}
   metric_buffer_limit = 200000
   omit_hostname = true
   debug = true
@@ -119,7 +119,7 @@ def telegraf_config(mqtt_port: int, influx_url: str, db: str, workload: str) -> 
   client_id = "telegraf-{db}"
   persistent_session = true
   qos = 1
-  max_undelivered_messages = {WINDOW}
+  max_undelivered_messages = {window}
   topic_tag = ""
 """
     if workload == "batch":
@@ -191,8 +191,9 @@ class TelegrafTool(Tool):
 class IngestTool(Tool):
     name = "cloud-ingest"
 
-    def __init__(self, workdir: Path, mqtt_port: int, influx_url: str, db: str, tree: Path | None = None) -> None:
-        settings = {"mqtt.receive_maximum": str(WINDOW), "dedup.max_entries": "1000000"}
+    def __init__(self, workdir: Path, mqtt_port: int, influx_url: str, db: str, window: int,
+                 tree: Path | None = None) -> None:
+        settings = {"mqtt.receive_maximum": str(window), "dedup.max_entries": "1000000"}
         self.rx = ReceiverProcess(workdir, mqtt_port, f"{influx_url}/{db}", f"ci-{db}", settings, tree)
 
     def start(self) -> None:
@@ -308,6 +309,7 @@ def main() -> None:
     ap.add_argument("--kill-flat", type=int, default=40_000, help="flat messages for the SIGKILL runs")
     ap.add_argument("--skip-kill", action="store_true")
     ap.add_argument("--ceiling-points", type=int, default=200_000)
+    ap.add_argument("--window", type=int, default=20_000, help="unacknowledged messages, both tools")
     ap.add_argument("--ingest-tree", type=Path, help="run cloud-ingest from this checkout (e.g. a baseline)")
     args = ap.parse_args()
     if not TELEGRAF.exists():
@@ -327,8 +329,9 @@ def main() -> None:
             def tools(db: str, workload: str) -> list[Tool]:
                 influxd.query(f'CREATE DATABASE "tg_{db}"', method="POST")
                 influxd.query(f'CREATE DATABASE "ci_{db}"', method="POST")
-                return [TelegrafTool(work, telegraf_config(broker.port, url, f"tg_{db}", workload), f"tg_{db}"),
-                        IngestTool(work, broker.port, url, f"ci_{db}", args.ingest_tree)]
+                return [TelegrafTool(work, telegraf_config(broker.port, url, f"tg_{db}", workload, args.window),
+                                     f"tg_{db}"),
+                        IngestTool(work, broker.port, url, f"ci_{db}", args.window, args.ingest_tree)]
 
             results: dict[tuple[str, str], Result] = {}
             # (a) flat JSON, one reading per message.

@@ -48,7 +48,7 @@ class MqttSection(MqttConnection):
     shared_group: str = ""
     qos: int = 1
     session_expiry: Duration = Duration(7 * 86400.0)
-    receive_maximum: int = 2000
+    receive_maximum: int = 20000
     # Reconnect when a packet id the broker skipped has not come for this long: Mosquitto 2.0.11 can hold a queued
     # message back until the next connection (cloud/mqtt_gaps.py). 0 = never.
     held_back_reconnect: Duration = Duration(30.0)

@@ -21,7 +21,7 @@ class MqttSettings:
     keepalive: int = 30
     qos: int = 1
     session_expiry_s: int = 7 * 86400
-    receive_maximum: int = 2000
+    receive_maximum: int = 20000
     held_back_reconnect_s: float = 30.0  # 0: never (cloud/mqtt_gaps.py)
     subscriptions: tuple[str, ...] = ()  # topic filters, with $share/<group>/ already in front when shared
 
