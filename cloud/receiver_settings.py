@@ -65,7 +65,7 @@ class ReceiverSettings:
     dlq_max_payload: int = 65536
     batch_max_points: int = 5000
     batch_max_interval_s: float = 10.0
-    batch_max_messages: int = 1000
+    batch_max_messages: int = 10000  # half of mqtt.receive_maximum (Config.batch_max_messages)
     queue_batches: int = 4
     writers: int = 2
     dedup: bool = True

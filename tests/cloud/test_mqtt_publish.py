@@ -45,9 +45,12 @@ def test_the_private_gmqtt_attributes_we_use_still_do_what_we_rely_on(mosquitto_
         ids.free_id(ids.next_id())
         for mid in taken[1:]:
             ids.free_id(mid)
-        # The QoS 1 publish hook the MQTT input takes over (cloud/mqtt_input.py): looked up on the instance.
+        # The publish handlers the MQTT input takes over (cloud/mqtt_input.py): looked up on the instance by name
+        # (and cached per packet type), and the protocol version the input's own parser checks.
         handler = client._package_handler
         assert callable(handler._handle_qos_1_publish_packet) and callable(client._connection.send_package)
+        assert callable(handler._handle_publish_packet) and handler._handler_cache.get(0x30) is None
+        assert handler._connection_state.protocol_version == 5
         # The transport that pauses reading.
         transport = client._connection._transport
         transport.pause_reading()
