@@ -1,5 +1,8 @@
 """The receiver's counts, its Prometheus metrics and its status file (cloud/status.py), fed by the input and the
 write path. Gauges are set after each write and by the status loop: per message they would cost more than the work.
+So are the two counters every MQTT message moves (messages and readings received): an increment of a Prometheus
+counter takes a lock, 0.5-0.8 µs, about 5 % of the receiver's CPU per one-reading message. They are counted in plain
+ints here and added to Prometheus with the gauges; the status file's counts are always exact.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class Monitor:
         self.last_batch_points = 0
         self.started_ns = 0
         self._received_by_topic: dict[str, Any] = {}
+        self._unexported: dict[Any, int] = {}  # counter child -> messages received since the last export
+        self._unexported_readings = 0
         self._status_failed = False
         self._failed_attempts = 0
         self._restore_counts()
@@ -95,7 +100,10 @@ class Monitor:
                 self._received_by_topic.clear()
             child = self._received_by_topic[topic] = self.metrics.messages_received.labels(format_of(topic) or
                                                                                             "unknown")
-        child.inc()
+        try:
+            self._unexported[child] += 1
+        except KeyError:
+            self._unexported[child] = 1
 
     def received_http(self) -> None:
         """One HTTP request body handed to the parser (its readings are counted by parsed() and http_readings())."""
@@ -124,7 +132,7 @@ class Monitor:
     def parsed(self, parsed: Parsed, now_ns: int) -> None:
         n = len(parsed.points) + len(parsed.refused)
         self.counts.received_readings += n
-        self.metrics.readings_received.inc(n)
+        self._unexported_readings += n
         name = parsed.gateway or (parsed.status.gateway if parsed.status else None)
         if name is None:
             return
@@ -185,6 +193,7 @@ class Monitor:
 
     def update_gauges(self, live: Live) -> None:
         m = self.metrics
+        self._export_counts()
         for name, gw in self.counts.gateways.items():
             m.gateway_last_seen.labels(name).set(gw.last_seen_ns / 1e9)
             m.gateway_online.labels(name).set(0 if gw.state == "offline" else 1)
@@ -194,6 +203,14 @@ class Monitor:
         m.mqtt_connected.set(1 if live.mqtt_connected else 0)
         m.broker_sys_ok.set(1 if self.counts.broker_sys == "ok" else 0)
         m.broker_last_drop.set(self.counts.broker_last_drop_ns / 1e9)
+
+    def _export_counts(self) -> None:
+        unexported, self._unexported = self._unexported, {}
+        for child, n in unexported.items():
+            child.inc(n)
+        if self._unexported_readings:
+            self.metrics.readings_received.inc(self._unexported_readings)
+            self._unexported_readings = 0
 
     def snapshot(self, live: Live) -> status.Status:
         return dataclasses.replace(

@@ -64,7 +64,10 @@ def test_edge_batches_and_status_end_to_end(mosquitto: Any, influxd: Any, tmp_pa
         pub.publish([("edge-gw/pi-1/status", b'{"v":1,"gateway":"pi-1","state":"offline"}')])
         wait_until(lambda: rr.receiver.counts.gateways["pi-1"].state == "offline", 10, "offline status")
         assert rr.metric("cloud_ingest_points_written_total") == 500
-        assert rr.metric("cloud_ingest_messages_received_total", {"format": "edge"}) == 22
+        # Counted at once in the status, in Prometheus with the gauges (after a write, and every status interval).
+        assert rr.receiver.counts.received_messages == 22
+        wait_until(lambda: rr.metric("cloud_ingest_messages_received_total", {"format": "edge"}) == 22, 5,
+                   "the count exported")
         wait_until(lambda: rr.metric("cloud_ingest_gateway_online", {"gateway": "pi-1"}) == 0, 5, "gauge updated")
     finally:
         rr.stop()
