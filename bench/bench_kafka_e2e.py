@@ -14,6 +14,7 @@ daemons are the real commands in their own processes.
 
     python bench/bench_kafka_e2e.py                       # 1M readings per drain, 10 s of latency
     python bench/bench_kafka_e2e.py --readings 200000 --record batch --encoding avro
+    python bench/bench_kafka_e2e.py --record batch --consumers 2 --compare kafka.assignment=range --latency-seconds 3
 """
 
 from __future__ import annotations
@@ -130,9 +131,15 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--latency-interval", default="0.1", help="batch.max_interval of bridge and consumer")
     ap.add_argument("--skip-drain", action="store_true")
+    ap.add_argument("--consumers", default="1,2", help="the drains: consumers in the group, comma-separated")
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of bridge and consumers (repeatable)")
+    ap.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
+                    help="run each drain again right after with this setting too (repeatable), for an A/B")
     args = ap.parse_args()
     settings = {"kafka.record": args.record, "kafka.encoding": args.encoding, "kafka.partitions": "6",
-                "dedup.max_entries": "2000000"}
+                "dedup.max_entries": "2000000", **dict(kv.split("=", 1) for kv in args.extra)}
+    compare = dict(kv.split("=", 1) for kv in args.compare)
 
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -147,22 +154,25 @@ def main() -> None:
             print(f"InfluxDB raw /write ceiling: {ceiling:,.0f} points/s; influxd's CPU {influx_us:.1f} µs per point "
                   f"= {ceiling * influx_us / 1e6:.2f} cores")
             t0 = time.time_ns() - 6 * 3600 * S
-            rates: dict[int, float] = {}
-            if not args.skip_drain:
-                for n in (1, 2):
-                    rate, written, cpu = drain(work, broker, kafka, influxd, f"drain{n}", args.readings, n,
-                                               settings, t0 + n * 3600 * S)
-                    rates[n] = rate
-                    print(f"drain of {args.readings:,} readings MQTT -> bridge -> Kafka -> {n} consumer(s) -> "
-                          f"InfluxDB ({args.record} records, {args.encoding}): {rate:,.0f} readings/s "
-                          f"(written {written:,})")
-                    print("  CPU µs per reading: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
-                          + f"; all {sum(cpu.values()):.1f} = {rate * sum(cpu.values()) / 1e6:.2f} cores")
+            rates: dict[str, float] = {}
+            runs = [(int(n), "", settings) for n in args.consumers.split(",")] if not args.skip_drain else []
+            if compare:
+                label = " ".join(args.compare)
+                runs = [r for n, _, st in runs for r in ((n, "", st), (n, f", {label}", {**st, **compare}))]
+            for k, (n, label, st) in enumerate(runs):
+                rate, written, cpu = drain(work, broker, kafka, influxd, f"drain{k}", args.readings, n, st,
+                                           t0 + (k + 1) * 3600 * S)
+                rates[f"{n} consumer(s){label}"] = rate
+                print(f"drain of {args.readings:,} readings MQTT -> bridge -> Kafka -> {n} consumer(s) -> "
+                      f"InfluxDB ({args.record} records, {args.encoding}{label}): {rate:,.0f} readings/s "
+                      f"(written {written:,})")
+                print("  CPU µs per reading: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                      + f"; all {sum(cpu.values()):.1f} = {rate * sum(cpu.values()) / 1e6:.2f} cores")
             again = influx_ceiling(f"{influxd.url}/ceiling2", points=args.ceiling_points)
             best = max(ceiling, again)
             print(f"InfluxDB raw /write ceiling, again: {again:,.0f} points/s")
-            for n, rate in rates.items():
-                print(f"  {n} consumer(s): {rate / best:.0%} of the higher ceiling ({rate / ceiling:.0%} of the first)")
+            for name, rate in rates.items():
+                print(f"  {name}: {rate / best:.0%} of the higher ceiling ({rate / ceiling:.0%} of the first)")
 
             influxd.query('CREATE DATABASE "latency"', method="POST")
             lat = {**settings, "batch.max_interval": args.latency_interval, "batch.writers": "1"}
