@@ -111,7 +111,7 @@ def edge_messages(total: int, per_batch: int, gateways: int, t0: int) -> list[tu
 
 def sustained(workdir: Path, broker: Mosquitto, url: str, name: str, messages: list[tuple[str, bytes]],
               readings: int, settings: dict[str, str], receivers: int = 1, tree: Path | None = None,
-              servers: dict[str, int] | None = None) -> tuple[float, dict[str, int], dict[str, float]]:
+              servers: dict[str, int] | None = None, qos: int = 1) -> tuple[float, dict[str, int], dict[str, float]]:
     """Readings/s from the receivers' start until the last write, the broker queue pre-loaded. Several receivers
     share the subscription (mqtt.shared_group). Also the CPU µs per reading of the receivers (summed, start-up not
     included: the CPU of a run that only connects is taken off) and of each of `servers` (name -> pid) meanwhile."""
@@ -124,7 +124,7 @@ def sustained(workdir: Path, broker: Mosquitto, url: str, name: str, messages: l
         startup.append(cpu_seconds(rx.proc.pid))  # type: ignore[union-attr]
         rx.stop()
     pub = Publisher(broker.port, client_id=f"pub-{name}")
-    pub.publish(messages, timeout=600)
+    pub.publish(messages, qos=qos, timeout=600)
     pub.close()
     cpu0 = {k: cpu_seconds(pid) for k, pid in (servers or {}).items()}
     for rx in rxs:
@@ -246,6 +246,8 @@ def main() -> None:
     ap.add_argument("--ceiling-points", type=int, default=200_000)
     ap.add_argument("--edge", type=int, default=200_000, help="edge-format readings (500 per message)")
     ap.add_argument("--ruuvi", type=int, default=40_000, help="Ruuvi Gateway messages (one reading each)")
+    ap.add_argument("--ruuvi-qos", type=int, default=1, choices=(0, 1),
+                    help="QoS of the Ruuvi Gateway messages (real gateways publish at QoS 0 since firmware 1.15)")
     ap.add_argument("--writers", type=int, default=1, help="receiver batch.writers")
     ap.add_argument("--receivers", type=int, default=2,
                     help="also run this many receivers in a shared subscription group on edge traffic (1 = skip)")
@@ -288,15 +290,16 @@ def main() -> None:
             rmsgs = [ruuvi_gw_message("C8:25:2D:8E:9C:2C", i % 1000, i // 1000, t1 + i // 1000)
                      for i in range(args.ruuvi)]
             rrate, rst, rcpu = sustained(work, broker, f"{base}/ruuvigw", "ruuvigw", rmsgs, args.ruuvi, common,
-                                         servers=servers)
-            print(f"cloud-ingest, Ruuvi Gateway traffic (1 reading/message, QoS 1, {args.ruuvi} messages): "
+                                         servers=servers, qos=args.ruuvi_qos)
+            print(f"cloud-ingest, Ruuvi Gateway traffic (1 reading/message, QoS {args.ruuvi_qos}, {args.ruuvi} "
+                  "messages): "
                   f"{rrate:,.0f} readings/s = {rrate / ceiling:.0%} of the ceiling (written {rst['written']}); "
                   f"{cpu_text(rcpu)}")
             if args.baseline is not None or args.baseline_extra:
                 influxd.query('CREATE DATABASE "ruuvigw_base"', method="POST")
                 bsettings = {**common, **dict(kv.split("=", 1) for kv in args.baseline_extra)}
                 brate, bst, bcpu = sustained(work, broker, f"{base}/ruuvigw_base", "ruuvigw-base", rmsgs,
-                                             args.ruuvi, bsettings, servers=servers,
+                                             args.ruuvi, bsettings, servers=servers, qos=args.ruuvi_qos,
                                              tree=args.baseline.resolve() if args.baseline else None)
                 what = " ".join([str(args.baseline or "this tree"), *args.baseline_extra])
                 print(f"  the same through the baseline receiver ({what}): {brate:,.0f} readings/s = "

@@ -7,10 +7,10 @@ acknowledges it.
   hook (private `_package_handler._handle_qos_1_publish_packet`), hands the message to the receiver at once, and
   keeps its packet id; once the write path acknowledges it, the PUBACK joins the others acknowledged in the same
   loop iteration and they go out in one write. A message that must not be acknowledged gets no PUBACK: the broker
-  redelivers it. The input also parses the common QoS 1 PUBLISH itself (`_on_publish`, in place of gmqtt's private
-  `_handle_publish_packet`): no properties, MQTT v5; gmqtt's parser takes every other packet. Measured 4x faster
-  than gmqtt's, 0.85-0.91x the receiver's CPU per one-reading message; tests/cloud/test_mqtt_input_publish.py
-  checks it reads what gmqtt reads.
+  redelivers it. The input also parses the common PUBLISH itself (`_on_publish`, in place of gmqtt's private
+  `_handle_publish_packet`): QoS 0 or 1, no properties, MQTT v5; gmqtt's parser takes every other packet.
+  Measured 4x faster than gmqtt's, 0.85-0.91x the receiver's CPU per one-reading message;
+  tests/cloud/test_mqtt_input_publish.py checks it reads what gmqtt reads.
 - A fixed client id, `clean_start=False` and a session expiry: after a crash, a restart or a database outage the
   broker still holds every unacknowledged message and redelivers it.
 - A PUBACK answers one delivery on one connection (a "generation" here). A message received before a reconnect is
@@ -216,19 +216,25 @@ class MqttInput:
         self.subscribed.set()
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> None:
-        # QoS 0: gmqtt calls a plain function at once, in arrival order; nothing to acknowledge.
+        # QoS 0 that _on_publish left to gmqtt: gmqtt calls a plain function at once, in arrival order.
+        self._qos0(topic, payload, bool(properties.get("dup")))
+
+    def _qos0(self, topic: str, payload: bytes, dup: bool) -> None:
+        # Nothing to acknowledge.
         if self._sys is not None and topic.startswith("$SYS/"):
             self._sys.message(topic, payload)
             return
-        self._handler(topic, payload, qos, bool(properties.get("dup")))
+        self._handler(topic, payload, 0, dup)
 
     def _on_publish(self, cmd: int, packet: bytes) -> None:
-        # Replaces gmqtt's PUBLISH handler for the common case, a QoS 1 PUBLISH over MQTT v5 with no properties
+        # Replaces gmqtt's PUBLISH handler for the common case, a QoS 0 or 1 PUBLISH over MQTT v5 with no properties
         # (what Mosquitto relays from a publisher that set none): 0.5 µs instead of gmqtt's 2 µs, about 7 % of the
         # receiver's CPU per one-reading message (docs/benchmarks.md). Anything else takes gmqtt's own path.
-        # Variable header: topic length (2 bytes), topic, packet id (2), properties length (0 here), then payload.
+        # Variable header: topic length (2 bytes), topic, packet id (2, QoS 1 only), properties length (0 here).
+        qos = cmd & 0x06
         end = 2 + ((packet[0] << 8) | packet[1]) if len(packet) > 2 else 0
-        if cmd & 0x06 != 0x02 or end <= 2 or len(packet) <= end + 2 or packet[end + 2] != 0 \
+        props = end + 2 if qos else end
+        if qos > 0x02 or end <= 2 or len(packet) <= props or packet[props] != 0 \
                 or self._protocol.protocol_version != MQTTv50:
             self._gmqtt_publish(cmd, packet)
             return
@@ -243,7 +249,10 @@ class MqttInput:
             if len(self._topics) >= 50_000:
                 self._topics.clear()
             self._topics[raw_topic] = topic
-        self._take((packet[end] << 8) | packet[end + 1], packet[end + 3:], topic, bool(cmd & 0x08))
+        if qos:
+            self._take((packet[end] << 8) | packet[end + 1], packet[props + 1:], topic, bool(cmd & 0x08))
+        else:
+            self._qos0(topic, packet[props + 1:], bool(cmd & 0x08))
 
     def _on_qos1_publish(self, mid: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
         # Replaces gmqtt's hook of the same name, called in arrival order for each QoS 1 PUBLISH (topic decoded,

@@ -48,6 +48,16 @@ def test_it_reads_what_gmqtt_reads(topic: str, mid: int, payload: bytes, dup: bo
     assert ours.got == theirs.got == [(topic, payload, 1, dup, mid)]
 
 
+@given(topic=TOPICS, payload=st.binary(max_size=300), dup=st.booleans())
+def test_at_qos_0_it_reads_what_gmqtt_reads(topic: str, payload: bytes, dup: bool) -> None:
+    cmd = 0x30 | (0x08 if dup else 0)
+    packet = struct.pack("!H", len(topic.encode())) + topic.encode() + b"\x00" + payload  # no packet id
+    ours, theirs = Recorder(), Recorder()
+    ours.input._on_publish(cmd, packet)
+    theirs.input._gmqtt_publish(cmd, packet)
+    assert ours.got == theirs.got == [(topic, payload, 0, dup, None)]
+
+
 def test_a_packet_with_properties_takes_gmqtt_path_and_arrives_the_same() -> None:
     expiry = bytes([0x02]) + struct.pack("!I", 60)  # Message Expiry Interval
     r = Recorder()
@@ -60,7 +70,7 @@ def test_what_it_does_not_handle_goes_to_gmqtt() -> None:
     r = Recorder()
     passed: list[tuple[int, bytes]] = []
     r.input._gmqtt_publish = lambda cmd, packet: passed.append((cmd, packet))
-    qos0 = struct.pack("!H", 3) + b"a/b" + b"payload"  # no packet id, no properties at QoS 0
+    qos0 = struct.pack("!H", 3) + b"a/b" + bytes([5, 0x02, 0, 0, 0, 60]) + b"x"  # a Message Expiry Interval
     alias_only = publish_packet(b"", 9, b"x", bytes([0x23, 0, 1]))  # empty topic: the topic alias names it
     not_utf8 = publish_packet(b"a/\xff", 10, b"x")
     short = b"\x00"
@@ -78,3 +88,24 @@ def test_mqtt_3_1_1_has_no_properties_byte_and_goes_to_gmqtt() -> None:
     packet = struct.pack("!H", 3) + b"a/b" + struct.pack("!H", 5) + b"\x00payload"
     r.input._on_publish(0x32, packet)
     assert passed == [packet] and r.got == []
+
+
+def test_the_brokers_sys_topics_go_to_their_reader_not_into_a_batch() -> None:
+    class Sys:
+        topics = ("$SYS/broker/uptime",)
+
+        def __init__(self) -> None:
+            self.got: list[tuple[str, bytes]] = []
+
+        def subscribed(self) -> None: ...
+
+        def refused(self, codes: list[int]) -> None: ...
+
+        def message(self, topic: str, payload: bytes) -> None:
+            self.got.append((topic, payload))
+
+    r = Recorder()
+    sys_reader = Sys()
+    r.input._sys = sys_reader
+    r.input._on_publish(0x30, struct.pack("!H", 18) + b"$SYS/broker/uptime" + b"\x00" + b"42 seconds")
+    assert sys_reader.got == [("$SYS/broker/uptime", b"42 seconds")] and r.got == []
