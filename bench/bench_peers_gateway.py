@@ -47,18 +47,12 @@ for _p in (REPO, REPO / "tests", REPO / "tests" / "edge"):
 import paho.mqtt.client as mqtt  # noqa: E402
 from dbus_fast import Message  # noqa: E402
 from fakebluez import FakeBlueZ  # noqa: E402
-from servers import Mosquitto  # noqa: E402
+from servers import Mosquitto, cpu_seconds  # noqa: E402
 
 CACHE = Path(os.environ.get("EDGE_GW_BENCH_CACHE", Path.home() / ".cache" / "edge-gw-bench"))
 VECTORS = REPO / "tests" / "vectors" / "ruuvi.json"
 ADAPTER = "hci0"
 TOOLS = ("edge-gw", "theengs", "ruuvitag-sensor")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-        fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -49,7 +49,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), s
 import orjson  # noqa: E402
 from bench_influx_ceiling import influx_ceiling  # noqa: E402
 from bench_ingest import ReceiverProcess, edge_messages  # noqa: E402
-from servers import Influxd, Mosquitto  # noqa: E402
+from servers import Influxd, Mosquitto, cpu_seconds  # noqa: E402
 from test_receiver_support import Publisher, broker_settings  # noqa: E402
 
 from cloud.formats import edge_batch  # noqa: E402
@@ -93,11 +93,6 @@ def batch_messages(n: int, t0_ns: int) -> tuple[list[tuple[str, bytes]], list[tu
 
 
 # ---- the tools ----------------------------------------------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def telegraf_config(mqtt_port: int, influx_url: str, db: str, workload: str, window: int) -> str:
     common = f"""

@@ -66,7 +66,8 @@ def stop_pid(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, ti
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a running process, from /proc: a figure the other jobs on the machine do not change much."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -1,5 +1,5 @@
 """The input's own PUBLISH parser (MqttInput._on_publish) against gmqtt's: the same topic, payload, packet id and DUP
-flag for every QoS 1 packet, and gmqtt's path for everything it does not handle itself."""
+flag for every QoS 0 and QoS 1 packet, and gmqtt's path for everything it does not handle itself."""
 
 from __future__ import annotations
 
