@@ -221,12 +221,16 @@ def test_disk_cap_reached_during_an_outage(pipeline: Pipeline, record: Record) -
     status = gw.status()
     cap = status["dropped"]["cap"]
     assert cap == dropped_cap(gw.db) > 0 and status["dropped"]["age"] == 0
-    # Which ones were dropped: rows seen in the buffer during the outage that it no longer holds.
+    # Rows seen in the buffer during the outage that it no longer holds. Most were dropped by the cap. A few may have
+    # left as delivered: a confirmation the broker sent just before it stopped can reach the gateway after `head`
+    # was read (seen once, with the full suite loading both cores). Both take the oldest rows, confirmations first.
     gone = sorted(i for i in recorder.rows if i >= head and i not in kept)
-    assert len(gone) == cap
+    late = len(gone) - cap
+    assert late >= 0, (len(gone), cap)
     # Exactly the oldest: the run of consecutive ids from the head of the queue when the outage began.
-    assert gone == list(range(head, head + cap)), (head, gone[:3], gone[-3:])
-    gone_points = {recorder.rows[i] for i in gone}
+    assert gone == list(range(head, head + len(gone))), (head, gone[:3], gone[-3:])
+    confirmed_late, dropped = gone[:late], gone[late:]
+    gone_points = {recorder.rows[i] for i in dropped}
     pipeline.broker.start()
     gw.start(seed=62, tags=20, rate=1000)  # back up: the daemon drains the rest next to new readings
     wait_until(lambda: gw.buffered() < 300, 60, "the backlog drained")
@@ -237,9 +241,10 @@ def test_disk_cap_reached_during_an_outage(pipeline: Pipeline, record: Record) -
                 "PUBACK lost) and are stored" if anyway else "")
 
     outcome, committed = finish(pipeline, record, "6-disk-cap", started, {"gw-6": gone_points}, note)
-    anyway = sorted(i for i in gone if recorder.rows[i] in committed["gw-6"])
+    assert all(recorder.rows[i] in committed["gw-6"] for i in confirmed_late)  # delivered, as their deletion says
+    anyway = sorted(i for i in dropped if recorder.rows[i] in committed["gw-6"])
     # Dropped yet delivered can only be what was in flight when the broker stopped: the oldest of the dropped.
-    assert anyway == gone[:len(anyway)]
+    assert anyway == dropped[:len(anyway)]
     assert_exact(outcome, len(anyway))
 
 
