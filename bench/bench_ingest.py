@@ -233,6 +233,14 @@ def latency(workdir: Path, broker: Mosquitto, influxd: Influxd, db: str, rate: i
     return seen
 
 
+def setting(text: str) -> tuple[str, str]:
+    """An argparse type for KEY=VALUE receiver settings (`--set`): dict(args.x) gives the settings."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def cpu_text(cpu: dict[str, float]) -> str:
     return "CPU µs per reading: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items()))
 
@@ -253,9 +261,10 @@ def main() -> None:
                     help="also run this many receivers in a shared subscription group on edge traffic (1 = skip)")
     ap.add_argument("--baseline", type=Path, help="also run the Ruuvi Gateway traffic through the receiver of this "
                     "checkout (e.g. `git worktree add /tmp/base main`), right after this tree's, for a before/after")
-    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--set", dest="extra", action="append", default=[], type=setting, metavar="KEY=VALUE",
                     help="a receiver setting for every run (repeatable), e.g. mqtt.receive_maximum=10000")
-    ap.add_argument("--baseline-set", dest="baseline_extra", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--baseline-set", dest="baseline_extra", action="append", default=[], type=setting,
+                    metavar="KEY=VALUE",
                     help="a receiver setting of the baseline run only (repeatable; with or without --baseline)")
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=float, default=10.0)
@@ -278,7 +287,7 @@ def main() -> None:
             t0 = time.time_ns() - 3600 * S
             msgs = edge_messages(args.edge, 500, 10, t0)
             common = {"batch.writers": str(args.writers), "dedup.max_entries": "1000000",
-                      **dict(kv.split("=", 1) for kv in args.extra)}
+                      **dict(args.extra)}
             servers = {"influxd": influxd.proc.pid, "mosquitto": broker.proc.pid}
             rate, st, cpu = sustained(work, broker, f"{base}/ingest", "edge", msgs, args.edge, common,
                                       servers=servers)
@@ -297,11 +306,11 @@ def main() -> None:
                   f"{cpu_text(rcpu)}")
             if args.baseline is not None or args.baseline_extra:
                 influxd.query('CREATE DATABASE "ruuvigw_base"', method="POST")
-                bsettings = {**common, **dict(kv.split("=", 1) for kv in args.baseline_extra)}
+                bsettings = {**common, **dict(args.baseline_extra)}
                 brate, bst, bcpu = sustained(work, broker, f"{base}/ruuvigw_base", "ruuvigw-base", rmsgs,
                                              args.ruuvi, bsettings, servers=servers, qos=args.ruuvi_qos,
                                              tree=args.baseline.resolve() if args.baseline else None)
-                what = " ".join([str(args.baseline or "this tree"), *args.baseline_extra])
+                what = " ".join([str(args.baseline or "this tree"), *(f"{k}={v}" for k, v in args.baseline_extra)])
                 print(f"  the same through the baseline receiver ({what}): {brate:,.0f} readings/s = "
                       f"{brate / ceiling:.0%} of the ceiling (written {bst['written']}); {cpu_text(bcpu)}; this "
                       f"tree is {rrate / brate:.2f}x the baseline's rate at "

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), str(ROOT / "bench")]
 
 from bench_influx_ceiling import influx_ceiling  # noqa: E402
-from bench_ingest import ReceiverProcess, edge_messages, latency, pct  # noqa: E402
+from bench_ingest import ReceiverProcess, edge_messages, latency, pct, setting  # noqa: E402
 from kafka_server import Kafka  # noqa: E402
 from servers import Influxd, Mosquitto, cpu_seconds  # noqa: E402
 from test_receiver_support import Publisher, broker_settings  # noqa: E402
@@ -132,14 +132,14 @@ def main() -> None:
     ap.add_argument("--latency-interval", default="0.1", help="batch.max_interval of bridge and consumer")
     ap.add_argument("--skip-drain", action="store_true")
     ap.add_argument("--consumers", default="1,2", help="the drains: consumers in the group, comma-separated")
-    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--set", dest="extra", action="append", default=[], type=setting, metavar="KEY=VALUE",
                     help="a setting of bridge and consumers (repeatable)")
-    ap.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--compare", action="append", default=[], type=setting, metavar="KEY=VALUE",
                     help="run each drain again right after with this setting too (repeatable), for an A/B")
     args = ap.parse_args()
     settings = {"kafka.record": args.record, "kafka.encoding": args.encoding, "kafka.partitions": "6",
-                "dedup.max_entries": "2000000", **dict(kv.split("=", 1) for kv in args.extra)}
-    compare = dict(kv.split("=", 1) for kv in args.compare)
+                "dedup.max_entries": "2000000", **dict(args.extra)}
+    compare = dict(args.compare)
 
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -157,7 +157,7 @@ def main() -> None:
             rates: dict[str, float] = {}
             runs = [(int(n), "", settings) for n in args.consumers.split(",")] if not args.skip_drain else []
             if compare:
-                label = " ".join(args.compare)
+                label = " ".join(f"{k}={v}" for k, v in args.compare)
                 runs = [r for n, _, st in runs for r in ((n, "", st), (n, f", {label}", {**st, **compare}))]
             for k, (n, label, st) in enumerate(runs):
                 rate, written, cpu = drain(work, broker, kafka, influxd, f"drain{k}", args.readings, n, st,
