@@ -5,10 +5,12 @@ CPU time (time.process_time) rather than wall time, so that other work on a shar
 the best of --repeat runs is reported per stage. Points are handled in write batches of --batch points, as the
 receiver does, so the working set is a batch, not the whole run. Traffic is shaped like bench_ingest.py's: 500
 readings per message, 10 gateways of 100 tags, DF5 decoded by core.ruuvi; `--mix` adds E1 and DF6 readings
-(bools, nulls, more fields).
+(bools, nulls, more fields). `--ruuvi-gateway` sends Ruuvi Gateway traffic instead: one advert per message, 1000
+tags heard by 10 gateways, each tag once a second.
 
     python bench/bench_parse.py
     python bench/bench_parse.py --readings 200000 --repeat 7 --mix
+    python bench/bench_parse.py --ruuvi-gateway --batch 10000
 """
 
 from __future__ import annotations
@@ -74,6 +76,24 @@ def messages(total: int, t0: int, mix: bool) -> list[tuple[str, bytes]]:
     return out
 
 
+def ruuvi_gateway_messages(total: int, t0_s: int) -> list[tuple[str, bytes]]:
+    """`total` Ruuvi Gateway messages (topic ruuvi/<gateway MAC>/<tag MAC>, the advert in `data`): 1000 tags, each
+    heard once a second by one of 10 gateways, with values drawn as in messages()."""
+    rng = random.Random(7)
+    out = []
+    for i in range(total):
+        tag, second = i % 1000, i // 1000
+        gw_mac = f"AA:BB:CC:DD:EE:{tag % 10:02X}"
+        payload = df5_payload(second, mac_bytes(tag))
+        temp, hum, pa = rng.randrange(-2000, 6000), rng.randrange(8000, 32000), rng.randrange(48000, 51000)
+        payload = payload[:1] + struct.pack(">hHH", temp, hum, pa) + payload[7:]
+        advert = bytes([0x02, 0x01, 0x06, len(payload) + 3, 0xFF, 0x99, 0x04]) + payload
+        body = (f'{{"gw_mac":"{gw_mac}","rssi":{-70 - i % 20},"aoa":[],"gwts":{t0_s + second},'
+                f'"ts":{t0_s + second},"data":"{advert.hex().upper()}","coords":""}}')
+        out.append((f"ruuvi/{gw_mac}/{mac_text(tag).upper()}", body.encode()))
+    return out
+
+
 def run(msgs: list[tuple[str, bytes]], now: int, batch: int) -> tuple[float, float, float]:
     """One pass the way the receiver goes: parse messages until a batch of `batch` points is full, dedup it, then
     encode what it kept (a fresh receiver: empty caches). CPU seconds of each stage."""
@@ -108,16 +128,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000, help="points per write batch (batch.max_points)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--mix", action="store_true", help="a third each of DF5, E1 and DF6 readings")
+    ap.add_argument("--ruuvi-gateway", action="store_true", help="Ruuvi Gateway traffic: one reading per message")
     args = ap.parse_args()
     gc.set_threshold(50_000, 50, 100)  # what `cloud-ingest run` sets
     now = time.time_ns()
-    msgs = messages(args.readings, now - 3600 * S, args.mix)
+    if args.ruuvi_gateway:
+        msgs = ruuvi_gateway_messages(args.readings, now // S - 3600)
+        what = "Ruuvi Gateway messages (one DF5 reading each)"
+    else:
+        msgs = messages(args.readings, now - 3600 * S, args.mix)
+        what = f"edge batches{' (DF5/E1/DF6 mix)' if args.mix else ' (DF5)'}"
     n = sum(len(Router().route(t, p, received_ns=now).points) for t, p in msgs)
     assert n == args.readings, n
     runs = [run(msgs, now, args.batch) for _ in range(args.repeat)]
     t_parse, t_dedup, t_encode = (min(r[k] for r in runs) / n * 1e6 for k in range(3))
-    print(f"{n} readings in {len(msgs)} edge batches{' (DF5/E1/DF6 mix)' if args.mix else ' (DF5)'}, "
-          f"CPU µs per reading, best of {args.repeat}:")
+    print(f"{n} readings in {len(msgs)} {what}, CPU µs per reading, best of {args.repeat}:")
     print(f"  parse (Router.route)  {t_parse:6.2f}")
     print(f"  dedup (Dedup.filter)  {t_dedup:6.2f}")
     print(f"  encode (Encoder.line) {t_encode:6.2f}")

@@ -28,6 +28,7 @@ Choices:
 from __future__ import annotations
 
 import math
+import struct
 import time
 import zlib
 from typing import Any
@@ -43,7 +44,7 @@ from cloud.formats._common import (
     typed_field,
     typed_fields,
 )
-from cloud.model import GatewayStatus, InvalidMessage, Parsed, Point
+from cloud.model import FieldValue, GatewayStatus, InvalidMessage, Parsed, Point
 from core.ruuvi import DecodeError, decode, payload_from_hex
 from core.ruuvi.hexinput import ad_structures
 
@@ -52,6 +53,11 @@ _STATES = ("online", "offline")
 _NS = 1_000_000_000
 _SEQ_SPAN = _NS  # any sequence number a format has (E1: 24 bits) stays within its second
 _HASH_SPAN = 1_000_000
+# What almost every message carries in `data`: the flags structure, then Ruuvi's manufacturer data in format 5 (31
+# bytes, 62 hex digits). See _df5_fields().
+_DF5_ADVERT = b"\x02\x01\x06\x1b\xff\x99\x04\x05"
+_DF5_ADVERT_HEX_DIGITS = 62
+_DF5_VALUES = struct.Struct(">8xhHHhhhHBH")  # core/ruuvi/df5.py's layout after the advert's first 8 bytes, no MAC
 
 # The gateway's decoded keys (ruuvi_decoded mode) -> (our field name, factor to our unit).
 _DECODED_KEYS: dict[str, tuple[str, float]] = {
@@ -108,6 +114,15 @@ def advert_point(obj: dict[str, Any], *, mac: str, gateway: str, time_ns: int, w
     """The point of one relayed advert (`data` hex, or the gateway's decoded keys, and `rssi`); None when it is not
     from a Ruuvi tag or carries no values. Shared with the HTTP format (ruuvi_gateway_http.py)."""
     data = obj.get("data")
+    fields = _df5_fields(data) if type(data) is str else None
+    if fields is not None:  # the usual advert, decoded and typed at once
+        if whole_seconds:
+            seq = fields.get("measurement_sequence_number")
+            time_ns += seq if type(seq) is int else _within_second(fields)
+        rssi = obj.get("rssi")
+        if rssi is not None:
+            fields["rssi"] = rssi if type(rssi) is int else typed_field("rssi", rssi)  # type: ignore[assignment]
+        return Point(measurement, {"mac": mac, "gateway": gateway, "data_format": "5"}, fields, time_ns)
     if data is not None:
         if not isinstance(data, str):
             raise InvalidMessage(f"'data' must be a hex string, got {type(data).__name__}")
@@ -159,6 +174,49 @@ def _within_second(fields: dict[str, Any]) -> int:
         return seq % _SEQ_SPAN
     # crc32, not hash(): the same in every receiver process, so a re-delivery to another one lands on the same point.
     return zlib.crc32(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)) % _HASH_SPAN
+
+
+def _df5_fields(data: str) -> dict[str, FieldValue] | None:
+    """The fields of a data format 5 advert in its usual layout, with their InfluxDB types, exactly as the general
+    path (core.ruuvi.decode, then the compiled converter) gives them: "not available" left out, pressure a float,
+    no MAC (the topic has it) and no data format (a tag). None for any other `data`, which takes the general path.
+
+    Measured (CPU µs per message, best of 9, 50k messages): 1.05 against 3.34 for the general path, out of about
+    17 µs of the receiver per Ruuvi Gateway message. The scaling and the "not available" values are those of
+    core/ruuvi/df5.py; tests/cloud/test_formats.py holds the two to the same result on random payloads."""
+    if len(data) != _DF5_ADVERT_HEX_DIGITS:
+        return None
+    try:
+        raw = bytes.fromhex(data)
+    except ValueError:
+        return None
+    if raw[:8] != _DF5_ADVERT or len(raw) != 31:  # fromhex skips spaces: 62 characters need not be 31 bytes
+        return None
+    t, h, p, ax, ay, az, power, movement, seq = _DF5_VALUES.unpack_from(raw)
+    out: dict[str, FieldValue] = {}
+    if t != -32768:
+        out["temperature"] = t / 200
+    if h != 0xFFFF:
+        out["humidity"] = h / 400
+    if p != 0xFFFF:
+        out["pressure"] = p + 50000.0
+    if ax != -32768:
+        out["acceleration_x"] = ax
+    if ay != -32768:
+        out["acceleration_y"] = ay
+    if az != -32768:
+        out["acceleration_z"] = az
+    volts = power >> 5
+    if volts != 2047:
+        out["battery_voltage"] = volts + 1600
+    tx = power & 0x1F
+    if tx != 31:
+        out["tx_power"] = tx * 2 - 40
+    if movement != 0xFF:
+        out["movement_counter"] = movement
+    if seq != 0xFFFF:
+        out["measurement_sequence_number"] = seq
+    return out or None  # nothing available: the general path decides what that is
 
 
 def _decode(data: str) -> dict[str, Any] | None:

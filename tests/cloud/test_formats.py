@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import struct
+from unittest import mock
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloud.formats import FormatsConfig, Router, topic_matches
 from cloud.formats import edge_batch as edge_fmt
@@ -279,6 +284,54 @@ def test_ruuvi_gateway_relays_a_non_ruuvi_advert_without_error() -> None:
     apple = "1AFF4C000215" + "00" * 21  # iBeacon-style manufacturer data, company 0x004C
     got = rg.parse(TOPIC, rg_msg(f'"ts":1612358929,"data":"0201061A{apple[2:]}"'))
     assert got == Parsed(points=[], gateway="aa:cc:ee:00:11:22")
+
+
+_NA = {0: -32768, 1: 0xFFFF, 2: 0xFFFF, 3: -32768, 4: -32768, 5: -32768, 8: 0xFF, 9: 0xFFFF}  # DF5 "not available"
+
+
+@st.composite
+def df5_adverts(draw: st.DrawFn) -> str:
+    """A DF5 advert in Ruuvi Gateway's `data`, each value at random or "not available" (voltage and tx power
+    apart), in either case of hex digits."""
+    layout = struct.Struct(">BhHHhhhHBH6s")
+    ranges = [(-32768, 32767), (0, 0xFFFF), (0, 0xFFFF), (-32768, 32767), (-32768, 32767), (-32768, 32767),
+              (0, 0xFFFF), (0, 0xFF), (0, 0xFFFF)]
+    values = [draw(st.sampled_from([_NA[i]]) | st.integers(lo, hi)) if i in _NA else draw(st.integers(lo, hi))
+              for i, (lo, hi) in enumerate(ranges)]
+    power = draw(st.sampled_from([0xFFFF, 2047 << 5, 31, (1377 << 5) | 22]) | st.integers(0, 0xFFFF))
+    values[6] = power
+    payload = layout.pack(5, *values, draw(st.binary(min_size=6, max_size=6)))
+    text = (bytes.fromhex("0201061BFF9904") + payload).hex()
+    return text.upper() if draw(st.booleans()) else text
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=df5_adverts(), rssi=st.sampled_from(["-70", "-70.0", "null", "0"]),
+       clock=st.sampled_from(['"ts":1612358929', '"gwts":"1612358920"', '"cnt":7']))
+def test_ruuvi_gateway_df5_fast_path_gives_what_the_general_path_gives(data: str, rssi: str, clock: str) -> None:
+    """_df5_fields() decodes the usual DF5 advert without core.ruuvi.decode and the converter, for speed: the point
+    (fields, their types and order, time, tags) must be the very same as the general path's."""
+    payload = f'{{"gw_mac":"{GW}","rssi":{rssi},"aoa":[],{clock},"data":"{data}"}}'.encode()
+    fast = rg.parse(TOPIC, payload, received_ns=NOW)
+    with mock.patch.object(rg, "_df5_fields", lambda data: None):
+        general = rg.parse(TOPIC, payload, received_ns=NOW)
+    assert fast == general
+    assert [type(v) for p in fast.points for v in p.fields.values()] == \
+        [type(v) for p in general.points for v in p.fields.values()]
+    assert [list(p.fields) for p in fast.points] == [list(p.fields) for p in general.points]
+    if fast.points and "temperature" in fast.points[0].fields:
+        assert rg._df5_fields(data) is not None  # the fast path was taken
+
+
+def test_ruuvi_gateway_df5_fast_path_leaves_other_data_to_the_general_path() -> None:
+    assert rg._df5_fields(RAW5) is not None
+    assert rg._df5_fields(RAW5.lower()) is not None
+    for other in (" " + RAW5[1:], RAW5[:60] + "zz", RAW5[:14] + "06" + RAW5[16:], RAW5[:20] + " " + RAW5[21:],
+                  "0x" + RAW5[2:], RAW5[:4] + "07" + RAW5[6:], DF3_RAW, RAW5[:61]):
+        assert rg._df5_fields(other) is None, other
+    everything_na = "0201061BFF990405" + "8000FFFFFFFF800080008000FFFFFFFFFF" + "00" * 6
+    assert rg._df5_fields(everything_na) is None
+    assert rg.parse(TOPIC, rg_msg(f'"ts":1,"data":"{everything_na}"')).points[0].fields == {"rssi": -70}
 
 
 @pytest.mark.parametrize(
