@@ -74,6 +74,8 @@ class Router:
         # Topic -> format, cached: matching the filters cost more than the rest of routing, and a Ruuvi Gateway
         # has one topic per tag, so the set of topics is small; cleared if it ever grows past the bound.
         self._format_cache: dict[str, str | None] = {}
+        self._max_age_ns = int(self.config.max_age_s * _NS)
+        self._max_ahead_ns = int(self.config.max_ahead_s * _NS)
 
     def format_of(self, topic: str) -> str | None:
         try:
@@ -115,11 +117,11 @@ class Router:
         cfg = self.config
         now = self._clock() if received_ns is None else received_ns
         parsed = parser(topic, payload, measurement=cfg.measurement, received_ns=now)
-        oldest = now - int(cfg.max_age_s * _NS)
-        newest = now + int(cfg.max_ahead_s * _NS)
         points = parsed.points
         if not points:
             return parsed
+        oldest = now - self._max_age_ns
+        newest = now + self._max_ahead_ns
         if len(points) == 1:  # most messages (Ruuvi Gateway, flat): no generator to start twice
             first = last = points[0].time_ns
         else:

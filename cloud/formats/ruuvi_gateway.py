@@ -53,6 +53,8 @@ _STATES = ("online", "offline")
 _NS = 1_000_000_000
 _SEQ_SPAN = _NS  # any sequence number a format has (E1: 24 bits) stays within its second
 _HASH_SPAN = 1_000_000
+# Topic -> its tag MAC, normalised: a gateway sends each tag under one topic, a few thousand in all.
+_TAG_MACS: dict[str, str] = {}
 # What almost every message carries in `data`: the flags structure, then Ruuvi's manufacturer data in format 5 (31
 # bytes, 62 hex digits). See _df5_fields().
 _DF5_ADVERT = b"\x02\x01\x06\x1b\xff\x99\x04\x05"
@@ -89,19 +91,23 @@ _DECODED_KEYS: dict[str, tuple[str, float]] = {
 
 
 def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
-    levels = topic.split("/")
-    if len(levels) < 2 or not levels[-1]:
-        raise InvalidMessage(f"Ruuvi Gateway topic {topic!r} has no tag MAC level")
     now = time.time_ns() if received_ns is None else received_ns
+    mac = _TAG_MACS.get(topic)
+    if mac is None:
+        levels = topic.split("/")
+        if len(levels) < 2 or not levels[-1]:
+            raise InvalidMessage(f"Ruuvi Gateway topic {topic!r} has no tag MAC level")
+        if levels[-1] == STATUS_LEVEL:
+            gateway = gateway_name(levels[-2])
+            state = load_object(payload).get("state")
+            if state not in _STATES:
+                raise InvalidMessage(f"gw_status state {state!r} is not online/offline")
+            return Parsed(points=[], status=GatewayStatus(gateway, str(state), now), gateway=gateway)
+        mac = normalize_mac(levels[-1], "tag MAC in the topic")
+        if len(_TAG_MACS) >= 100_000:
+            _TAG_MACS.clear()
+        _TAG_MACS[topic] = mac
     obj = load_object(payload)
-    if levels[-1] == STATUS_LEVEL:
-        gateway = gateway_name(levels[-2])
-        state = obj.get("state")
-        if state not in _STATES:
-            raise InvalidMessage(f"gw_status state {state!r} is not online/offline")
-        return Parsed(points=[], status=GatewayStatus(gateway, str(state), now), gateway=gateway)
-
-    mac = normalize_mac(levels[-1], "tag MAC in the topic")
     gateway = gateway_name(require_str(obj, "gw_mac"))
     time_ns, whole_seconds = advert_time_ns(obj, now)
     point = advert_point(obj, mac=mac, gateway=gateway, time_ns=time_ns, whole_seconds=whole_seconds,
