@@ -37,10 +37,11 @@ from typing import Any, Protocol
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50
 
+from cloud.model import Refused
 from cloud.mqtt_gaps import SkippedIds
 from cloud.mqtt_publish import Publisher
 from cloud.receiver_settings import MqttSettings
-from cloud.write_path import Message
+from cloud.write_path import Message, ParseFailure
 from core.backoff import Backoff
 
 log = logging.getLogger("cloud.receiver")
@@ -135,9 +136,12 @@ class MqttInput:
         handler._handle_publish_packet = self._on_publish
         return client
 
-    def new_message(self, topic: str, qos: int, **about: Any) -> MqttMessage:
+    def new_message(self, topic: str, qos: int, gateway: str | None = None, seq: int | None = None,
+                    failure: ParseFailure | None = None, refused: list[Refused] | None = None) -> MqttMessage:
         mid = self._mid_in_hand if qos > 0 else None
-        msg = MqttMessage(topic, generation=self.generation, mid=mid, input=self, **about)
+        # Positional, in the fields' order: keywords cost more, once per message.
+        msg = MqttMessage(topic, gateway, seq, failure, [] if refused is None else refused, self.generation, mid,
+                          self)
         if mid is not None:
             self.inflight += 1
             self._unfinished.add(msg)

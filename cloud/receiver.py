@@ -197,7 +197,7 @@ class Receiver:
 
     def _accept(self, topic: str, payload: bytes, qos: int, dup: bool) -> MqttMessage | None:
         now_ns = self._clock()
-        self._last_message = time.monotonic()
+        self._last_message = now = time.monotonic()
         if topic == self.settings.dlq_topic:
             return None  # our own dead letters, if a wildcard subscription catches them: never loop
         self.monitor.received(topic, dup, self.router.format_of)
@@ -213,9 +213,8 @@ class Receiver:
         if self.homeassistant is not None and parsed.points and self.router.format_of(topic) == "ruuvi_gateway":
             self.homeassistant.offer(parsed.points)  # a dict store per point; its own task publishes
         assert self.mqtt is not None
-        msg = self.mqtt.new_message(topic, qos, gateway=parsed.gateway, seq=parsed.seq)
-        msg.refused = parsed.refused
-        return self._add(msg, parsed.points)
+        return self._add(self.mqtt.new_message(topic, qos, parsed.gateway, parsed.seq, None, parsed.refused),
+                         parsed.points, now)
 
     def _failed(self, topic: str, payload: bytes, reason: str, qos: int, now_ns: int) -> MqttMessage:
         """A message to dead-letter; an edge-gw batch that still names its seq is confirmed too, or its gateway
@@ -281,13 +280,16 @@ class Receiver:
             return "the write queue is full"
         return None
 
-    def _add(self, msg: M, points: list[Point]) -> M:
-        closed = self.batcher.add(points, msg, time.monotonic())
+    def _add(self, msg: M, points: list[Point], now: float | None = None) -> M:
+        closed = self.batcher.add(points, msg, time.monotonic() if now is None else now)
         if closed is not None:
-            self._enqueue(closed)
-        elif self.batcher.open_messages == 1:
+            self._enqueue(closed)  # which updates the flow
+            return msg
+        if self.batcher.open_messages == 1:
             self._wake.set()  # a new batch is open: the writer starts its timer
-        self._update_flow()
+        # Without a closed batch the queue is as it was: only one more message in flight can fill the window.
+        if self.input.inflight >= self._max_inflight or self._stopping:
+            self._update_flow()
         return msg
 
     def _on_connection(self, up: bool) -> None:

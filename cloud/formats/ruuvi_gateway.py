@@ -31,8 +31,9 @@ import math
 import struct
 import time
 import zlib
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from cloud.formats._common import (
@@ -107,6 +108,17 @@ def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns
         if len(_TAG_MACS) >= 100_000:
             _TAG_MACS.clear()
         _TAG_MACS[topic] = mac
+    try:
+        usual: _UsualAdvert | None = _USUAL_ADVERT.decode(payload)
+    except msgspec.DecodeError:  # any other shape, or not JSON: the general path below decides
+        usual = None
+    if usual is not None:
+        ts = usual.ts if usual.ts is not None else usual.gwts
+        fields = _df5_fields(usual.data) if ts is not None else None
+        if fields is not None and ts is not None:
+            gateway = gateway_name(usual.gw_mac)
+            return Parsed(points=[_df5_point(fields, usual.rssi, mac, gateway, ts * _NS, True, measurement)],
+                          gateway=gateway)
     obj = load_object(payload)
     gateway = gateway_name(require_str(obj, "gw_mac"))
     time_ns, whole_seconds = advert_time_ns(obj, now)
@@ -122,13 +134,9 @@ def advert_point(obj: dict[str, Any], *, mac: str, gateway: str, time_ns: int, w
     data = obj.get("data")
     fields = _df5_fields(data) if type(data) is str else None
     if fields is not None:  # the usual advert, decoded and typed at once
-        if whole_seconds:
-            seq = fields.get("measurement_sequence_number")
-            time_ns += seq if type(seq) is int else _within_second(fields)
         rssi = obj.get("rssi")
-        if rssi is not None:
-            fields["rssi"] = rssi if type(rssi) is int else typed_field("rssi", rssi)  # type: ignore[assignment]
-        return Point(measurement, {"mac": mac, "gateway": gateway, "data_format": "5"}, fields, time_ns)
+        return _df5_point(fields, rssi if type(rssi) is int else typed_field("rssi", rssi), mac, gateway, time_ns,
+                          whole_seconds, measurement)
     if data is not None:
         if not isinstance(data, str):
             raise InvalidMessage(f"'data' must be a hex string, got {type(data).__name__}")
@@ -180,6 +188,33 @@ def _within_second(fields: dict[str, Any]) -> int:
         return seq % _SEQ_SPAN
     # crc32, not hash(): the same in every receiver process, so a re-delivery to another one lands on the same point.
     return zlib.crc32(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)) % _HASH_SPAN
+
+
+def _df5_point(fields: dict[str, FieldValue], rssi: FieldValue | None, mac: str, gateway: str, time_ns: int,
+               whole_seconds: bool, measurement: str) -> Point:
+    """advert_point()'s end, for the fields of _df5_fields()."""
+    if whole_seconds:
+        seq = fields.get("measurement_sequence_number")
+        time_ns += seq if type(seq) is int else _within_second(fields)
+    if rssi is not None:
+        fields["rssi"] = rssi
+    return Point(measurement, {"mac": mac, "gateway": gateway, "data_format": "5"}, fields, time_ns)
+
+
+class _UsualAdvert(msgspec.Struct, gc=False):
+    """The keys parse() reads from the usual message, with the types current firmware sends; msgspec skips every
+    other key without building it. Anything else (a missing key, a digit-string timestamp, a float RSSI, `cnt`
+    instead of a clock) fails to decode here and takes the general path. Measured: 0.22 against 0.59 µs per message
+    for orjson's dict and its lookups (and freeing it)."""
+
+    gw_mac: str
+    data: str
+    rssi: int | None = None
+    ts: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    gwts: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+_USUAL_ADVERT = msgspec.json.Decoder(_UsualAdvert)
 
 
 def _df5_fields(data: str) -> dict[str, FieldValue] | None:

@@ -305,22 +305,46 @@ def df5_adverts(draw: st.DrawFn) -> str:
     return text.upper() if draw(st.booleans()) else text
 
 
+def parse_or_reason(payload: bytes) -> Parsed | str:
+    try:
+        return rg.parse(TOPIC, payload, received_ns=NOW)
+    except InvalidMessage as e:
+        return str(e)
+
+
 @settings(max_examples=400, deadline=None)
-@given(data=df5_adverts(), rssi=st.sampled_from(["-70", "-70.0", "null", "0"]),
-       clock=st.sampled_from(['"ts":1612358929', '"gwts":"1612358920"', '"cnt":7']))
-def test_ruuvi_gateway_df5_fast_path_gives_what_the_general_path_gives(data: str, rssi: str, clock: str) -> None:
-    """_df5_fields() decodes the usual DF5 advert without core.ruuvi.decode and the converter, for speed: the point
-    (fields, their types and order, time, tags) must be the very same as the general path's."""
-    payload = f'{{"gw_mac":"{GW}","rssi":{rssi},"aoa":[],{clock},"data":"{data}"}}'.encode()
-    fast = rg.parse(TOPIC, payload, received_ns=NOW)
+@given(data=df5_adverts(), rssi=st.sampled_from(["-70", "-70.0", "null", "0", "true", '"-70"']),
+       clock=st.sampled_from(['"ts":1612358929', '"gwts":"1612358920"', '"cnt":7', '"ts":null,"gwts":1612358920',
+                              '"ts":-5', '"ts":true', '"gwts":1612358920,"ts":1612358929', '"ts":1.5']),
+       extra=st.sampled_from(["", ',"coords":""', ',"gw_mac":"AA:CC:EE:00:11:23"', ',"data":5', ',"x":[1,{"y":2}]',
+                              ',"gw_mac":null']))
+def test_ruuvi_gateway_df5_fast_path_gives_what_the_general_path_gives(data: str, rssi: str, clock: str,
+                                                                      extra: str) -> None:
+    """parse() reads the usual message with msgspec into _UsualAdvert and decodes its DF5 advert with _df5_fields(),
+    without orjson's dict, core.ruuvi.decode and the converter, for speed. The point (fields, their types and order,
+    time, tags), or the reason it is refused, must be the very same as the general path's; a key given twice counts
+    as it does in orjson (the last one)."""
+    payload = f'{{"gw_mac":"{GW}","rssi":{rssi},"aoa":[],{clock},"data":"{data}"{extra}}}'.encode()
+    fast = parse_or_reason(payload)
     with mock.patch.object(rg, "_df5_fields", lambda data: None):
-        general = rg.parse(TOPIC, payload, received_ns=NOW)
+        general = parse_or_reason(payload)
     assert fast == general
+    if isinstance(fast, str) or isinstance(general, str):
+        return
     assert [type(v) for p in fast.points for v in p.fields.values()] == \
         [type(v) for p in general.points for v in p.fields.values()]
     assert [list(p.fields) for p in fast.points] == [list(p.fields) for p in general.points]
     if fast.points and "temperature" in fast.points[0].fields:
         assert rg._df5_fields(data) is not None  # the fast path was taken
+
+
+def test_ruuvi_gateway_usual_message_takes_the_fast_path() -> None:
+    payload = rg_msg(f'"gwts":1612358920,"ts":1612358929,"data":"{RAW5}"')
+    rg.parse(TOPIC, payload)  # the topic's MAC is now known
+    with mock.patch.object(rg, "load_object", side_effect=AssertionError("the general path")):
+        got = rg.parse(TOPIC, payload)
+    assert got == Parsed(points=[Point("ruuvi", TAGS5, FIELDS5, 1612358929 * 10**9 + 38282)],
+                         gateway="aa:cc:ee:00:11:22")
 
 
 def test_ruuvi_gateway_df5_fast_path_leaves_other_data_to_the_general_path() -> None:

@@ -1,0 +1,151 @@
+"""cloud-ingest's per-message CPU from a received PUBLISH packet to its place in a write batch, without sockets:
+the input's packet parser (MqttInput._on_publish), Receiver._accept (monitor, Router, the Ruuvi Gateway parser,
+the message, the batcher) for Ruuvi Gateway traffic, one DF5 reading per message. Then each closed batch goes
+through the write path's CPU work: dedup and line protocol (as the sink encodes it), no HTTP.
+
+CPU time (time.process_time), best of --repeat passes; each pass is a fresh Receiver (empty caches and dedup
+memory), fed the packets the way gmqtt hands them over (fixed header split off). Not a test.
+
+CPU time on this shared VM moves by 30 % from one minute to the next, more than most changes to this path.
+`--instructions` runs the bench under valgrind's callgrind and also counts the instructions each part executes:
+deterministic, so a before/after (`--tree`) needs one run each (about 20 s for 10,000 messages).
+
+    python bench/bench_accept.py
+    python bench/bench_accept.py --messages 200000 --qos 1 --repeat 7
+    python bench/bench_accept.py --tree /tmp/base     # the receiver of another checkout, for a before/after
+    python bench/bench_accept.py --instructions --messages 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# --tree DIR: import cloud/ and core/ from that checkout (read before argparse: the imports below need it).
+TREE = Path(sys.argv[sys.argv.index("--tree") + 1]) if "--tree" in sys.argv[:-1] else ROOT
+sys.path[:0] = [str(TREE), str(ROOT / "bench")]
+
+from cloud.formats import Router  # noqa: E402
+from cloud.lineproto import Encoder  # noqa: E402
+from cloud.receiver import Receiver  # noqa: E402
+from cloud.receiver_settings import MqttSettings, ReceiverSettings  # noqa: E402
+from cloud.sinks import open_sink  # noqa: E402
+
+S = 1_000_000_000
+
+
+def packets(msgs: list[tuple[str, bytes]], qos: int) -> list[tuple[int, bytes]]:
+    """(first byte of the fixed header, the rest after Remaining Length) per message, MQTT v5, no properties."""
+    out = []
+    for i, (topic, payload) in enumerate(msgs):
+        t = topic.encode()
+        mid = struct.pack("!H", i % 65535 + 1) if qos else b""
+        out.append((0x30 | (qos << 1), struct.pack("!H", len(t)) + t + mid + b"\x00" + payload))
+    return out
+
+
+def instructions() -> int:
+    """Instructions this process has executed so far, all threads (under callgrind: --instructions), else 0."""
+    if not os.environ.get("BENCH_UNDER_CALLGRIND"):
+        return 0
+    out = subprocess.run(["callgrind_control", "-e", str(os.getpid())], check=False, capture_output=True,
+                         text=True).stdout
+    return sum(int(n.replace(",", "")) for n in re.findall(r"^\s*Th\s+\d+\s+([\d,]+)", out, re.MULTILINE))
+
+
+def one_pass(pkts: list[tuple[int, bytes]], now_ns: int, window: int) -> tuple[float, float, int, int, int]:
+    """CPU seconds of (packet -> batch) and of (dedup + line protocol) for all packets, the points written, and
+    the instructions of each part (0 without --instructions)."""
+    receiver = Receiver(ReceiverSettings(mqtt=MqttSettings(receive_maximum=window),
+                                         batch_max_messages=window // 2, batch_max_points=window),
+                        sink=open_sink("http://127.0.0.1:9/bench"), router=Router(), clock=lambda: now_ns)
+    mqtt = receiver.mqtt
+    assert Path(sys.modules["cloud"].__file__ or "").is_relative_to(TREE), "cloud/ was not imported from --tree"
+    assert mqtt is not None
+    mqtt._protocol.protocol_version = 5  # as on a connection that agreed MQTT v5
+    dedup = receiver.write_path.dedup
+    assert dedup is not None
+    line = Encoder().line
+    on_publish = mqtt._on_publish
+    cpu = time.process_time
+    t_in = t_out = 0.0
+    written = i_in = i_out = 0
+    for start in range(0, len(pkts), window // 2):
+        chunk = pkts[start:start + window // 2]
+        i0 = instructions()
+        t0 = cpu()
+        for cmd, packet in chunk:
+            on_publish(cmd, packet)
+        t1 = cpu()
+        i1 = instructions()
+        batches = list(receiver._ready)
+        receiver._ready.clear()
+        closed = receiver.batcher.close("drain", 0.0)
+        if closed is not None:
+            batches.append(closed)
+        for batch in batches:
+            kept = dedup.filter([p for _, pts in batch for p in pts]).kept
+            for p in kept:
+                line(p)
+            written += len(kept)
+            for msg in batch.messages:
+                msg.acknowledge()
+        t2 = cpu()
+        i2 = instructions()
+        t_in += t1 - t0
+        t_out += t2 - t1
+        i_in += i1 - i0
+        i_out += i2 - i1
+    if receiver.journal is not None:
+        receiver.journal.close()
+    return t_in, t_out, written, i_in, i_out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--qos", type=int, choices=(0, 1), default=0)
+    ap.add_argument("--window", type=int, default=20000, help="mqtt.receive_maximum (a batch holds half)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose receiver is measured")
+    ap.add_argument("--instructions", action="store_true", help="run under callgrind and count instructions too")
+    args = ap.parse_args()
+    if args.instructions and not os.environ.get("BENCH_UNDER_CALLGRIND"):
+        if shutil.which("valgrind") is None:
+            sys.exit("--instructions needs valgrind (apt install valgrind)")
+        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, *sys.argv]
+        sys.exit(subprocess.run(argv, check=False, env={**os.environ, "BENCH_UNDER_CALLGRIND": "1"},
+                                stderr=subprocess.DEVNULL).returncode)
+    # After cloud/ is imported from --tree: bench_parse puts this checkout first on sys.path.
+    from bench_parse import ruuvi_gateway_messages
+
+    gc.set_threshold(50_000, 50, 100)  # what `cloud-ingest run` sets
+    now_ns = time.time_ns()
+    pkts = packets(ruuvi_gateway_messages(args.messages, now_ns // S - 3600), args.qos)
+    runs = [one_pass(pkts, now_ns, args.window) for _ in range(args.repeat)]
+    assert all(r[2] == args.messages for r in runs), [r[2] for r in runs]
+    t_in, t_out = (min(r[k] for r in runs) / args.messages * 1e6 for k in range(2))
+    print(f"{args.messages} Ruuvi Gateway messages at QoS {args.qos} ({args.tree}), CPU µs per message, best of "
+          f"{args.repeat}:")
+    print(f"  packet -> batch (input, accept, parse, batcher) {t_in:6.2f}")
+    print(f"  dedup + line protocol                           {t_out:6.2f}")
+    print(f"  total                                           {t_in + t_out:6.2f}")
+    if os.environ.get("BENCH_UNDER_CALLGRIND"):
+        i_in, i_out = (min(r[k] for r in runs) / args.messages for k in (3, 4))
+        print("instructions per message (callgrind; the CPU times above are valgrind's, not the machine's):")
+        print(f"  packet -> batch {i_in:8.0f}")
+        print(f"  dedup + line    {i_out:8.0f}")
+        print(f"  total           {i_in + i_out:8.0f}")
+
+
+if __name__ == "__main__":
+    main()
