@@ -62,9 +62,30 @@ def instructions() -> int:
     return sum(int(n.replace(",", "")) for n in re.findall(r"^\s*Th\s+\d+\s+([\d,]+)", out, re.MULTILINE))
 
 
-def one_pass(pkts: list[tuple[int, bytes]], now_ns: int, window: int) -> tuple[float, float, int, int, int]:
-    """CPU seconds of (packet -> batch) and of (dedup + line protocol) for all packets, the points written, and
-    the instructions of each part (0 without --instructions)."""
+STAGES = ("packet -> batch (input, accept, parse, batcher)", "dedup (and the acknowledgements)",
+          "line protocol")
+
+
+class Stages:
+    """CPU seconds and instructions per stage, added up over the chunks of a pass."""
+
+    def __init__(self) -> None:
+        self.cpu = [0.0] * len(STAGES)
+        self.instructions = [0] * len(STAGES)
+        self._at = (0.0, 0)
+
+    def start(self) -> None:
+        self._at = (time.process_time(), instructions())
+
+    def lap(self, stage: int) -> None:
+        now = (time.process_time(), instructions())
+        self.cpu[stage] += now[0] - self._at[0]
+        self.instructions[stage] += now[1] - self._at[1]
+        self._at = (time.process_time(), instructions())
+
+
+def one_pass(pkts: list[tuple[int, bytes]], now_ns: int, window: int) -> tuple[Stages, int]:
+    """The stages' costs for all packets, and the points written."""
     receiver = Receiver(ReceiverSettings(mqtt=MqttSettings(receive_maximum=window),
                                          batch_max_messages=window // 2, batch_max_points=window),
                         sink=open_sink("http://127.0.0.1:9/bench"), router=Router(), clock=lambda: now_ns)
@@ -76,38 +97,32 @@ def one_pass(pkts: list[tuple[int, bytes]], now_ns: int, window: int) -> tuple[f
     assert dedup is not None
     line = Encoder().line
     on_publish = mqtt._on_publish
-    cpu = time.process_time
-    t_in = t_out = 0.0
-    written = i_in = i_out = 0
+    stages = Stages()
+    written = 0
     for start in range(0, len(pkts), window // 2):
         chunk = pkts[start:start + window // 2]
-        i0 = instructions()
-        t0 = cpu()
+        stages.start()
         for cmd, packet in chunk:
             on_publish(cmd, packet)
-        t1 = cpu()
-        i1 = instructions()
+        stages.lap(0)
         batches = list(receiver._ready)
         receiver._ready.clear()
         closed = receiver.batcher.close("drain", 0.0)
         if closed is not None:
             batches.append(closed)
+        kept = []
         for batch in batches:
-            kept = dedup.filter([p for _, pts in batch for p in pts]).kept
-            for p in kept:
-                line(p)
-            written += len(kept)
+            kept.extend(dedup.filter([p for _, pts in batch for p in pts]).kept)
             for msg in batch.messages:
                 msg.acknowledge()
-        t2 = cpu()
-        i2 = instructions()
-        t_in += t1 - t0
-        t_out += t2 - t1
-        i_in += i1 - i0
-        i_out += i2 - i1
+        stages.lap(1)
+        for p in kept:
+            line(p)
+        stages.lap(2)
+        written += len(kept)
     if receiver.journal is not None:
         receiver.journal.close()
-    return t_in, t_out, written, i_in, i_out
+    return stages, written
 
 
 def main() -> None:
@@ -132,19 +147,19 @@ def main() -> None:
     now_ns = time.time_ns()
     pkts = packets(ruuvi_gateway_messages(args.messages, now_ns // S - 3600), args.qos)
     runs = [one_pass(pkts, now_ns, args.window) for _ in range(args.repeat)]
-    assert all(r[2] == args.messages for r in runs), [r[2] for r in runs]
-    t_in, t_out = (min(r[k] for r in runs) / args.messages * 1e6 for k in range(2))
-    print(f"{args.messages} Ruuvi Gateway messages at QoS {args.qos} ({args.tree}), CPU µs per message, best of "
-          f"{args.repeat}:")
-    print(f"  packet -> batch (input, accept, parse, batcher) {t_in:6.2f}")
-    print(f"  dedup + line protocol                           {t_out:6.2f}")
-    print(f"  total                                           {t_in + t_out:6.2f}")
+    assert all(r[1] == args.messages for r in runs), [r[1] for r in runs]
+    n = args.messages
+    cpu = [min(r[0].cpu[k] for r in runs) / n * 1e6 for k in range(len(STAGES))]
+    print(f"{n} Ruuvi Gateway messages at QoS {args.qos} ({args.tree}), CPU µs per message, best of {args.repeat}:")
+    for name, t in zip(STAGES, cpu, strict=True):
+        print(f"  {name:50} {t:6.2f}")
+    print(f"  {'total':50} {sum(cpu):6.2f}")
     if os.environ.get("BENCH_UNDER_CALLGRIND"):
-        i_in, i_out = (min(r[k] for r in runs) / args.messages for k in (3, 4))
+        ins = [min(r[0].instructions[k] for r in runs) / n for k in range(len(STAGES))]
         print("instructions per message (callgrind; the CPU times above are valgrind's, not the machine's):")
-        print(f"  packet -> batch {i_in:8.0f}")
-        print(f"  dedup + line    {i_out:8.0f}")
-        print(f"  total           {i_in + i_out:8.0f}")
+        for name, i in zip(STAGES, ins, strict=True):
+            print(f"  {name:50} {i:8.0f}")
+        print(f"  {'total':50} {sum(ins):8.0f}")
 
 
 if __name__ == "__main__":
