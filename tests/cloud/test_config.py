@@ -65,6 +65,8 @@ def test_the_sample_documents_every_setting_with_its_default() -> None:
     ("[dedup]\nwindow = 0\n", "dedup.window: must be positive"),
     ("[metrics]\nport = 70000\n", "metrics.port: must be 0 (off) or a TCP port, got 70000"),
     ("[log]\nlevel = 'loud'\n", "log.level: expected debug, info, warning or error, got 'loud'"),
+    ("[influx]\ngzip = 'sometimes'\n", "influx.gzip: expected true, false or \"auto\", got 'sometimes'"),
+    ("[influx]\ngzip = 1\n", "influx.gzip: expected true, false or \"auto\", got 1"),
 ])
 def test_errors_name_the_bad_key(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -111,6 +113,30 @@ def test_derived_settings(tmp_path: Path) -> None:
     assert (f.measurement, f.edge, f.max_payload_bytes) == ("m", ("edge-gw/+/batch", "edge-gw/+/status"), 1 << 20)
     assert sink_options(cfg).timeout_s == 10.0
     assert cfg.formats.topics() == ["edge-gw/+/batch", "edge-gw/+/status", "ruuvi/+/+", "sensors/+"]
+
+
+@pytest.mark.parametrize(("url", "gzip", "compressed"), [
+    ("http://127.0.0.1:8086/ruuvi", None, False),  # the default, "auto": not on loopback
+    ("http://127.8.0.1:8086/ruuvi", None, False),
+    ("http://localhost:8086/ruuvi", None, False),
+    ("http://[::1]:8086/ruuvi", None, False),
+    ("influx2://127.0.0.1:8086?org=o&bucket=b", None, False),
+    ("http://10.0.0.5:8086/ruuvi", None, True),
+    ("http://influx.example.net:8086/ruuvi", None, True),
+    ("https://u@[2001:db8::1]:8086/ruuvi", None, True),
+    ("http://127.0.0.1:8086/ruuvi", "true", True),  # as a flag or an environment variable
+    ("http://10.0.0.5:8086/ruuvi", "false", False),
+    ("http://10.0.0.5:8086/ruuvi", "auto", True),
+])
+def test_gzip_auto_compresses_writes_to_a_remote_influxdb_only(url: str, gzip: str | None, compressed: bool) -> None:
+    flags = {"influx.url": url} | ({"influx.gzip": gzip} if gzip is not None else {})
+    assert sink_options(load_config(None, flags, environ={})).gzip is compressed
+
+
+def test_gzip_takes_a_toml_boolean(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[influx]\ngzip = true\n"), environ={})
+    assert sink_options(cfg).gzip is True
+    assert sink_options(load_config(write(tmp_path, "[influx]\ngzip = false\n"), environ={})).gzip is False
 
 
 def test_a_percent_escaped_password_in_the_url_is_decoded() -> None:
