@@ -30,12 +30,14 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.mqtt.package import Package
 
 from cloud.model import Refused
 from cloud.mqtt_gaps import SkippedIds
@@ -187,6 +189,7 @@ class MqttInput:
         self.connected = True
         self.publisher.connected()
         log.info("connected to the broker (session present: %s)", bool(flags))
+        self._read_publishes_directly()
         self._on_connection(True)
         if rc != 0:
             return
@@ -201,6 +204,66 @@ class MqttInput:
         if self._sys is not None:
             self._sys.subscribed()
             self._sys_mid = client.subscribe([gmqtt.Subscription(t, qos=0) for t in self._sys.topics])
+
+    def _read_publishes_directly(self) -> None:
+        """Split the new connection's incoming bytes into packets here, and hand each PUBLISH to `_on_publish` at
+        once; every other packet takes gmqtt's way (its Package, `put_package`, the handler). gmqtt's way costs about
+        15,000 instructions per packet on top of `_on_publish` (a Package, two clock reads, a debug log call that
+        formats its arguments, the handler lookup), this loop about 3,000: 1.25 µs against 0.25 µs per message.
+        Uses gmqtt's private `_connection._protocol._read_packet` (called by its read loop with the bytes buffered
+        so far, it returns how many it consumed, -1 for a malformed length) and `_connection._last_data_in` (its
+        keepalive); tests/cloud/test_mqtt_publish.py checks both. Installed per connection, from on_connect: the
+        packets that came with the CONNACK still take gmqtt's way, which ends in `_on_publish` too."""
+        conn = getattr(self.client, "_connection", None)
+        protocol = getattr(conn, "_protocol", None)
+        gmqtt_read: Callable[[bytes], int] | None = getattr(protocol, "_read_packet", None)
+        if conn is None or gmqtt_read is None or getattr(gmqtt_read, "__self__", None) is not protocol:
+            return  # not gmqtt's own (already ours, or a gmqtt we do not know): leave it
+        read_original: Callable[[bytes], int] = gmqtt_read
+        handler = self.client._package_handler
+        on_publish = self._on_publish
+        put_package = conn.put_package
+        clock = time.monotonic
+
+        def read_packets(data: bytes) -> int:
+            if handler.current_connection is not conn:
+                return read_original(data)  # a superseded connection: gmqtt drops what it still delivers
+            size = len(data)
+            pos = 0
+            while size - pos >= 2:
+                # Remaining Length: 1 to 4 bytes, 7 bits each, least significant first (MQTT v5 1.5.5).
+                i = pos + 1
+                length = shift = 0
+                complete = False
+                while i < size:
+                    b = data[i]
+                    length |= (b & 0x7F) << shift
+                    i += 1
+                    if b < 0x80:
+                        complete = True
+                        break
+                    shift += 7
+                    if shift > 21:
+                        return -1  # gmqtt's answer to a malformed length: the connection is reset
+                if not complete:
+                    break  # the length itself has not all arrived
+                end = i + length
+                if end > size:
+                    break
+                cmd = data[pos]
+                try:
+                    if cmd & 0xF0 == 0x30:
+                        on_publish(cmd, data[i:end])
+                    else:
+                        put_package(Package(cmd, data[i:end]))
+                except Exception:
+                    log.exception("handling an MQTT packet failed")  # as gmqtt's handler does: the stream goes on
+                pos = end
+            if pos:
+                conn._last_data_in = clock()  # for gmqtt's keepalive, as put_package sets it
+            return pos
+
+        protocol._read_packet = read_packets  # type: ignore[union-attr]
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         self.generation += 1

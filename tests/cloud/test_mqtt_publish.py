@@ -51,6 +51,11 @@ def test_the_private_gmqtt_attributes_we_use_still_do_what_we_rely_on(mosquitto_
         assert callable(handler._handle_qos_1_publish_packet) and callable(client._connection.send_package)
         assert callable(handler._handle_publish_packet) and handler._handler_cache.get(0x30) is None
         assert handler._connection_state.protocol_version == 5
+        # The framing the input takes over per connection: the protocol's `_read_packet`, looked up on the instance
+        # by gmqtt's read loop, the handler's current connection, and the keepalive clock it must keep.
+        conn = client._connection
+        assert conn._protocol._read_packet.__self__ is conn._protocol and handler.current_connection is conn
+        assert isinstance(conn._last_data_in, float) and callable(conn.put_package)
         # The transport that pauses reading.
         transport = client._connection._transport
         transport.pause_reading()
