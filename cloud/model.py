@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 import msgspec
@@ -42,15 +42,17 @@ class Refused:
     kind: str  # why, as a metric label: "ahead" (timestamp in the future) or "too_old"
 
 
-@dataclass(slots=True)
-class Parsed:
-    """What one MQTT message became: points to write, and/or a gateway state change."""
+class Parsed(msgspec.Struct, gc=False):
+    """What one MQTT message became: points to write, and/or a gateway state change.
+
+    A msgspec Struct, not a dataclass, for the same reason as Point: one is made per message, and a dataclass took
+    5,900 instructions to make against 2,500 (callgrind). gc=False: nothing ever refers back to a Parsed."""
 
     points: list[Point]
     status: GatewayStatus | None = None
     gateway: str | None = None
     seq: int | None = None  # an edge-gw batch's `seq`: the receiver confirms it to `gateway` once it is stored
-    refused: list[Refused] = field(default_factory=list)  # readings of the batch refused one by one
+    refused: list[Refused] = msgspec.field(default_factory=list)  # readings of the batch refused one by one
     # For a message of several readings (not an edge-gw batch): each point's reading as it came, so that one
     # reading can be refused on its own, with its own dead-letter payload.
     sources: list[bytes] | None = None

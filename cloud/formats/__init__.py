@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from cloud.formats import edge_batch, flat, ruuvi_gateway, ruuvi_gateway_http
 from cloud.model import InvalidMessage, Parsed, Point, Refused
 
-Parser = Callable[..., Parsed]
+# (topic, payload, measurement, received_ns) -> what the message holds; raises InvalidMessage.
+Parser = Callable[[str, bytes, str, int | None], Parsed]
 
 PARSERS: dict[str, Parser] = {
     "edge": edge_batch.parse,
@@ -66,6 +67,9 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(f_levels) == len(t_levels)
 
 
+_UNKNOWN = "?"  # not in the format cache yet (None there means: no format for that topic)
+
+
 class Router:
     def __init__(self, config: FormatsConfig | None = None, *, clock: Callable[[], int] = time.time_ns) -> None:
         self.config = config or FormatsConfig()
@@ -101,7 +105,9 @@ class Router:
         cfg = self.config
         if len(payload) > cfg.max_payload_bytes:
             raise InvalidMessage(f"payload of {len(payload)} bytes exceeds {cfg.max_payload_bytes}")
-        name = self.format_of(topic)
+        name = self._format_cache.get(topic, _UNKNOWN)
+        if name is _UNKNOWN:
+            name = self.format_of(topic)
         if name is None:
             raise InvalidMessage(f"no input format configured for topic {topic!r}")
         return self._parse(name, PARSERS[name], topic, payload, received_ns)
@@ -116,7 +122,7 @@ class Router:
     def _parse(self, name: str, parser: Parser, topic: str, payload: bytes, received_ns: int | None) -> Parsed:
         cfg = self.config
         now = self._clock() if received_ns is None else received_ns
-        parsed = parser(topic, payload, measurement=cfg.measurement, received_ns=now)
+        parsed = parser(topic, payload, cfg.measurement, now)
         points = parsed.points
         if not points:
             return parsed

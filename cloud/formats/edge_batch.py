@@ -23,7 +23,7 @@ from core.wire import MAX_SEQ, STATES, WIRE_VERSION
 _DF_TEXT = {n: str(n) for n in (3, 5, 6, 8, 0xC5, 0xE1)}
 
 
-def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
+def parse(topic: str, payload: bytes, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
     """Points of a batch, or the gateway state of a status message. `received_ns` stamps status messages only."""
     levels = topic.split("/")
     if len(levels) < 3:

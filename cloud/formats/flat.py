@@ -29,7 +29,7 @@ _SKIP = frozenset({"sensor_id", "timestamp", *_TAG_KEYS})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
+def parse(topic: str, payload: bytes, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
     sensor = topic.rsplit("/", 1)[-1]
     if not sensor:
         raise InvalidMessage(f"flat topic {topic!r} has no sensor id level")

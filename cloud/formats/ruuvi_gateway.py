@@ -91,7 +91,7 @@ _DECODED_KEYS: dict[str, tuple[str, float]] = {
 }
 
 
-def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
+def parse(topic: str, payload: bytes, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
     now = time.time_ns() if received_ns is None else received_ns
     mac = _TAG_MACS.get(topic)
     if mac is None:

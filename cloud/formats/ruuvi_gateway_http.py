@@ -36,7 +36,7 @@ from cloud.model import InvalidMessage, Parsed, Point, Refused
 INVALID = "invalid"  # Refused.kind of a tag entry that does not decode
 
 
-def parse(topic: str, payload: bytes, *, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
+def parse(topic: str, payload: bytes, measurement: str = "ruuvi", received_ns: int | None = None) -> Parsed:
     now = time.time_ns() if received_ns is None else received_ns
     body = load_object(payload)
     data = body.get("data")
