@@ -26,7 +26,6 @@ import contextlib
 import hmac
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
@@ -42,9 +41,8 @@ RETRY_AFTER_S = 10  # the Ruuvi Gateway's default http_period: its next post com
 SHUTDOWN_TIMEOUT_S = 2.0
 
 
-@dataclass(slots=True, eq=False)
-class HttpMessage(Message):
-    future: asyncio.Future[None] | None = field(default=None, repr=False)
+class HttpMessage(Message, eq=False):
+    future: asyncio.Future[None] | None = None
     readings: int = 0  # points handed to the write path
     given_up: bool = False  # not handled (the receiver stopped first): the answer is 503
 

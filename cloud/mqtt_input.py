@@ -32,7 +32,6 @@ import logging
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import gmqtt
@@ -59,11 +58,10 @@ class InputError(Exception):
 _PUBACK = struct.Struct("!BBH")
 
 
-@dataclass(slots=True, eq=False)
-class MqttMessage(Message):
+class MqttMessage(Message, eq=False):
     generation: int = 0  # the connection it arrived on
     mid: int | None = None  # the broker's packet id of a QoS 1 delivery; None for QoS 0: nothing to acknowledge
-    input: MqttInput | None = field(default=None, repr=False)
+    input: MqttInput | None = None
 
     def acknowledge(self) -> None:
         if self.input is not None:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -70,15 +70,14 @@ class Partition:
     revoked: bool = False
 
 
-@dataclass(slots=True, eq=False)
-class KafkaMessage(Message):
+class KafkaMessage(Message, eq=False):
     """One record. `topic` is "<topic>/<partition>/<offset>": what logs and dead letters name it by."""
 
     offset: int = 0
-    part: Partition | None = field(default=None, repr=False)
-    key: bytes | None = field(default=None, repr=False)  # kept for a poison record's dead letter only
-    headers: list[tuple[str, bytes]] | None = field(default=None, repr=False)
-    input: KafkaInput | None = field(default=None, repr=False)
+    part: Partition | None = None
+    key: bytes | None = None  # kept for a poison record's dead letter only
+    headers: list[tuple[str, bytes]] | None = None
+    input: KafkaInput | None = None
 
     def acknowledge(self) -> None:
         if self.input is not None:
