@@ -62,26 +62,23 @@ class Batcher(Generic[T]):
         self.max_points = max_points
         self.max_interval_s = max_interval_s
         self.max_messages = max_messages
-        self._open: Batch[T] | None = None
-
-    @property
-    def open_batch(self) -> Batch[T] | None:
-        return self._open
+        self.open_batch: Batch[T] | None = None  # read-only outside: add() and close() change it
 
     @property
     def open_points(self) -> int:
-        return self._open.n_points if self._open else 0
+        return self.open_batch.n_points if self.open_batch else 0
 
     @property
     def open_messages(self) -> int:
-        return len(self._open.items) if self._open else 0
+        return len(self.open_batch.items) if self.open_batch else 0
 
     def add(self, points: Sequence[Point], token: T, now: float) -> Batch[T] | None:
-        """Add one message's points; return the batch this closed, if any."""
-        batch = self._open
+        """Add one message's points; return the batch this closed, if any. A list of points is kept as it is (the
+        caller gives it up), anything else is copied."""
+        batch = self.open_batch
         if batch is None:
-            batch = self._open = Batch(opened_at=now)
-        batch.items.append((token, list(points)))
+            batch = self.open_batch = Batch(opened_at=now)
+        batch.items.append((token, points if type(points) is list else list(points)))
         batch.n_points += len(points)
         if batch.n_points >= self.max_points:
             return self.close("size", now)
@@ -91,7 +88,7 @@ class Batcher(Generic[T]):
 
     def deadline(self) -> float | None:
         """When the open batch must close on time, or None if there is none."""
-        return None if self._open is None else self._open.opened_at + self.max_interval_s
+        return None if self.open_batch is None else self.open_batch.opened_at + self.max_interval_s
 
     def due(self, now: float) -> Batch[T] | None:
         """Close and return the open batch if its time is up."""
@@ -101,7 +98,7 @@ class Batcher(Generic[T]):
         return None
 
     def close(self, reason: str, now: float) -> Batch[T] | None:
-        batch, self._open = self._open, None
+        batch, self.open_batch = self.open_batch, None
         if batch is not None:
             batch.reason = reason
             batch.closed_at = now

@@ -281,11 +281,13 @@ class Receiver:
         return None
 
     def _add(self, msg: M, points: list[Point], now: float | None = None) -> M:
-        closed = self.batcher.add(points, msg, time.monotonic() if now is None else now)
+        batcher = self.batcher
+        opens = batcher.open_batch is None
+        closed = batcher.add(points, msg, time.monotonic() if now is None else now)
         if closed is not None:
             self._enqueue(closed)  # which updates the flow
             return msg
-        if self.batcher.open_messages == 1:
+        if opens:
             self._wake.set()  # a new batch is open: the writer starts its timer
         # Without a closed batch the queue is as it was: only one more message in flight can fill the window.
         if self.input.inflight >= self._max_inflight or self._stopping:
