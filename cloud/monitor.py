@@ -70,8 +70,9 @@ class Monitor:
         self.last_write_ns = 0
         self.last_batch_points = 0
         self.started_ns = 0
-        self._received_by_topic: dict[str, Any] = {}
-        self._unexported: dict[Any, int] = {}  # counter child -> messages received since the last export
+        self._received_by_topic: dict[str, Any] = {}  # topic -> its counter child (of its format)
+        self._unexported: dict[str, int] = {}  # topic -> messages received since the last export
+        self._format_of: Callable[[str], str | None] = lambda topic: None
         self._unexported_readings = 0
         self._status_failed = False
         self._failed_attempts = 0
@@ -92,18 +93,13 @@ class Monitor:
             self.counts.redeliveries += 1
             self.metrics.redeliveries.inc()
         self.counts.received_messages += 1
-        # One counter child per topic, cached: Ruuvi Gateway traffic has a topic per tag, and labels() and the
-        # format lookup cost more than the rest of the bookkeeping.
-        child = self._received_by_topic.get(topic)
-        if child is None:
-            if len(self._received_by_topic) > 50_000:
-                self._received_by_topic.clear()
-            child = self._received_by_topic[topic] = self.metrics.messages_received.labels(format_of(topic) or
-                                                                                            "unknown")
+        # Counted per topic, and turned into the per-format counter at the export: labels() and the format lookup
+        # cost more than the rest of the bookkeeping (Ruuvi Gateway traffic has a topic per tag).
         try:
-            self._unexported[child] += 1
+            self._unexported[topic] += 1
         except KeyError:
-            self._unexported[child] = 1
+            self._unexported[topic] = 1
+            self._format_of = format_of
 
     def received_http(self) -> None:
         """One HTTP request body handed to the parser (its readings are counted by parsed() and http_readings())."""
@@ -206,7 +202,13 @@ class Monitor:
 
     def _export_counts(self) -> None:
         unexported, self._unexported = self._unexported, {}
-        for child, n in unexported.items():
+        for topic, n in unexported.items():
+            child = self._received_by_topic.get(topic)
+            if child is None:
+                if len(self._received_by_topic) > 50_000:
+                    self._received_by_topic.clear()
+                format_name = self._format_of(topic) or "unknown"
+                child = self._received_by_topic[topic] = self.metrics.messages_received.labels(format_name)
             child.inc(n)
         if self._unexported_readings:
             self.metrics.readings_received.inc(self._unexported_readings)
