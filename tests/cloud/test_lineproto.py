@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cloud import lineproto
 from cloud.lineproto import EncodeError, Encoder, encode, encode_line
 from cloud.model import Point
 
@@ -28,6 +29,21 @@ def test_floats_roundtrip_exactly() -> None:
     for v in (0.1, 1e-7, 1e21, -0.005, 123456789.123456789, 5e-324):
         line = encode_line(p({}, {"x": v}))
         assert float(line.split("=")[1].split(" ")[0]) == v
+
+
+def test_remembered_float_texts_are_the_texts_of_those_floats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled formats remember repr() of the floats they wrote (cloud.lineproto._FLOAT_TEXTS): the text must
+    stay each float's own, for 0.0 and -0.0 (equal as keys), after the memory is cleared on reaching its bound, and
+    for floats that are equal to ints (1.0 and 1 are one dict key too)."""
+    monkeypatch.setattr(lineproto, "_MAX_FLOAT_TEXTS", 50)
+    monkeypatch.setattr(lineproto, "_FLOAT_TEXTS", {})
+    values = [0.0, -0.0, 1.0, 0.1, -0.1, 1e21, 5e-324, *(i / 200 for i in range(-150, 150))] * 2
+    enc = Encoder()
+    for v in values:
+        line = enc.line(p({}, {"t": v, "n": 1}))
+        assert line == f"ruuvi t={v!r},n=1i 5"
+    assert 0 < len(lineproto._FLOAT_TEXTS) <= 50
+    assert 0.0 not in lineproto._FLOAT_TEXTS
 
 
 def test_escaping() -> None:
