@@ -316,9 +316,11 @@ class MqttInput:
                 self._topics.clear()
             self._topics[raw_topic] = topic
         if qos:
-            self._take((packet[end] << 8) | packet[end + 1], packet[props + 1:], topic, bool(cmd & 0x08))
-        else:
-            self._qos0(topic, packet[props + 1:], bool(cmd & 0x08))
+            self._take((packet[end] << 8) | packet[end + 1], packet[props + 1:], topic, cmd & 0x08 != 0)
+        elif topic[0] == "$":
+            self._qos0(topic, packet[props + 1:], cmd & 0x08 != 0)
+        else:  # _qos0(), inline: one call less per message
+            self._handler(topic, packet[props + 1:], 0, cmd & 0x08 != 0)
 
     def _on_qos1_publish(self, mid: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
         # Replaces gmqtt's hook of the same name, called in arrival order for each QoS 1 PUBLISH (topic decoded,
