@@ -64,7 +64,7 @@ class MqttMessage(Message, eq=False):
     input: MqttInput | None = None
 
     def acknowledge(self) -> None:
-        if self.input is not None:
+        if self.mid is not None and self.input is not None:  # a QoS 0 message has nothing to acknowledge
             self.input.finish(self, ack=True)
 
 
