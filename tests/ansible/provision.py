@@ -44,6 +44,14 @@ SECRETS = {
     "receiver_influx": "rx-influx'secret",
     "grafana": "grafana-secret",
 }
+# SCRAM-SHA-512 users of the Kafka role's SASL_SSL listener, made when the storage is formatted. The receiver's has a
+# space, a quote, a backslash and an equals sign: the format argument, the login check's client config (JAAS inside a
+# properties file) and the --add-config argument must each pass them through unchanged. Distinct texts, so that a
+# leak of any of them shows.
+KAFKA_USERS = {
+    "cloud-ingest": "kc-Secret 2'x\\y=z",
+    "ruuvi-remote": "rr-secret-K8pQ2w",
+}
 
 
 def kafka_jars_ready() -> bool:
@@ -125,6 +133,23 @@ def host_vars(root: Root, ports: dict[str, int], certs: dict[str, str], wheels: 
             "kafka_controller_port": ports["kafka_controller"],
             "kafka_heap": "256m",
             "cloud_ingest_bridge_metrics_port": ports["bridge_metrics"],
+            # The SASL_SSL listener (on loopback here), with the certificate Mosquitto's TLS listener has, and its two
+            # SCRAM users; the passwords are checked by logging in on every run (always).
+            "kafka_sasl_ssl_enabled": True,
+            "kafka_sasl_ssl_address": "127.0.0.1",
+            "kafka_sasl_ssl_port": ports["kafka_sasl_ssl"],
+            "kafka_sasl_ssl_advertised_host": "127.0.0.1",
+            "kafka_sasl_ssl_cert": certs["cert"],
+            "kafka_sasl_ssl_key": certs["key"],
+            "kafka_sasl_ssl_ca_cert": certs["ca"],
+            "kafka_scram_users": [{"name": n, "password": pw} for n, pw in KAFKA_USERS.items()],
+            "kafka_scram_update_password": "always",
+            # The bridge and the consumer connect to it as a remote host's would.
+            "cloud_ingest_kafka_bootstrap": f"127.0.0.1:{ports['kafka_sasl_ssl']}",
+            "cloud_ingest_kafka_security_protocol": "sasl_ssl",
+            "cloud_ingest_kafka_username": "cloud-ingest",
+            "cloud_ingest_kafka_password": KAFKA_USERS["cloud-ingest"],
+            "cloud_ingest_kafka_ca_cert": certs["ca"],
         } if kafka_jars_ready() else {}),
     }
 
@@ -159,7 +184,7 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
     try:
         root.create()
         ports = {k: free_port() for k in ("mqtt", "mqtts", "influx", "influx_rpc", "edge_metrics", "cloud_metrics",
-                                          "kafka", "kafka_controller", "bridge_metrics")}
+                                          "kafka", "kafka_controller", "kafka_sasl_ssl", "bridge_metrics")}
         inventory = write_inventory(work, host_vars(root, ports, certs, archive))
         p = Provisioned(root, ports, work, coll, inventory,
                         seconds={"prepare": prep, "debootstrap": time.monotonic() - t0})
