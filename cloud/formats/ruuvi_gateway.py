@@ -110,8 +110,8 @@ def parse(topic: str, payload: bytes, measurement: str = "ruuvi", received_ns: i
         _TAG_MACS[topic] = mac
     try:
         usual: _UsualAdvert | None = _USUAL_ADVERT.decode(payload)
-    except msgspec.DecodeError:  # any other shape, or not JSON: the general path below decides
-        usual = None
+    except (msgspec.DecodeError, RecursionError):  # any other shape, or not JSON (msgspec raises RecursionError
+        usual = None  # for deep nesting): the general path below decides, and words the reason
     if usual is not None:
         ts = usual.ts if usual.ts is not None else usual.gwts
         fields = _df5_fields(usual.data) if ts is not None else None

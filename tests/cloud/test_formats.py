@@ -347,6 +347,14 @@ def test_ruuvi_gateway_usual_message_takes_the_fast_path() -> None:
                          gateway="aa:cc:ee:00:11:22")
 
 
+def test_ruuvi_gateway_deep_nesting_gets_the_general_paths_reason() -> None:
+    """msgspec raises RecursionError (not DecodeError) for deep nesting: the fast path must still hand the message
+    to the general path, whose reason names it."""
+    rg.parse(TOPIC, rg_msg(f'"ts":1612358929,"data":"{RAW5}"'))  # the topic's MAC is known: the fast path is tried
+    with pytest.raises(InvalidMessage, match="malformed JSON: depth limit exceeded"):
+        rg.parse(TOPIC, b'{"gw_mac":"AA:CC:EE:00:11:22","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
 def test_ruuvi_gateway_df5_fast_path_leaves_other_data_to_the_general_path() -> None:
     assert rg._df5_fields(RAW5) is not None
     assert rg._df5_fields(RAW5.lower()) is not None
