@@ -127,7 +127,7 @@ class Codec:
         if content_type == CONTENT_TYPES["json"]:
             try:
                 return [_JSON_READING.decode(value)] if kind == "reading" else _JSON_BATCH.decode(value)
-            except msgspec.DecodeError as e:
+            except (msgspec.DecodeError, RecursionError) as e:  # RecursionError: deep nesting under a skipped key
                 _explain_json(value, kind)
                 raise RecordError(f"malformed record: {e}") from None  # only if the slow way found nothing
         if content_type != CONTENT_TYPES["avro"]:

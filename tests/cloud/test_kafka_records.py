@@ -84,6 +84,9 @@ def test_key_falls_back_to_gateway_then_measurement() -> None:
     (b"{}", [("content-type", b"text/plain")], "content-type"),
     (b"\x02\x00", [("content-type", b"application/avro")], "malformed Avro"),
     (b"\x00", [("content-type", b"application/avro"), ("schema-fingerprint", b"0000000000000000")], "fingerprint"),
+    # Deep nesting under a key msgspec skips raises RecursionError there, not DecodeError: still a poison record.
+    (b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, "depth limit exceeded"),
+    (b'[{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}]", [("record", b"batch")], "depth limit exceeded"),
 ])
 def test_malformed_records_are_record_errors(value: bytes | None, headers: list[tuple[str, bytes]] | None,
                                              reason: str) -> None:
