@@ -60,7 +60,8 @@ class Live:
 
 class Monitor:
     def __init__(self, metrics: Metrics, *, client_id: str, sink: _SinkState, status_file: Path | None = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns,
+                 format_of: Callable[[str], str | None] = lambda topic: None) -> None:
         self.metrics = metrics
         self.client_id = client_id
         self.sink = sink
@@ -72,7 +73,7 @@ class Monitor:
         self.started_ns = 0
         self._received_by_topic: dict[str, Any] = {}  # topic -> its counter child (of its format)
         self._unexported: dict[str, int] = {}  # topic -> messages received since the last export
-        self._format_of: Callable[[str], str | None] = lambda topic: None
+        self._format_of = format_of  # a topic's input format, the label of messages_received
         self._unexported_readings = 0
         self._status_failed = False
         self._failed_attempts = 0
@@ -88,7 +89,7 @@ class Monitor:
         self.counts.held_back_reconnects += 1
         self.metrics.held_back.inc()
 
-    def received(self, topic: str, dup: bool, format_of: Callable[[str], str | None]) -> None:
+    def received(self, topic: str, dup: bool) -> None:
         if dup:
             self.counts.redeliveries += 1
             self.metrics.redeliveries.inc()
@@ -99,7 +100,6 @@ class Monitor:
             self._unexported[topic] += 1
         except KeyError:
             self._unexported[topic] = 1
-            self._format_of = format_of
 
     def received_http(self) -> None:
         """One HTTP request body handed to the parser (its readings are counted by parsed() and http_readings())."""

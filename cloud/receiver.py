@@ -106,7 +106,7 @@ class Receiver:
         self._clock = clock
         client_id = s.mqtt.client_id if s.kafka is None else s.kafka.client_id
         self.monitor = Monitor(self.metrics, client_id=client_id, sink=sink, status_file=status_file,
-                               clock=clock)
+                               clock=clock, format_of=router.format_of)
         # A Kafka record holds one reading or more and has no broker window to respect: the points close a batch.
         max_messages = s.batch_max_messages if s.kafka is None else s.batch_max_points
         self.batcher: Batcher[Message] = Batcher(max_points=s.batch_max_points, max_interval_s=s.batch_max_interval_s,
@@ -200,7 +200,7 @@ class Receiver:
         self._last_message = now = time.monotonic()
         if topic == self.settings.dlq_topic:
             return None  # our own dead letters, if a wildcard subscription catches them: never loop
-        self.monitor.received(topic, dup, self.router.format_of)
+        self.monitor.received(topic, dup)
         try:
             parsed = self.router.route(topic, payload, received_ns=now_ns)
         except InvalidMessage as e:
