@@ -154,6 +154,11 @@ def main() -> int:
                 return 1
     workdir = REPO / ".demo"
     workdir.mkdir(exist_ok=True)
+    # The simulated fleet sends the same measurements at every start (its stream depends only on the seed). The
+    # receivers' dedup memory, kept across restarts in <status>.dedup.sqlite, would take every one of them for a
+    # copy of the last run's and write nothing: it starts afresh. InfluxDB keeps the earlier runs' points.
+    for memory in workdir.glob("*.dedup.sqlite*"):
+        memory.unlink()
     procs: list[subprocess.Popen[bytes]] = []
     broker = Mosquitto(workdir / "mosquitto")
     influx = Influxd(workdir / "influxd")
