@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-QUICK = ["bench_decode.py", "bench_parse.py", "bench_store.py", "bench_timing.py", "bench_drain.py",
+QUICK = ["bench_decode.py", "bench_parse.py", "bench_accept.py", "bench_store.py", "bench_timing.py", "bench_drain.py",
          "bench_pipeline.py", "bench_ingest.py"]
 
 
