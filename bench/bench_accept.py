@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -32,7 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # --tree DIR: import cloud/ and core/ from that checkout (read before argparse: the imports below need it).
 TREE = Path(sys.argv[sys.argv.index("--tree") + 1]) if "--tree" in sys.argv[:-1] else ROOT
-sys.path[:0] = [str(TREE), str(ROOT / "bench")]
+sys.path[:0] = [str(TREE), str(ROOT / "bench"), str(ROOT / "tests")]
+
+from servers import callgrind_instructions  # noqa: E402
 
 from cloud.formats import Router  # noqa: E402
 from cloud.lineproto import Encoder  # noqa: E402
@@ -55,11 +56,7 @@ def packets(msgs: list[tuple[str, bytes]], qos: int) -> list[tuple[int, bytes]]:
 
 def instructions() -> int:
     """Instructions this process has executed so far, all threads (under callgrind: --instructions), else 0."""
-    if not os.environ.get("BENCH_UNDER_CALLGRIND"):
-        return 0
-    out = subprocess.run(["callgrind_control", "-e", str(os.getpid())], check=False, capture_output=True,
-                         text=True).stdout
-    return sum(int(n.replace(",", "")) for n in re.findall(r"^\s*Th\s+\d+\s+([\d,]+)", out, re.MULTILINE))
+    return callgrind_instructions(os.getpid()) if os.environ.get("BENCH_UNDER_CALLGRIND") else 0
 
 
 STAGES = ("packet -> batch (input, accept, parse, batcher)", "dedup (and the acknowledgements)",

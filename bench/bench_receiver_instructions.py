@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -25,15 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "cloud"), str(ROOT / "bench")]
 
 from bench_ingest import ReceiverProcess  # noqa: E402
-from servers import Influxd, Mosquitto  # noqa: E402
+from servers import Influxd, Mosquitto, callgrind_instructions  # noqa: E402
 from test_receiver_support import Publisher, broker_settings, ruuvi_gw_message  # noqa: E402
 
 S = 1_000_000_000
-
-
-def instructions(pid: int) -> int:
-    out = subprocess.run(["callgrind_control", "-e", str(pid)], check=False, capture_output=True, text=True).stdout
-    return sum(int(n.replace(",", "")) for n in re.findall(r"^\s*Th\s+\d+\s+([\d,]+)", out, re.MULTILINE))
 
 
 def main() -> None:
@@ -67,7 +61,7 @@ def main() -> None:
                 if rx.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"receiver did not start: {rx.log.read_text()[-2000:]}")
                 time.sleep(0.05)
-            first = instructions(rx.proc.pid)
+            first = callgrind_instructions(rx.proc.pid)
             while True:
                 st = rx.status() or {}
                 if st.get("written", 0) + st.get("duplicates", 0) >= args.messages:
@@ -75,7 +69,7 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {st.get('written', 0)} of {args.messages} written")
                 time.sleep(0.2)
-            last = instructions(rx.proc.pid)
+            last = callgrind_instructions(rx.proc.pid)
             print(f"{args.tree}: {args.messages} Ruuvi Gateway messages (QoS 0), {(last - first) / args.messages:,.0f} "
                   f"instructions per message (callgrind, the whole receiver)")
             rx.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -69,6 +70,12 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
         fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def callgrind_instructions(pid: int) -> int:
+    """Instructions a process running under valgrind's callgrind has executed so far, all threads (benches only)."""
+    out = subprocess.run(["callgrind_control", "-e", str(pid)], check=False, capture_output=True, text=True).stdout
+    return sum(int(n.replace(",", "")) for n in re.findall(r"^\s*Th\s+\d+\s+([\d,]+)", out, re.MULTILINE))
 
 
 @contextlib.contextmanager
