@@ -36,6 +36,13 @@ from collections.abc import Callable, Sequence
 
 from cloud.model import FieldValue, Point
 
+_CLine = Callable[[str, dict[str, FieldValue], int, dict[str, str], dict[float, str], int], str | None]
+_c_line: _CLine | None
+try:  # optional C code for the common line (speedups/, module doc); without it the Python below gives the same bytes
+    from edge_gw_speedups import line as _c_line
+except ImportError:
+    _c_line = None
+
 _MAX_CACHE = 100_000
 _MAX_FORMATS = 1000  # compiled field formats; the keys of flat sensor JSON are free-form
 _MAX_FORMAT_FIELDS = 100
@@ -124,7 +131,9 @@ def float_text(value: float) -> str:
 class Encoder:
     """Line protocol encoder with a series-key cache; `encode()` below uses one module-wide instance."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, speedups: bool = True) -> None:
+        """`speedups=False`: the pure-Python path even when edge_gw_speedups is installed (tests, benches)."""
+        self._c_line = _c_line if speedups else None
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self._field_keys: dict[str, str] = {}
         self._formats: dict[tuple[str, ...], _FieldsFormat | None] = {}
@@ -177,6 +186,10 @@ class Encoder:
         series = self._series.get((p.measurement, tuple(p.tags.items())))
         if series is None:
             series = self.series_key(p.measurement, p.tags)
+        if self._c_line is not None:
+            text = self._c_line(series, fields, p.time_ns, self._field_keys, _FLOAT_TEXTS, _MAX_FLOAT_TEXTS)
+            if text is not None:
+                return text
         keys = tuple(fields)
         try:
             fmt = self._formats[keys]
@@ -184,6 +197,9 @@ class Encoder:
             fmt = None
             if len(self._formats) < _MAX_FORMATS:
                 fmt = self._formats[keys] = compile_fields_format(keys, tuple(map(type, fields.values())))
+                for k in keys:  # for the C line, which takes only keys escaped here
+                    if k not in self._field_keys and len(self._field_keys) < _MAX_CACHE:
+                        self._field_keys[k] = escape_key(k)
         if fmt is not None:
             text = fmt(series, fields, p.time_ns)
             if text is not None:

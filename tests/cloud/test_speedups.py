@@ -1,0 +1,78 @@
+"""speedups/ (edge_gw_speedups): the C line gives the bytes of the pure-Python encoder, or hands the point back.
+
+`make test` installs the speedups (scripts/install-deps.sh), so these tests fail, not skip, without them."""
+
+from __future__ import annotations
+
+import enum
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import edge_gw_speedups
+from cloud import lineproto
+from cloud.lineproto import EncodeError, Encoder
+from cloud.model import Point
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+def test_installed_and_used() -> None:
+    assert lineproto._c_line is edge_gw_speedups.line
+    assert Encoder()._c_line is edge_gw_speedups.line
+    assert Encoder(speedups=False)._c_line is None
+
+
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8)
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.booleans(),
+    st.text(max_size=5),
+    st.sampled_from([Level.LOW, -0.0, 0.0, 1e21, 5e-324, 2**63 - 1, -(2**63), 2**63]),
+)
+points = st.builds(
+    Point,
+    st.sampled_from(["ruuvi", "m x", "ü"]),
+    st.dictionaries(st.sampled_from(["mac", "gateway", "a b", "ü"]), names, max_size=3),
+    st.dictionaries(st.one_of(names, st.sampled_from(["temperature", "rssi", "x"])), values, max_size=6),
+    st.integers(min_value=-(2**64), max_value=2**64),
+)
+
+
+def line_or_error(enc: Encoder, p: Point) -> str:
+    try:
+        return enc.line(p)
+    except EncodeError as e:
+        return f"error: {e}"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(points, min_size=1, max_size=4))
+def test_same_bytes_as_pure_python(ps: list[Point]) -> None:
+    # Each encoder sees the points twice: first the C line finds the keys unknown, then it has them.
+    fast, pure = Encoder(), Encoder(speedups=False)
+    for p in ps * 2:
+        assert line_or_error(fast, p) == line_or_error(pure, p)
+
+
+def test_what_the_c_line_hands_back() -> None:
+    keys = {"x": "x", "k y": r"k\ y"}
+    line = edge_gw_speedups.line
+    assert line("m", {"x": 1.5, "k y": -3}, 7, keys, {}, 10) == r"m x=1.5,k\ y=-3i 7"
+    assert line("m", {"x": True}, -1, keys, {}, 10) == "m x=true -1"
+    for fields in ({}, {"x": math.nan}, {"x": math.inf}, {"x": "s"}, {"x": 2**63}, {"x": Level.LOW},
+                   {"unknown": 1}, {"x": None}):
+        assert line("m", fields, 7, keys, {}, 10) is None, fields
+    assert line("m", {"x": 1}, 2**63, keys, {}, 10) is None
+
+
+def test_float_texts_bounded_and_exact() -> None:
+    floats: dict[float, str] = {}
+    for v in [0.0, -0.0, 1.0, 0.1, 1e21, *(i / 200 for i in range(-50, 50))] * 2:
+        assert edge_gw_speedups.line("m", {"x": v}, 0, {"x": "x"}, floats, 20) == f"m x={v!r} 0"
+        assert len(floats) <= 20
+    assert 0.0 not in floats and all(floats[k] == repr(k) for k in floats)
