@@ -33,7 +33,7 @@ empty memory.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cloud.model import FieldValue, Point
@@ -56,13 +56,21 @@ _Seen = tuple[int, int, str, int]
 
 
 def fingerprint(fields: dict[str, FieldValue]) -> int:
-    """A hash of the measured values (VALUE_FIELDS); numbers hash the same in every process (unlike None)."""
+    """A hash of the measured values (VALUE_FIELDS); numbers hash the same in every process (unlike None). The C
+    code of speedups/ gives the same hash, when installed."""
     get = fields.get
     # VALUE_FIELDS spelled out: 0.27 us per point instead of 0.56 for a loop over the names (timeit).
     return hash((get("temperature", -1), get("humidity", -1), get("pressure", -1), get("acceleration_x", -1),
                  get("acceleration_y", -1), get("acceleration_z", -1), get("battery_voltage", -1),
                  get("movement_counter", -1), get("pm2_5", -1), get("co2", -1)))
 
+
+# The same hash in C (speedups/, optional): about 1,000 instead of 5,000 instructions per point.
+_c_fingerprint: Callable[[dict[str, FieldValue], tuple[str, ...]], int] | None
+try:
+    from edge_gw_speedups import fingerprint as _c_fingerprint
+except ImportError:
+    _c_fingerprint = None
 
 _SPANS = {df: (1 << bits) // 4 for df, bits in SEQ_BITS.items()}
 _DEFAULT_SPAN = (1 << DEFAULT_SEQ_BITS) // 4
@@ -164,6 +172,7 @@ class Dedup:
         duplicates = result.duplicates
         spans = _SPANS
         max_entries = self.max_entries
+        c_fingerprint = _c_fingerprint
         for p in points:
             fields = p.fields
             seq = fields.get(SEQ_FIELD)
@@ -177,7 +186,7 @@ class Dedup:
             measurement = p.measurement
             tag = hash((measurement, mac, df))
             key = hash((tag, seq))
-            fp = fingerprint(fields)
+            fp = c_fingerprint(fields, VALUE_FIELDS) if c_fingerprint is not None else fingerprint(fields)
             gateway = tags.get("gateway", "")
             n = written.get(tag, 0)
             prev = seen.get(key)

@@ -217,7 +217,7 @@ class _UsualAdvert(msgspec.Struct, gc=False):
 _USUAL_ADVERT = msgspec.json.Decoder(_UsualAdvert)
 
 
-def _df5_fields(data: str) -> dict[str, FieldValue] | None:
+def _df5_fields_py(data: str) -> dict[str, FieldValue] | None:
     """The fields of a data format 5 advert in its usual layout, with their InfluxDB types, exactly as the general
     path (core.ruuvi.decode, then the compiled converter) gives them: "not available" left out, pressure a float,
     no MAC (the topic has it) and no data format (a tag). None for any other `data`, which takes the general path.
@@ -294,3 +294,10 @@ def _from_gateway_decoded(obj: dict[str, Any]) -> dict[str, Any]:
             v = round(v * factor)
         out[name] = v
     return out
+
+
+# The same in C (speedups/, optional; tests/cloud/test_speedups.py holds the two together).
+try:
+    from edge_gw_speedups import df5_fields as _df5_fields
+except ImportError:
+    _df5_fields = _df5_fields_py

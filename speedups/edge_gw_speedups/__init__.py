@@ -1,6 +1,6 @@
-"""Optional C speed-ups for edge-gw's cloud ingest. cloud/lineproto.py uses them when this package is installed and
-its own pure-Python code otherwise, with the same bytes either way."""
+"""Optional C code for the cloud receiver's hottest per-reading steps (see _speedups.c). cloud/ uses it when this
+package is installed and its own pure-Python code otherwise, with the same results either way."""
 
-from edge_gw_speedups._lineproto import line
+from edge_gw_speedups._speedups import df5_fields, fingerprint, line
 
-__all__ = ["line"]
+__all__ = ["df5_fields", "fingerprint", "line"]

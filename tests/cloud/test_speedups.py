@@ -1,4 +1,4 @@
-"""speedups/ (edge_gw_speedups): the C line gives the bytes of the pure-Python encoder, or hands the point back.
+"""speedups/ (edge_gw_speedups): each C function gives what the pure-Python code it stands for gives.
 
 `make test` installs the speedups (scripts/install-deps.sh), so these tests fail, not skip, without them."""
 
@@ -7,13 +7,15 @@ from __future__ import annotations
 import enum
 import math
 
+import edge_gw_speedups
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_formats import df5_adverts
 
-import edge_gw_speedups
-from cloud import lineproto
+from cloud import dedup, lineproto
+from cloud.formats import ruuvi_gateway as rg
 from cloud.lineproto import EncodeError, Encoder
-from cloud.model import Point
+from cloud.model import FieldValue, Point
 
 
 class Level(enum.IntEnum):
@@ -76,3 +78,36 @@ def test_float_texts_bounded_and_exact() -> None:
         assert edge_gw_speedups.line("m", {"x": v}, 0, {"x": "x"}, floats, 20) == f"m x={v!r} 0"
         assert len(floats) <= 20
     assert 0.0 not in floats and all(floats[k] == repr(k) for k in floats)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(
+    df5_adverts(),
+    df5_adverts().map(lambda s: s[:20] + " " + s[21:]),  # a space: fromhex() skips it
+    df5_adverts().map(lambda s: s[:-2] + "é1"),
+    df5_adverts().map(lambda s: s[:-1]),
+    st.text(alphabet="0123456789abcdefABCDEFgx ", min_size=60, max_size=64),
+    st.text(max_size=70),
+))
+def test_df5_fields_as_in_python(data: str) -> None:
+    fast, pure = edge_gw_speedups.df5_fields(data), rg._df5_fields_py(data)
+    assert fast == pure
+    if fast is not None and pure is not None:
+        assert list(fast) == list(pure)
+        assert [type(v) for v in fast.values()] == [type(v) for v in pure.values()]
+        assert all(repr(fast[k]) == repr(pure[k]) for k in fast)  # -0.0 too
+
+
+def test_receiver_uses_the_c_code() -> None:
+    assert rg._df5_fields is edge_gw_speedups.df5_fields
+    assert dedup._c_fingerprint is edge_gw_speedups.fingerprint
+
+
+field_values = st.one_of(st.floats(allow_nan=False), st.integers(-(2**70), 2**70), st.booleans(), st.text(max_size=3),
+                         st.none())
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(st.sampled_from([*dedup.VALUE_FIELDS, "rssi", "x"]), field_values))
+def test_fingerprint_as_in_python(fields: dict[str, FieldValue]) -> None:
+    assert edge_gw_speedups.fingerprint(fields, dedup.VALUE_FIELDS) == dedup.fingerprint(fields)

@@ -1,14 +1,18 @@
-/* The hot part of cloud/lineproto.py's Encoder.line() in C: one InfluxDB line from a series key that is already
- * escaped, a dict of fields and a time in ns. It writes only what the pure-Python encoder writes, byte for byte
- * (tests/cloud/test_speedups.py holds the two together), and returns None for anything else: a field key that the
- * caller has not escaped yet, a string, a non-finite float, an int outside int64, a subclass of a number type, no
- * fields. The caller then takes its own path, which decides and words the error.
+/* edge-gw's optional C code for the cloud receiver's hottest per-reading steps. Each function gives exactly what the
+ * pure-Python code it stands for gives (tests/cloud/test_speedups.py holds them together), or None where that code
+ * would take its general path, which then decides and words any error:
+ * - line(): cloud/lineproto.py's Encoder.line(), one InfluxDB line. It writes only what the Python encoder writes,
+ *   byte for byte, and returns None for anything else: a field key the caller has not escaped yet, a string, a
+ *   non-finite float, an int outside int64, a subclass of a number type, no fields.
+ * - fingerprint(): cloud/dedup.py's fingerprint(), the same hash (the dedup journal keeps them across restarts).
+ * - df5_fields(): cloud/formats/ruuvi_gateway.py's _df5_fields(), the usual data format 5 advert's fields.
  *
- * Why C: the Python encoder spends about 26,000 instructions per Ruuvi point (11 fields), mostly turning ints into
- * text and assembling the f-string; this takes a few thousand (docs/benchmarks.md). */
+ * Why C: per Ruuvi Gateway message the Python encoder took about 26,000 instructions (11 fields), mostly turning
+ * ints into text and assembling the f-string; this line about 5,000 (docs/benchmarks.md). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 typedef struct {
@@ -187,7 +191,109 @@ static PyObject *line(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return result;
 }
 
+/* fingerprint(fields, names) -> int: hash of the tuple of fields.get(name, -1) for each name, as Python's. */
+static PyObject *minus_one;
+
+static PyObject *fingerprint(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2 || !PyDict_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "fingerprint(dict, tuple)");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(args[1]);
+    PyObject *values = PyTuple_New(n);
+    if (values == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyDict_GetItemWithError(args[0], PyTuple_GET_ITEM(args[1], i));
+        if (v == NULL && PyErr_Occurred()) {
+            Py_DECREF(values);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(values, i, Py_NewRef(v != NULL ? v : minus_one));
+    }
+    Py_hash_t h = PyObject_Hash(values);
+    Py_DECREF(values);
+    return h == -1 && PyErr_Occurred() ? NULL : PyLong_FromSsize_t(h);
+}
+
+/* df5_fields(data) -> dict | None: the 31-byte advert (flags, then Ruuvi's data format 5) in 62 hex digits. */
+enum { TEMPERATURE, HUMIDITY, PRESSURE, ACC_X, ACC_Y, ACC_Z, BATTERY, TX_POWER, MOVEMENT, SEQUENCE, N_KEYS };
+static const char *const key_names[N_KEYS] = {
+    "temperature", "humidity", "pressure", "acceleration_x", "acceleration_y", "acceleration_z",
+    "battery_voltage", "tx_power", "movement_counter", "measurement_sequence_number",
+};
+static PyObject *keys[N_KEYS];
+static const unsigned char df5_start[8] = {0x02, 0x01, 0x06, 0x1b, 0xff, 0x99, 0x04, 0x05};
+
+static int hex_value(unsigned char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static int put_field(PyObject *out, int key, PyObject *value) {
+    if (value == NULL)
+        return -1;
+    int rc = PyDict_SetItem(out, keys[key], value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static PyObject *df5_fields(PyObject *self, PyObject *data) {
+    (void)self;
+    if (!PyUnicode_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "df5_fields(str)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(data) || PyUnicode_GET_LENGTH(data) != 62)
+        Py_RETURN_NONE;
+    const unsigned char *hex = PyUnicode_1BYTE_DATA(data);
+    unsigned char raw[31];
+    for (int i = 0; i < 31; i++) {
+        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            Py_RETURN_NONE;  /* bytes.fromhex() would refuse it, or skip spaces and give fewer bytes */
+        raw[i] = (unsigned char)(hi << 4 | lo);
+    }
+    if (memcmp(raw, df5_start, sizeof df5_start) != 0)
+        Py_RETURN_NONE;
+#define U16(at) ((unsigned)raw[at] << 8 | raw[at + 1])
+#define S16(at) ((int)(int16_t)U16(at))
+    int t = S16(8), ax = S16(14), ay = S16(16), az = S16(18);
+    unsigned h = U16(10), p = U16(12), power = U16(20), movement = raw[22], seq = U16(23);
+#undef U16
+#undef S16
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    /* Python's int / int of values below 2**53 is the correctly rounded double division, as here. */
+    if ((t != -32768 && put_field(out, TEMPERATURE, PyFloat_FromDouble((double)t / 200)) < 0)
+        || (h != 0xFFFF && put_field(out, HUMIDITY, PyFloat_FromDouble((double)h / 400)) < 0)
+        || (p != 0xFFFF && put_field(out, PRESSURE, PyFloat_FromDouble((double)p + 50000.0)) < 0)
+        || (ax != -32768 && put_field(out, ACC_X, PyLong_FromLong(ax)) < 0)
+        || (ay != -32768 && put_field(out, ACC_Y, PyLong_FromLong(ay)) < 0)
+        || (az != -32768 && put_field(out, ACC_Z, PyLong_FromLong(az)) < 0)
+        || ((power >> 5) != 2047 && put_field(out, BATTERY, PyLong_FromLong((long)(power >> 5) + 1600)) < 0)
+        || ((power & 0x1F) != 31 && put_field(out, TX_POWER, PyLong_FromLong((long)(power & 0x1F) * 2 - 40)) < 0)
+        || (movement != 0xFF && put_field(out, MOVEMENT, PyLong_FromLong((long)movement)) < 0)
+        || (seq != 0xFFFF && put_field(out, SEQUENCE, PyLong_FromLong((long)seq)) < 0)) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(out) == 0) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;  /* nothing available: the general path decides what that is */
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"fingerprint", (PyCFunction)(void (*)(void))fingerprint, METH_FASTCALL,
+     "fingerprint(fields, names) -> int: hash((fields.get(name, -1) for name in names)) as a tuple."},
+    {"df5_fields", df5_fields, METH_O,
+     "df5_fields(data) -> dict | None: the fields of the usual data format 5 advert, or None."},
     {"line", (PyCFunction)(void (*)(void))line, METH_FASTCALL,
      "line(series, fields, time_ns, keys, floats, max_floats) -> str | None: one line, or None for the caller's "
      "own path."},
@@ -195,7 +301,15 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, .m_name = "_lineproto", .m_size = -1, .m_methods = methods,
+    PyModuleDef_HEAD_INIT, .m_name = "_speedups", .m_size = -1, .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__lineproto(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    minus_one = PyLong_FromLong(-1);
+    if (minus_one == NULL)
+        return NULL;
+    for (int i = 0; i < N_KEYS; i++)
+        if ((keys[i] = PyUnicode_InternFromString(key_names[i])) == NULL)
+            return NULL;
+    return PyModule_Create(&module);
+}
