@@ -166,13 +166,27 @@ def retire(config: Path | None, mqtt_url: str | None, influx_url: str | None, cl
     click.echo(f"retired {cfg.mqtt.client_id}: {written} points written, session ended", err=True)
 
 
-async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0, kafka: bool = False) -> int:
-    # Every reading allocates a few dicts and a Point, none of them in reference cycles. At the default threshold
-    # (700 allocations) the cyclic collector runs every ~250 readings; at 50,000 the receiver spends about 15 %
-    # less CPU per reading (measured: 9.8 -> 8.2 us with the null sink of bench work). Set here, for the daemon
-    # process only, not in the library.
+def _tune_memory() -> None:
+    """For the daemon processes only, not the library.
+
+    Every reading allocates a few dicts and a Point, none of them in reference cycles. At the default threshold
+    (700 allocations) the cyclic collector runs every ~250 readings; at 50,000 the receiver spends about 15 % less
+    CPU per reading (measured: 9.8 -> 8.2 us with the null sink of bench work).
+
+    With speedups/ installed, up to 64 empty 1 MiB object arenas are kept for reuse instead of being handed back
+    to the kernel and faulted in again (edge_gw_speedups.keep_arenas; docs/benchmarks.md): the process keeps up to
+    64 MiB more than it uses at the moment."""
     gc.set_threshold(50_000)
     gc.freeze()
+    try:
+        from edge_gw_speedups import keep_arenas
+    except ImportError:
+        return
+    keep_arenas(64)
+
+
+async def _run(cfg: Config, *, retire: bool = False, idle_s: float = 3.0, kafka: bool = False) -> int:
+    _tune_memory()
     from cloud.config import (
         formats_config,
         homeassistant_settings,
@@ -277,8 +291,7 @@ def bridge(config: Path | None, mqtt_url: str | None, kafka_bootstrap: str | Non
 
 
 async def _bridge(cfg: Config) -> None:
-    gc.set_threshold(50_000)  # as in _run: the same per-reading allocations
-    gc.freeze()
+    _tune_memory()  # as in _run: the same per-reading allocations
     from cloud.kafka.bridge import bridge_receiver
     from cloud.metrics import Metrics
 

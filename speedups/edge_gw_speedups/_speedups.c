@@ -289,7 +289,56 @@ static PyObject *df5_fields(PyObject *self, PyObject *data) {
     return out;
 }
 
+/* keep_arenas(count): CPython's small-object allocator returns each of its 1 MiB arenas to the kernel as soon as it
+ * is empty. The receiver frees its readings a batch at a time, in the order they came, so whole arenas empty and
+ * are mapped again moments later, and the kernel zeroes every page anew: 13-16 % of the receiver's CPU samples went
+ * to those page faults (perf, docs/benchmarks.md). This keeps up to `count` empty arenas for reuse instead. The
+ * allocator is called with the GIL held, as these lists need. */
+#define MAX_KEPT_ARENAS 1024
+static void *kept_arenas[MAX_KEPT_ARENAS];
+static size_t n_kept, max_kept, kept_size;
+static PyObjectArenaAllocator default_arenas;
+
+static void *arena_alloc(void *ctx, size_t size) {
+    if (n_kept > 0 && size == kept_size)
+        return kept_arenas[--n_kept];
+    return default_arenas.alloc(ctx, size);
+}
+
+static void arena_free(void *ctx, void *ptr, size_t size) {
+    if (n_kept < max_kept && (kept_size == 0 || size == kept_size)) {
+        kept_size = size;
+        kept_arenas[n_kept++] = ptr;
+        return;
+    }
+    default_arenas.free(ctx, ptr, size);
+}
+
+static PyObject *keep_arenas(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_ssize_t count = PyLong_AsSsize_t(arg);
+    if (count == -1 && PyErr_Occurred())
+        return NULL;
+    if (count < 0 || count > MAX_KEPT_ARENAS) {
+        PyErr_Format(PyExc_ValueError, "keep_arenas: count must be 0..%d", MAX_KEPT_ARENAS);
+        return NULL;
+    }
+    if (default_arenas.alloc == NULL) {
+        PyObject_GetArenaAllocator(&default_arenas);
+        PyObjectArenaAllocator mine = {default_arenas.ctx, arena_alloc, arena_free};
+        PyObject_SetArenaAllocator(&mine);
+    }
+    max_kept = (size_t)count;
+    while (n_kept > max_kept) {
+        n_kept--;
+        default_arenas.free(default_arenas.ctx, kept_arenas[n_kept], kept_size);
+    }
+    return PyLong_FromSize_t(n_kept);
+}
+
 static PyMethodDef methods[] = {
+    {"keep_arenas", keep_arenas, METH_O,
+     "keep_arenas(count) -> int: keep up to `count` empty 1 MiB object arenas for reuse (0: none); the number kept now."},
     {"fingerprint", (PyCFunction)(void (*)(void))fingerprint, METH_FASTCALL,
      "fingerprint(fields, names) -> int: hash((fields.get(name, -1) for name in names)) as a tuple."},
     {"df5_fields", df5_fields, METH_O,
