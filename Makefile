@@ -27,24 +27,27 @@ help:
 	@echo "make bench     run the benchmarks in bench/ (prints figures; not a test)"
 	@echo "make mpy       compile the MicroPython gateway with mpy-cross into build/micropython"
 
-# What is installed is remembered by a stamp in the venv, and done again when pyproject.toml or the script change.
+# What is installed is remembered by a stamp in the venv, and done again when pyproject.toml, the script or the
+# speed-ups' sources change.
 # The demo needs only the daemons and the two servers; the tests need everything (and include the demo's).
 TESTS_INSTALLED := $(VENV)/.installed-tests
 DEMO_INSTALLED := $(VENV)/.installed-demo
 DEMO_KAFKA_INSTALLED := $(VENV)/.installed-demo-kafka
 
+SPEEDUPS := speedups/pyproject.toml speedups/setup.py speedups/edge_gw_speedups/_speedups.c
+
 install: $(TESTS_INSTALLED)
 
-$(TESTS_INSTALLED): pyproject.toml scripts/install-deps.sh tests/kafka/pom.xml
+$(TESTS_INSTALLED): pyproject.toml scripts/install-deps.sh tests/kafka/pom.xml $(SPEEDUPS)
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
 	touch $@ $(DEMO_INSTALLED) $(DEMO_KAFKA_INSTALLED)
 
-$(DEMO_INSTALLED): pyproject.toml scripts/install-deps.sh
+$(DEMO_INSTALLED): pyproject.toml scripts/install-deps.sh $(SPEEDUPS)
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh --demo
 	touch $@
 
 # The demo's dependencies plus Java and the Kafka broker's jars (as `make install` fetches them for the tests).
-$(DEMO_KAFKA_INSTALLED): pyproject.toml scripts/install-deps.sh tests/kafka/pom.xml
+$(DEMO_KAFKA_INSTALLED): pyproject.toml scripts/install-deps.sh tests/kafka/pom.xml $(SPEEDUPS)
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh --demo --kafka
 	touch $@ $(DEMO_INSTALLED)
 
@@ -54,7 +57,7 @@ check: $(TESTS_INSTALLED) lint typecheck
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint:
-	$(PY) -m ruff check core edge cloud tests bench
+	$(PY) -m ruff check core edge cloud tests bench speedups
 
 typecheck:
 	$(PY) -m mypy

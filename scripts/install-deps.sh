@@ -24,7 +24,7 @@ if [ "$DEMO" = 1 ]; then
   APT_PACKAGES=(python3-venv mosquitto mosquitto-clients influxdb influxdb-client)
 else
   APT_PACKAGES=(python3-venv mosquitto mosquitto-clients influxdb influxdb-client victoria-metrics dbus openssl
-                gcc make cmake clang libclang-rt-14-dev nodejs npm debootstrap systemd)
+                gcc python3-dev make cmake clang libclang-rt-14-dev nodejs npm debootstrap systemd)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -60,6 +60,17 @@ EXTRAS=test
 [ "$DEMO" = 1 ] && EXTRAS=gateway,cloud
 echo "== pip install -e .[$EXTRAS] into $VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+
+# The receiver's optional C code (speedups/, docs/cloud-ingest.md "Speed-ups"): the tests hold it to the Python code,
+# so they need it; the demo takes it when a C compiler and Python's headers are there, and runs without it otherwise.
+if [ "$DEMO" = 0 ] || { command -v gcc >/dev/null && "$VENV/bin/python" -c \
+    'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; }; then
+  echo "== pip install ./speedups into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check ./speedups
+  rm -rf speedups/build speedups/*.egg-info
+else
+  echo "== speedups/ not built (no gcc or no Python headers: apt install gcc python3-dev); cloud-ingest runs its Python code"
+fi
 
 if [ "$DEMO" = 0 ] && [ -f tests/micropython/package-lock.json ]; then
   echo "== npm ci (MicroPython WebAssembly runtime)"

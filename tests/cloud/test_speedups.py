@@ -8,6 +8,7 @@ import enum
 import math
 
 import edge_gw_speedups
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_formats import df5_adverts
@@ -111,3 +112,17 @@ field_values = st.one_of(st.floats(allow_nan=False), st.integers(-(2**70), 2**70
 @given(st.dictionaries(st.sampled_from([*dedup.VALUE_FIELDS, "rssi", "x"]), field_values))
 def test_fingerprint_as_in_python(fields: dict[str, FieldValue]) -> None:
     assert edge_gw_speedups.fingerprint(fields, dedup.VALUE_FIELDS) == dedup.fingerprint(fields)
+
+
+def test_keep_arenas_keeps_and_gives_back() -> None:
+    """Freed object arenas are kept up to the count, reused, and handed back when the count drops."""
+    assert edge_gw_speedups.keep_arenas(8) <= 8
+    for _ in range(3):
+        garbage = [(i, str(i)) for i in range(300_000)]  # some tens of MiB of small objects, in many arenas
+        del garbage
+        assert edge_gw_speedups.keep_arenas(8) == 8  # what emptied is kept, up to the count
+    assert edge_gw_speedups.keep_arenas(0) == 0
+    with pytest.raises(ValueError, match=r"0\.\.1024"):
+        edge_gw_speedups.keep_arenas(-1)
+    with pytest.raises(ValueError, match=r"0\.\.1024"):
+        edge_gw_speedups.keep_arenas(1025)
