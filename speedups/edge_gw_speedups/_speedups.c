@@ -2,8 +2,8 @@
  * pure-Python code it stands for gives (tests/cloud/test_speedups.py holds them together), or None where that code
  * would take its general path, which then decides and words any error:
  * - line(): cloud/lineproto.py's Encoder.line(), one InfluxDB line. It writes only what the Python encoder writes,
- *   byte for byte, and returns None for anything else: a field key the caller has not escaped yet, a string, a
- *   non-finite float, an int outside int64, a subclass of a number type, no fields.
+ *   byte for byte, and returns None for anything else: a field key the caller has not escaped yet (or not a
+ *   plain str), a string, a non-finite float, an int outside int64, a subclass of a number type, no fields.
  * - fingerprint(): cloud/dedup.py's fingerprint(), the same hash (the dedup journal keeps them across restarts).
  * - df5_fields(): cloud/formats/ruuvi_gateway.py's _df5_fields(), the usual data format 5 advert's fields.
  *
@@ -151,7 +151,8 @@ static PyObject *line(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     PyObject *key, *value;
     char sep = ' ';
     for (Py_ssize_t i = 0; rc == 0 && PyDict_Next(fields, &pos, &key, &value); i++) {
-        PyObject *escaped = escaped_key(keys, key, i);
+        /* An exact str: looking it up runs no Python code, which could change `fields` under PyDict_Next. */
+        PyObject *escaped = PyUnicode_CheckExact(key) ? escaped_key(keys, key, i) : NULL;
         if (escaped == NULL) {
             rc = PyErr_Occurred() ? -1 : 1;
             break;
