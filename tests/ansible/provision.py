@@ -118,6 +118,8 @@ def host_vars(root: Root, ports: dict[str, int], certs: dict[str, str], wheels: 
         "influxdb_http_port": ports["influx"],
         "influxdb_rpc_port": ports["influx_rpc"],
         "cloud_ingest_wheelhouse": str(wheels),
+        # The wheelhouse holds the speed-ups' wheel too (target.wheelhouse()).
+        "cloud_ingest_speedups": True,
         "cloud_ingest_mqtt_url": f"mqtt://127.0.0.1:{ports['mqtt']}",
         "cloud_ingest_influx_url": f"http://127.0.0.1:{ports['influx']}/ruuvi",
         "cloud_ingest_metrics_port": ports["cloud_metrics"],

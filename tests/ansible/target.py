@@ -65,8 +65,11 @@ def collections(dest: Path) -> Path:
 
 
 def wheelhouse(dest: Path) -> Path:
-    """The edge-gw wheel (this tree) and its dependencies, for the roles' offline install."""
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", f"{REPO}[gateway,cloud]", "-w", str(dest)])
+    """The edge-gw wheel (this tree) and its dependencies, for the roles' offline install, and the edge-gw-speedups
+    wheel (speedups/). Built by this Python for this machine, as the compiled dependencies are: the bookworm root
+    runs Python 3.11 on the same architecture."""
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", f"{REPO}[gateway,cloud]", str(REPO / "speedups"),
+         "-w", str(dest)])
     return dest
 
 

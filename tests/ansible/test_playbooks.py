@@ -74,9 +74,22 @@ def test_each_host_gets_only_its_extra(provisioned: Provisioned) -> None:
 
     gateway, cloud = installed("/opt/edge-gw"), installed("/opt/cloud-ingest")
     assert {"bleak", "paho_mqtt", "edge_gw"} <= gateway
-    assert not gateway & {"gmqtt", "influxdb_client", "pytest"}, gateway
+    assert not gateway & {"gmqtt", "influxdb_client", "pytest", "edge_gw_speedups"}, gateway
     assert {"gmqtt", "influxdb_client", "edge_gw"} <= cloud
     assert not cloud & {"bleak", "dbus_fast", "pytest"}, cloud
+
+
+def test_the_receiver_runs_the_speedups(provisioned: Provisioned) -> None:
+    """cloud_ingest_speedups: true (provision.py): the C extension from the wheelhouse imports in the receiver's venv,
+    as its user, and the line protocol encoder takes it."""
+    code = ("import edge_gw_speedups, cloud.lineproto; "
+            "print(edge_gw_speedups.__file__, cloud.lineproto._c_line is not None)")
+    p = subprocess.run(provisioned.root.chroot("/opt/cloud-ingest/bin/python", "-c", code, user="cloud-ingest"),
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    where, c_line = p.stdout.split()
+    assert where.startswith("/opt/cloud-ingest/lib/python3") and where.endswith("/edge_gw_speedups/__init__.py")
+    assert c_line == "True"
 
 
 def test_gateway_files_modes_and_user(provisioned: Provisioned) -> None:
