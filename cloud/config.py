@@ -375,6 +375,9 @@ class KafkaSection:
     group: str = "cloud-ingest"  # the consumer group of `run --kafka`
     encoding: str = "json"  # "json" or "avro" (cloud/kafka/reading.avsc)
     record: str = "batch"  # one record per tag and write "batch" (measured faster, docs/kafka.md), or per "reading"
+    # The bridge's batch.max_points: bigger produce rounds make bigger "batch" records, which cost Kafka and both
+    # sides less per reading (docs/kafka.md); batch.max_interval still bounds the wait.
+    bridge_batch_points: int = 20000
     create_topics: bool = True  # the bridge creates missing topics with these two settings
     # How long librdkafka tries to deliver one record before it is produced again (message.timeout.ms): the
     # bridge's records and dead letters, and the dead letters of `run --kafka`.
@@ -412,6 +415,8 @@ class KafkaSection:
                                             f"got {self.encoding!r}")
         _check(self.record in RECORD_KINDS, f"kafka.record: expected one of {', '.join(RECORD_KINDS)}, "
                                              f"got {self.record!r}")
+        _check(1 <= self.bridge_batch_points <= 1_000_000,
+               f"kafka.bridge_batch_points: must be 1..1000000, got {self.bridge_batch_points}")
         _check(1 <= self.delivery_timeout <= 3600,
                f"kafka.delivery_timeout: must be 1 s..1 h, got {self.delivery_timeout}")
         _check(1 <= self.partitions <= 10000, f"kafka.partitions: must be 1..10000, got {self.partitions}")

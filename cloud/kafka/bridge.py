@@ -2,7 +2,8 @@
 persistent session, formats, batches, dedup and write path) with Kafka as its sink and its dead-letter topic, so the
 rule "acknowledged only once stored" holds with "stored" meaning "acknowledged by Kafka with acks=all".
 
-Not carried over from `run`: `batch.writers` (always 1, see bridge_receiver), alerts on the data, Home Assistant
+Not carried over from `run`: `batch.writers` (always 1, see bridge_receiver) and `batch.max_points` (the bridge
+has its own, `kafka.bridge_batch_points`), alerts on the data, Home Assistant
 and the InfluxDB rollups. The last three act on stored points, so they belong to the consumer that writes them to
 InfluxDB (`run --kafka`), or they would act twice.
 """
@@ -44,7 +45,8 @@ def bridge_receiver(cfg: Config, *, metrics: Metrics | None = None, status_file:
     sink = KafkaSink(KafkaTarget(k.bootstrap, k.topic, k.encoding, k.record), producer)
     # One writer: a batch is produced only once the one before it is acknowledged. With two, a batch retried after
     # an outage could land behind the next one, and a tag's readings out of order.
-    settings = dataclasses.replace(receiver_settings(cfg), alerts=None, writers=1)
+    settings = dataclasses.replace(receiver_settings(cfg), alerts=None, writers=1,
+                                   batch_max_points=k.bridge_batch_points)
     dead_letter = KafkaDeadLetter(producer, topic=k.dlq_topic, receiver=settings.mqtt.client_id,
                                   max_payload=settings.dlq_max_payload)
     return Receiver(settings, sink=sink, router=Router(formats_config(cfg)), metrics=metrics,

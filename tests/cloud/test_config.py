@@ -67,6 +67,7 @@ def test_the_sample_documents_every_setting_with_its_default() -> None:
     ("[log]\nlevel = 'loud'\n", "log.level: expected debug, info, warning or error, got 'loud'"),
     ("[influx]\ngzip = 'sometimes'\n", "influx.gzip: expected true, false or \"auto\", got 'sometimes'"),
     ("[influx]\ngzip = 1\n", "influx.gzip: expected true, false or \"auto\", got 1"),
+    ("[kafka]\nbridge_batch_points = 0\n", "kafka.bridge_batch_points: must be 1..1000000, got 0"),
 ])
 def test_errors_name_the_bad_key(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -160,3 +160,27 @@ def test_a_poison_message_goes_to_the_dlq_with_its_reason_and_the_stream_goes_on
     assert "JSON" in reasons[b"sensors/attic"], reasons
     assert reasons[b"edge-gw/gw-p/batch"], reasons
     assert all(int(d.headers["dlq-time-ns"]) > t0 * S for d in dlq)
+
+
+def test_the_bridge_closes_its_rounds_at_kafka_bridge_batch_points(mosquitto_factory: Any, kafka: Kafka,
+                                                                   tmp_path: Path) -> None:
+    """kafka.bridge_batch_points, not batch.max_points (the InfluxDB writes' size), closes the bridge's rounds: with
+    100, 200 readings of 10 tags make 2 rounds of 10 records of 10 readings each, long before max_interval."""
+    mq = mosquitto_factory(tmp_path / "mq", extra=broker_settings()).start()
+    cfg = bridge_config(mq.port, kafka.bootstrap, tmp_path, kafka__bridge_batch_points=100, batch__max_points=5,
+                        batch__max_interval="60s")
+    bridge = start_bridge(cfg)
+    pub = Publisher(mq.port)
+    t0 = int(time.time()) - 600
+    sent = [[reading(tag, b, (t0 + b) * S + tag * MS) for tag in range(10)] for b in range(20)]
+    try:
+        assert bridge.receiver.settings.batch_max_points == 100
+        pub.publish([("edge-gw/gw-r/batch", edge_batch("gw-r", b + 1, rs)) for b, rs in enumerate(sent)])
+        wait_until(lambda: bridge.receiver.counts.written == 200, 30, "both rounds produced")
+        got = read_topic(kafka.bootstrap, "ruuvi.readings", until=20)
+    finally:
+        pub.close()
+        bridge.stop()
+    assert sorted(readings(got)) == sorted((r.mac, r.time_ns) for rs in sent for r in rs)
+    assert len(got) == 20
+    assert [len(readings([r])) for r in got] == [10] * 20
