@@ -1,7 +1,9 @@
 """The Kafka path end to end, in one run on one machine: MQTT -> `cloud-ingest bridge` -> Kafka -> `cloud-ingest run
 --kafka` -> InfluxDB, against InfluxDB's raw /write ceiling measured in the same run.
 
-1. The ceiling (bench_influx_ceiling.py), once before and once after; ratios use the higher one.
+1. The ceiling (bench_influx_ceiling.py), before the first drain and after each one; a drain's ratio uses the
+   higher of the ceilings right before and right after it (this VM's speed moves by minutes), and the run's
+   highest too.
 2. Drains: N readings (edge-gw batches of 500 from 10 gateways x 100 tags) pre-loaded into the bridge's persistent
    MQTT session; then the consumers and the bridge start, and the clock runs from the bridge's start to the last
    consumer write. Once with one consumer, once with two in one group; each phase has its own Kafka topic and
@@ -42,9 +44,10 @@ class Pipeline:
     """One bridge and `consumers` consumers of one Kafka topic, writing to one database."""
 
     def __init__(self, work: Path, broker: Mosquitto, kafka: Kafka, influx_url: str, name: str, consumers: int,
-                 settings: dict[str, str]) -> None:
+                 settings: dict[str, str], bridge_settings: dict[str, str] | None = None) -> None:
         kafka_settings = {**settings, "kafka.topic": f"ruuvi.readings.{name}", "kafka.group": f"ingest-{name}"}
-        self.bridge = ReceiverProcess(work, broker.port, influx_url, f"bridge-{name}", kafka_settings, command=[
+        self.bridge = ReceiverProcess(work, broker.port, influx_url, f"bridge-{name}",
+                                      {**kafka_settings, **(bridge_settings or {})}, command=[
             "bridge", "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--kafka", kafka.bootstrap])
         self.consumers = [
             ReceiverProcess(work, broker.port, influx_url, f"consumer-{name}-{k}", kafka_settings,
@@ -82,11 +85,12 @@ def cpu_of(procs: dict[str, int]) -> dict[str, float]:
 
 
 def drain(work: Path, broker: Mosquitto, kafka: Kafka, influxd: Influxd, name: str, readings: int, consumers: int,
-          settings: dict[str, str], t0: int) -> tuple[float, int, dict[str, float]]:
+          settings: dict[str, str], t0: int, bridge_settings: dict[str, str] | None = None,
+          ) -> tuple[float, int, dict[str, float]]:
     """Readings/s from the bridge's start to the last consumer write, the points written, and each process's CPU
     µs per reading over that span (the consumers' summed; the daemons' start-up not included)."""
     influxd.query(f'CREATE DATABASE "{name}"', method="POST")
-    p = Pipeline(work, broker, kafka, f"{influxd.url}/{name}", name, consumers, settings)
+    p = Pipeline(work, broker, kafka, f"{influxd.url}/{name}", name, consumers, settings, bridge_settings)
     p.prepare()
     pub = Publisher(broker.port, client_id=f"pub-{name}")
     pub.publish(edge_messages(readings, 500, 10, t0), timeout=900)
@@ -121,6 +125,17 @@ def drain(work: Path, broker: Mosquitto, kafka: Kafka, influxd: Influxd, name: s
         p.stop()
 
 
+def ceiling_of(influxd: Influxd, db: str, points: int) -> float:
+    """InfluxDB's raw /write ceiling now, printed with influxd's CPU per point."""
+    assert influxd.proc is not None
+    cpu0 = cpu_seconds(influxd.proc.pid)
+    ceiling = influx_ceiling(f"{influxd.url}/{db}", points=points)
+    influx_us = (cpu_seconds(influxd.proc.pid) - cpu0) / points * 1e6
+    print(f"InfluxDB raw /write ceiling: {ceiling:,.0f} points/s; influxd's CPU {influx_us:.1f} µs per point "
+          f"= {ceiling * influx_us / 1e6:.2f} cores")
+    return ceiling
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--readings", type=int, default=1_000_000)
@@ -134,6 +149,8 @@ def main() -> None:
     ap.add_argument("--consumers", default="1,2", help="the drains: consumers in the group, comma-separated")
     ap.add_argument("--set", dest="extra", action="append", default=[], type=setting, metavar="KEY=VALUE",
                     help="a setting of bridge and consumers (repeatable)")
+    ap.add_argument("--bridge-set", dest="bridge_extra", action="append", default=[], type=setting,
+                    metavar="KEY=VALUE", help="a setting of the bridge only (repeatable)")
     ap.add_argument("--compare", action="append", default=[], type=setting, metavar="KEY=VALUE",
                     help="run each drain again right after with this setting too (repeatable), for an A/B")
     args = ap.parse_args()
@@ -148,31 +165,28 @@ def main() -> None:
         kafka = Kafka(work / "kafka", heap="1g").start()
         try:
             assert influxd.proc is not None
-            cpu0 = cpu_seconds(influxd.proc.pid)
-            ceiling = influx_ceiling(f"{influxd.url}/ceiling", points=args.ceiling_points)
-            influx_us = (cpu_seconds(influxd.proc.pid) - cpu0) / args.ceiling_points * 1e6
-            print(f"InfluxDB raw /write ceiling: {ceiling:,.0f} points/s; influxd's CPU {influx_us:.1f} µs per point "
-                  f"= {ceiling * influx_us / 1e6:.2f} cores")
             t0 = time.time_ns() - 6 * 3600 * S
-            rates: dict[str, float] = {}
+            ceilings = [ceiling_of(influxd, "ceiling0", args.ceiling_points)]
             runs = [(int(n), "", settings) for n in args.consumers.split(",")] if not args.skip_drain else []
             if compare:
                 label = " ".join(f"{k}={v}" for k, v in args.compare)
                 runs = [r for n, _, st in runs for r in ((n, "", st), (n, f", {label}", {**st, **compare}))]
+            results: list[tuple[str, float]] = []
             for k, (n, label, st) in enumerate(runs):
                 rate, written, cpu = drain(work, broker, kafka, influxd, f"drain{k}", args.readings, n, st,
-                                           t0 + (k + 1) * 3600 * S)
-                rates[f"{n} consumer(s){label}"] = rate
+                                           t0 + (k + 1) * 3600 * S, dict(args.bridge_extra))
+                name = f"{n} consumer(s){label}"
+                results.append((name, rate))
                 print(f"drain of {args.readings:,} readings MQTT -> bridge -> Kafka -> {n} consumer(s) -> "
                       f"InfluxDB ({args.record} records, {args.encoding}{label}): {rate:,.0f} readings/s "
                       f"(written {written:,})")
                 print("  CPU µs per reading: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
                       + f"; all {sum(cpu.values()):.1f} = {rate * sum(cpu.values()) / 1e6:.2f} cores")
-            again = influx_ceiling(f"{influxd.url}/ceiling2", points=args.ceiling_points)
-            best = max(ceiling, again)
-            print(f"InfluxDB raw /write ceiling, again: {again:,.0f} points/s")
-            for name, rate in rates.items():
-                print(f"  {name}: {rate / best:.0%} of the higher ceiling ({rate / ceiling:.0%} of the first)")
+                ceilings.append(ceiling_of(influxd, f"ceiling{k + 1}", args.ceiling_points))
+            for k, (name, rate) in enumerate(results):
+                near = max(ceilings[k], ceilings[k + 1])
+                print(f"  {name}: {rate / near:.0%} of the higher ceiling right before and after it ({near:,.0f}), "
+                      f"{rate / max(ceilings):.0%} of the run's highest ({max(ceilings):,.0f})")
 
             influxd.query('CREATE DATABASE "latency"', method="POST")
             lat = {**settings, "batch.max_interval": args.latency_interval, "batch.writers": "1"}
