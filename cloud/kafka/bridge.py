@@ -3,9 +3,9 @@ persistent session, formats, batches, dedup and write path) with Kafka as its si
 rule "acknowledged only once stored" holds with "stored" meaning "acknowledged by Kafka with acks=all".
 
 Not carried over from `run`: `batch.writers` (always 1, see bridge_receiver) and `batch.max_points` (the bridge
-has its own, `kafka.bridge_batch_points`), alerts on the data, Home Assistant
-and the InfluxDB rollups. The last three act on stored points, so they belong to the consumer that writes them to
-InfluxDB (`run --kafka`), or they would act twice.
+has its own, `kafka.bridge_batch_points`), alerts on the data, Home Assistant and the InfluxDB rollups. The last
+three act on stored points, so they belong to the consumer that writes them to InfluxDB (`run --kafka`), or they
+would act twice.
 """
 
 from __future__ import annotations
