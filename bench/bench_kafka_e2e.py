@@ -191,8 +191,10 @@ def main() -> None:
             influxd.query('CREATE DATABASE "latency"', method="POST")
             lat = {**settings, "batch.max_interval": args.latency_interval, "batch.writers": "1"}
             url = f"{influxd.url}/latency"
+            bridge_lat = dict(args.bridge_extra)  # --bridge-set holds in every phase, this one too
             seen = latency(work, broker, influxd, "latency", args.latency_rate, args.latency_seconds, lat,
-                           start=lambda: Pipeline(work, broker, kafka, url, "latency", 1, lat).prepare().start())
+                           start=lambda: Pipeline(work, broker, kafka, url, "latency", 1, lat,
+                                                  bridge_lat).prepare().start())
             print(f"latency receive time -> queryable through bridge, Kafka and 1 consumer at {args.latency_rate} "
                   f"readings/s for {args.latency_seconds:g} s (batch.max_interval={args.latency_interval} s on "
                   f"both, {len(seen)} sampled points): p50 {pct(seen, 50) * 1000:.0f} ms, p99 "
